@@ -1,0 +1,76 @@
+// coro::BlockingPool: worker threads for system calls that have no asynchronous form
+// (fdatasync, fallocate, preadv/pwritev in the thread-pool I/O backend).
+//
+//   ssize_t n = co_await pool.Offload([fd, iov, cnt, off] { return ::preadv(fd, iov, cnt, off); });
+//
+// The function runs on a worker; the awaiting coroutine is resumed on its own event loop with
+// the function's result. While a job is outstanding the loop counts it as work, so Run()/RunOne()
+// wait for it. The function must not touch block-layer state (that belongs to the loop thread).
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "qedfuse/coro/event_loop.h"
+
+namespace qedfuse::coro {
+
+class BlockingPool {
+ public:
+  explicit BlockingPool(std::size_t threads);
+  ~BlockingPool();  // joins the workers after finishing queued jobs
+  BlockingPool(const BlockingPool&) = delete;
+  BlockingPool& operator=(const BlockingPool&) = delete;
+
+  // Runs |job| on a worker thread. Thread-safe.
+  void Submit(std::function<void()> job);
+
+  template <typename F>
+  class OffloadAwaiter {
+   public:
+    using R = std::invoke_result_t<F&>;
+    OffloadAwaiter(BlockingPool* pool, F f) : pool_(pool), f_(std::move(f)) {}
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+      EventLoop* loop = &EventLoop::Current();
+      loop->AddWork();
+      pool_->Submit([this, h, loop] {
+        if constexpr (std::is_void_v<R>) {
+          f_();
+        } else {
+          result_.emplace(f_());
+        }
+        loop->Post(h);
+        loop->RemoveWork();
+      });
+    }
+    R await_resume() {
+      if constexpr (!std::is_void_v<R>) return std::move(*result_);
+    }
+
+   private:
+    struct Empty {};
+    BlockingPool* pool_;
+    F f_;
+    std::optional<std::conditional_t<std::is_void_v<R>, Empty, R>> result_;
+  };
+
+  template <typename F>
+  OffloadAwaiter<std::decay_t<F>> Offload(F&& f) {
+    return OffloadAwaiter<std::decay_t<F>>(this, std::forward<F>(f));
+  }
+
+  std::size_t threads() const noexcept { return threads_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::size_t threads_;
+};
+
+}  // namespace qedfuse::coro

@@ -1,0 +1,85 @@
+// coro::CoQueue: a FIFO of coroutines waiting for a condition guarded by a CoMutex
+// (QEMU's CoQueue; a condition variable for coroutines).
+//
+//   while (!condition) co_await queue.Wait(guard);  // drops |guard| while waiting, re-takes it
+//
+// WakeOne()/WakeAll() post the waiters' resumptions to the loop in FIFO order; a woken waiter
+// then re-acquires the mutex (FIFO behind earlier lockers) before Wait() returns, so the caller
+// must re-check its condition. A wake with nobody waiting is not remembered: callers change
+// state under the mutex first, then wake, and waiters check state before waiting, so no wake-up
+// is lost.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+
+#include "qedfuse/coro/co_mutex.h"
+#include "qedfuse/coro/task.h"
+
+namespace qedfuse::coro {
+
+class CoQueue {
+ public:
+  CoQueue() = default;
+  CoQueue(const CoQueue&) = delete;
+  CoQueue& operator=(const CoQueue&) = delete;
+
+  // Waits until woken. |guard| must own a mutex; it is released while waiting and owns the same
+  // mutex again when this returns.
+  Task<void> Wait(CoMutex::Guard& guard) {
+    CoMutex* m = guard.mutex();
+    co_await WaitAwaiter{this, &guard, nullptr, {}, nullptr};
+    guard = co_await m->Lock();
+  }
+
+  // Wakes the longest waiter. Returns false if nobody was waiting.
+  bool WakeOne() noexcept {
+    WaitAwaiter* w = head_;
+    if (w == nullptr) return false;
+    head_ = w->next;
+    if (head_ == nullptr) tail_ = nullptr;
+    --size_;
+    w->loop->Post(w->handle);
+    return true;
+  }
+
+  // Wakes every waiter, in FIFO order. Returns how many were woken.
+  std::size_t WakeAll() noexcept {
+    std::size_t n = 0;
+    while (WakeOne()) ++n;
+    return n;
+  }
+
+  bool empty() const noexcept { return head_ == nullptr; }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  struct WaitAwaiter {
+    CoQueue* q;
+    CoMutex::Guard* guard;
+    WaitAwaiter* next = nullptr;
+    std::coroutine_handle<> handle;
+    EventLoop* loop = nullptr;
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+      handle = h;
+      loop = &EventLoop::Current();
+      if (q->tail_ != nullptr) {
+        q->tail_->next = this;
+      } else {
+        q->head_ = this;
+      }
+      q->tail_ = this;
+      ++q->size_;
+      guard->Release();  // a waiter handed the mutex is resumed by a post, never inline
+    }
+    void await_resume() const noexcept {}
+  };
+
+  WaitAwaiter* head_ = nullptr;
+  WaitAwaiter* tail_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace qedfuse::coro

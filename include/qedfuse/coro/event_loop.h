@@ -1,0 +1,85 @@
+// coro::EventLoop: the single thread that owns all block-layer state (QEMU's AioContext).
+//
+// Wraps an asio::io_context. Every coroutine of the block layer runs on the loop's thread, so
+// block state needs no std::mutex. Wake-ups (CoMutex hand-off, CoQueue wake, timers) are posted
+// to the loop rather than resumed inline, which keeps stacks flat and interleavings predictable.
+//
+// One loop per thread: constructing an EventLoop makes it the thread's Current() loop until it
+// is destroyed. Tests drive the loop by hand with RunOne()/RunUntilIdle()/RunSync().
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <functional>
+#include <memory>
+
+#include "qedfuse/coro/task.h"
+
+namespace boost::asio {
+class io_context;
+}  // namespace boost::asio
+
+namespace qedfuse::coro {
+
+class EventLoop {
+ public:
+  EventLoop();
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // The loop of the calling thread. Precondition: one exists.
+  static EventLoop& Current();
+  static EventLoop* CurrentOrNull() noexcept;
+
+  boost::asio::io_context& context() noexcept;
+
+  // Queues |h| to be resumed from a later loop turn. Safe to call from any thread.
+  void Post(std::coroutine_handle<> h);
+  // Queues |fn| to run on the loop. Safe to call from any thread.
+  void Post(std::function<void()> fn);
+
+  // Runs until Stop() is called or no work is left.
+  void Run();
+  // Makes Run() return as soon as the current handler finishes. Safe from any thread.
+  void Stop();
+  // Runs every handler that is ready now, and those they make ready, without blocking.
+  // Returns the number of handlers run.
+  std::size_t RunUntilIdle();
+  // Runs at most one handler, blocking until one is ready if work is outstanding.
+  // Returns 0 if there is nothing to run and no outstanding work.
+  std::size_t RunOne();
+
+  // Keeps Run()/RunOne() waiting while work happens elsewhere (e.g. on a BlockingPool).
+  // Thread-safe.
+  void AddWork() noexcept;
+  void RemoveWork() noexcept;
+
+  // Drives the loop until |task| finishes and returns its result. Aborts with a message if the
+  // loop runs dry while the task is still suspended (a lost wake-up).
+  template <typename T>
+  T RunSync(Task<T> task) {
+    while (!task.done()) {
+      if (RunOne() == 0) DeadlockAbort();
+    }
+    return task.Get();
+  }
+
+  // Awaitable that suspends the caller and resumes it from a later loop turn.
+  struct YieldAwaiter {
+    EventLoop* loop;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) const { loop->Post(h); }
+    void await_resume() const noexcept {}
+  };
+  YieldAwaiter Yield() noexcept { return {this}; }
+
+ private:
+  [[noreturn]] static void DeadlockAbort();
+
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  EventLoop* previous_ = nullptr;
+};
+
+}  // namespace qedfuse::coro

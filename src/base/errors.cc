@@ -1,0 +1,96 @@
+// Project error category and the single errno mapping used at the FUSE edge.
+#include "qedfuse/base/errors.h"
+
+#include <cstring>
+#include <string>
+
+
+namespace qedfuse {
+namespace {
+
+class QedfuseCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "qedfuse"; }
+  std::string message(int value) const override {
+    switch (static_cast<Errc>(value)) {
+      case Errc::kOk:
+        return "success";
+      case Errc::kCorruptImage:
+        return "image is corrupt";
+      case Errc::kUnsupportedFeature:
+        return "unsupported image feature";
+      case Errc::kReadOnly:
+        return "image is read-only";
+      case Errc::kOutOfRange:
+        return "request outside the device";
+      case Errc::kNoSpace:
+        return "image cannot grow";
+      case Errc::kClosed:
+        return "device is closed";
+      case Errc::kNotSupported:
+        return "operation not supported";
+      case Errc::kInjected:
+        return "injected fault";
+    }
+    return "unknown qedfuse error " + std::to_string(value);
+  }
+};
+
+}  // namespace
+
+const std::error_category& qedfuse_category() noexcept {
+  static const QedfuseCategory category;
+  return category;
+}
+
+int ToErrno(const std::error_code& ec) noexcept {
+  if (!ec) return 0;
+  if (ec.category() == qedfuse_category()) {
+    switch (static_cast<Errc>(ec.value())) {
+      case Errc::kOk:
+        return 0;
+      case Errc::kUnsupportedFeature:
+        return ENOTSUP;
+      case Errc::kReadOnly:
+        return EROFS;
+      case Errc::kOutOfRange:
+        return EINVAL;
+      case Errc::kNoSpace:
+        return ENOSPC;
+      case Errc::kNotSupported:
+        return EOPNOTSUPP;
+      case Errc::kCorruptImage:
+      case Errc::kClosed:
+      case Errc::kInjected:
+        return EIO;
+    }
+    return EIO;
+  }
+  if (ec.category() == std::generic_category() || ec.category() == std::system_category()) {
+    return ec.value() > 0 ? ec.value() : EIO;
+  }
+  return EIO;
+}
+
+absl::Status ToStatus(const std::error_code& ec, std::string_view context) {
+  if (!ec) return absl::OkStatus();
+  std::string msg = std::string(context) + ": " + ec.message();
+  switch (ToErrno(ec)) {
+    case ENOENT:
+      return absl::NotFoundError(msg);
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return absl::PermissionDeniedError(msg);
+    case ENOTSUP:
+      return absl::UnimplementedError(msg);
+    case EINVAL:
+      return absl::InvalidArgumentError(msg);
+    case ENOSPC:
+      return absl::ResourceExhaustedError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+}  // namespace qedfuse

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "qedfuse/base/result.h"
+#include "qedfuse/block/debug_event.h"
 #include "qedfuse/block/io_vector.h"
 #include "qedfuse/coro/task.h"
 
@@ -65,6 +66,9 @@ class BlockDriver {
   virtual coro::Task<Result<void>> Truncate(uint64_t new_length);
   // Bytes of host storage this node uses (st_blocks of its file); formats forward to their file.
   virtual uint64_t AllocatedBytes() const { return 0; }
+  // Announces what the caller's next I/O on this node is for (see debug_event.h). Ordinary
+  // drivers ignore it; FaultInjectionDriver arms its rules on it. Never fails, never suspends.
+  virtual void Annotate(DebugEvent /*event*/) {}
 
   // Control path: drains nothing (BlockBackend does that), then leaves the node clean on disk
   // (flushed; QED also clears NEED_CHECK) and releases its resources. Called once.

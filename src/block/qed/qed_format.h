@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -67,6 +68,10 @@ struct Geometry {
   uint64_t l2_index(uint64_t pos) const { return (pos >> l2_shift) & l2_mask; }
   uint64_t in_cluster(uint64_t pos) const { return pos & (cluster_size - 1); }
   uint64_t cluster_start(uint64_t pos) const { return pos & ~uint64_t{cluster_size - 1}; }
+  // Number of clusters needed to hold |bytes| (rounded up; correct arithmetic, see quirk Q4).
+  uint64_t bytes_to_clusters(uint64_t bytes) const {
+    return (bytes >> cluster_bits) + ((bytes & (cluster_size - 1)) != 0);
+  }
   // Cluster predicate of qed-format.md §2.3 against |file_size| (rounded down to a cluster).
   bool ValidClusterOffset(uint64_t off, uint64_t file_size) const;
   // Table predicate: the whole table lies inside the file, after the header.
@@ -83,5 +88,16 @@ absl::StatusOr<Geometry> MakeGeometry(uint32_t cluster_size, uint32_t table_size
 // |file_size| is the raw file length. Returns the geometry on success; the error message names
 // the offending field and value. Unlike QEMU, table_size 1 is accepted (quirk Q1).
 absl::StatusOr<Geometry> ValidateHeader(const Header& h, uint64_t file_size);
+
+// The exact maximum image size for a geometry, or nullopt when it does not fit in 64 bits (the
+// geometries QEMU miscomputes as 0, quirk Q2). Precondition: sizes are powers of two in range.
+std::optional<uint64_t> MaxImageSize(uint32_t cluster_size, uint32_t table_size);
+
+// The backing file name stored in the header clusters. |file_prefix| holds the first bytes of
+// the image file (at least up to the end of the name). Returns "" when the image has no backing
+// file (feature bit clear or size 0). Errors: the name lies outside the header clusters, is too
+// long (>= PATH_MAX), or is not contained in |file_prefix|. Pure: no I/O.
+absl::StatusOr<std::string> BackingFileName(const Header& h,
+                                            std::span<const std::byte> file_prefix);
 
 }  // namespace qedfuse::qed

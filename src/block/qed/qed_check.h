@@ -3,37 +3,51 @@
 // (quirk Q4: we count leaks with correct cluster arithmetic).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "block/qed/qed_format.h"
 #include "qedfuse/base/result.h"
 #include "qedfuse/block/block_driver.h"
 #include "qedfuse/coro/task.h"
-#include "block/qed/qed_format.h"
 
 namespace qedfuse::qed {
 
 struct CheckReport {
-  uint64_t total_clusters = 0;       // ceil(image_size / cluster_size)
-  uint64_t allocated_clusters = 0;   // L2 entries that are neither 0 nor 1
+  uint64_t total_clusters = 0;      // ceil(image_size / cluster_size)
+  uint64_t allocated_clusters = 0;  // L2 entries that are neither 0 nor 1
   uint64_t fragmented_clusters = 0;
-  uint64_t corruptions = 0;          // found and not fixed
+  uint64_t corruptions = 0;  // found and not fixed
   uint64_t corruptions_fixed = 0;
   uint64_t leaks = 0;
   uint64_t leaks_fixed = 0;
-  uint64_t check_errors = 0;         // I/O errors while checking
+  uint64_t check_errors = 0;          // I/O errors while checking
   std::vector<std::string> messages;  // one line per finding, naming the offset
+  uint64_t file_size = 0;             // rounded-down file size after the check (see truncation)
 };
 
 struct CheckOptions {
   bool repair = false;  // fix invalid entries (set to 0); leaks are counted, never fixed
+  // With repair, and when the check found no remaining corruption and no I/O error: truncate the
+  // file after the last used cluster, which removes trailing leaks (counted in leaks_fixed).
+  // Off by default, as QEMU never does it.
+  bool truncate_trailing_leaks = false;
+  // At most this many lines go to CheckReport::messages; a final line counts the rest.
+  std::size_t max_messages = 1000;
 };
 
 // Checks the image whose file is |file|, with header |h| (already validated, geometry |geo|),
 // L1 table |l1| (in memory; updated in place when repaired) and rounded-down |file_size|.
-// With repair, fixed tables are written back to |file|. The header (NEED_CHECK) is left alone:
-// the caller clears it when the report shows no corruptions and no check errors.
+// With repair, fixed tables are written back to |file| (whole tables, split to the child's
+// max_transfer) and flushed. The header (NEED_CHECK) is left alone: the caller clears it when
+// the report shows no corruptions and no check errors. The L2 tables are read straight from
+// |file|, so a caller with an L2 cache must drop it after a repair.
+// I/O errors do not fail the call: they are counted in check_errors (and then leaks are not
+// counted, as in QEMU). The call fails only for bad arguments (EINVAL: |l1| has not
+// table_nelems entries) or when memory for the tables cannot be had (ENOMEM).
+// Must run on the event-loop thread (it awaits |file|).
 coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Header& h,
                                            const Geometry& geo, std::vector<uint64_t>& l1,
                                            uint64_t file_size, const CheckOptions& options);

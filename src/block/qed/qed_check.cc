@@ -1,0 +1,343 @@
+// Consistency check and repair (qed-format.md §7.1), with QEMU's counting rules and correct
+// cluster arithmetic (quirk Q4: bytes are divided by cluster_size, not cluster_size - 1).
+//
+// Every cluster a table refers to is marked in a "used" bitmap over the rounded-down file. A
+// cluster marked twice is a duplicate reference, which cannot be repaired (neither owner can be
+// trusted). An entry that fails the offset predicates of §2.3 is a fixable corruption: repair
+// sets it to 0, which only forgets data that was never reachable anyway. Whatever is not marked
+// at the end is leaked space; leaks are harmless and, like QEMU, are only counted (unless the
+// optional trailing-leak truncation is asked for).
+//
+// The bitmap is paged: one 4 KiB page per 32768 clusters, allocated on first use. A dense
+// 64 TiB image with 64 KiB clusters needs 128 MiB; a huge sparse file that refers to little
+// costs little.
+#include "block/qed/qed_check.h"
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <map>
+#include <memory>
+#include <new>
+
+#include "absl/strings/str_format.h"
+#include "qedfuse/base/macros.h"
+#include "qedfuse/block/io_buffer.h"
+#include "qedfuse/block/io_vector.h"
+
+namespace qedfuse::qed {
+namespace {
+
+class UsedClusters {
+ public:
+  static constexpr uint64_t kPageBits = 1u << 15;  // clusters per page
+  static constexpr uint64_t kPageWords = kPageBits / 64;
+
+  explicit UsedClusters(uint64_t nclusters) : nclusters_(nclusters) {}
+
+  // Marks |n| clusters from |first|; returns how many were already marked. Clusters at or past
+  // the end of the file are ignored (the predicates keep callers from passing them).
+  uint64_t Mark(uint64_t first, uint64_t n) {
+    uint64_t dups = 0;
+    for (uint64_t c = first; c < first + n && c < nclusters_; ++c) {
+      std::unique_ptr<uint64_t[]>& page = pages_[c / kPageBits];
+      if (!page) page = std::make_unique<uint64_t[]>(kPageWords);
+      const uint64_t bit = c % kPageBits;
+      uint64_t& word = page[bit / 64];
+      const uint64_t mask = uint64_t{1} << (bit % 64);
+      if (word & mask) {
+        ++dups;
+      } else {
+        word |= mask;
+        if (c >= counted_from_) ++count_;
+        last_ = std::max(last_, c + 1);
+      }
+    }
+    return dups;
+  }
+
+  // Only marks at or after |first| are counted by count(); set before marking anything.
+  void CountFrom(uint64_t first) { counted_from_ = first; }
+  uint64_t count() const { return count_; }
+  // One past the highest marked cluster (0 when nothing is marked).
+  uint64_t end() const { return last_; }
+
+  // Calls fn(first, n) for each maximal run of unmarked clusters in [from, nclusters).
+  template <typename Fn>
+  void ForEachUnmarkedRun(uint64_t from, Fn&& fn) const {
+    uint64_t run_start = from;
+    uint64_t pos = from;
+    auto flush = [&](uint64_t until) {
+      if (until > run_start) fn(run_start, until - run_start);
+    };
+    for (auto it = pages_.lower_bound(from / kPageBits); it != pages_.end(); ++it) {
+      const uint64_t base = it->first * kPageBits;
+      pos = std::max(pos, base);
+      const uint64_t stop = std::min(base + kPageBits, nclusters_);
+      while (pos < stop) {
+        const uint64_t bit = pos - base;
+        const uint64_t word = it->second[bit / 64];
+        if (bit % 64 == 0 && pos + 64 <= stop && (word == 0 || word == ~uint64_t{0})) {
+          if (word != 0) {  // 64 marked clusters end any run
+            flush(pos);
+            run_start = pos + 64;
+          }
+          pos += 64;
+          continue;
+        }
+        if (word & (uint64_t{1} << (bit % 64))) {
+          flush(pos);
+          run_start = pos + 1;
+        }
+        ++pos;
+      }
+    }
+    flush(nclusters_);
+  }
+
+ private:
+  uint64_t nclusters_;
+  uint64_t counted_from_ = 0;
+  uint64_t count_ = 0;
+  uint64_t last_ = 0;
+  std::map<uint64_t, std::unique_ptr<uint64_t[]>> pages_;
+};
+
+uint64_t LoadLe64(const std::byte* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | std::to_integer<uint64_t>(p[i]);
+  return v;
+}
+
+void StoreLe64(std::byte* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
+}
+
+// Why a data-cluster entry fails the cluster predicate.
+std::string ClusterProblem(const Geometry& g, uint64_t off, uint64_t file_size) {
+  if (off & (g.cluster_size - 1)) {
+    return absl::StrFormat("is not a multiple of the cluster size %u", g.cluster_size);
+  }
+  if (off < g.header_bytes) return "points into the header";
+  return absl::StrFormat("points past end of file (0x%x)", file_size);
+}
+
+// Why an L1 entry fails the table predicate.
+std::string TableProblem(const Geometry& g, uint64_t off, uint64_t file_size) {
+  if (off & (g.cluster_size - 1)) {
+    return absl::StrFormat("is not a multiple of the cluster size %u", g.cluster_size);
+  }
+  if (off < g.header_bytes) return "points into the header";
+  return absl::StrFormat("runs past end of file (0x%x)", file_size);
+}
+
+class Reporter {
+ public:
+  Reporter(CheckReport& r, std::size_t limit) : r_(r), limit_(limit) {}
+  void Add(std::string line) {
+    if (r_.messages.size() < limit_) {
+      r_.messages.push_back(std::move(line));
+    } else {
+      ++suppressed_;
+    }
+  }
+  void Finish() {
+    if (suppressed_) {
+      r_.messages.push_back(absl::StrFormat("... and %u more findings not listed", suppressed_));
+    }
+  }
+
+ private:
+  CheckReport& r_;
+  std::size_t limit_;
+  uint64_t suppressed_ = 0;
+};
+
+// Largest transfer that respects the child's limits for cluster-aligned table I/O.
+uint64_t TransferChunk(const block::BlockLimits& lim, uint32_t cluster_size) {
+  const uint64_t align = std::max<uint64_t>(lim.request_alignment, 1);
+  uint64_t chunk = lim.max_transfer / cluster_size * cluster_size;
+  if (chunk == 0) chunk = lim.max_transfer / align * align;
+  return std::max(chunk, align);
+}
+
+coro::Task<Result<void>> ReadTable(block::BlockDriver& file, uint64_t off, block::IoBuffer& buf,
+                                   uint64_t chunk) {
+  for (uint64_t done = 0; done < buf.size(); done += chunk) {
+    const uint64_t n = std::min<uint64_t>(chunk, buf.size() - done);
+    QEDFUSE_CO_TRY(co_await file.Read(off + done, block::IoVector(buf.data() + done, n)));
+  }
+  co_return Ok();
+}
+
+coro::Task<Result<void>> WriteTable(block::BlockDriver& file, uint64_t off, block::IoBuffer& buf,
+                                    uint64_t chunk) {
+  for (uint64_t done = 0; done < buf.size(); done += chunk) {
+    const uint64_t n = std::min<uint64_t>(chunk, buf.size() - done);
+    QEDFUSE_CO_TRY(co_await file.Write(off + done, block::IoVector(buf.data() + done, n)));
+  }
+  co_return Ok();
+}
+
+}  // namespace
+
+coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Header& h,
+                                           const Geometry& geo, std::vector<uint64_t>& l1,
+                                           uint64_t file_size, const CheckOptions& options) {
+  if (l1.size() != geo.table_nelems || geo.cluster_size == 0) {
+    co_return Unexpected(ErrnoCode(EINVAL));
+  }
+  file_size &= ~uint64_t{geo.cluster_size - 1};
+  const uint64_t nclusters = file_size >> geo.cluster_bits;
+  const uint64_t cs = geo.cluster_size;
+  const uint64_t chunk = TransferChunk(file.limits(), geo.cluster_size);
+
+  CheckReport report;
+  report.total_clusters = geo.bytes_to_clusters(h.image_size);
+  report.file_size = file_size;
+  Reporter out(report, options.max_messages);
+
+  block::IoBuffer table;
+  try {
+    table = block::IoBuffer(geo.table_bytes);
+  } catch (const std::bad_alloc&) {
+    co_return Unexpected(ErrnoCode(ENOMEM));
+  }
+
+  UsedClusters used(nclusters);
+  used.CountFrom(geo.header_size);
+  used.Mark(h.l1_table_offset >> geo.cluster_bits, geo.table_size);
+
+  uint64_t l1_fixed = 0;
+  bool wrote = false;
+  for (uint64_t i = 0; i < l1.size(); ++i) {
+    const uint64_t l2_off = l1[i];
+    if (l2_off == 0) continue;
+    if (!geo.ValidTableOffset(l2_off, file_size)) {
+      out.Add(absl::StrFormat("L1 entry %u: L2 table offset 0x%x %s%s", i, l2_off,
+                              TableProblem(geo, l2_off, file_size),
+                              options.repair ? " (repaired: set to 0)" : ""));
+      if (options.repair) {
+        l1[i] = 0;
+        ++report.corruptions_fixed;
+        ++l1_fixed;
+      } else {
+        ++report.corruptions;
+      }
+      continue;
+    }
+    if (const uint64_t dups = used.Mark(l2_off >> geo.cluster_bits, geo.table_size)) {
+      // QEMU counts one corruption per cluster already in use, and does not look inside.
+      report.corruptions += dups;
+      out.Add(absl::StrFormat(
+          "L1 entry %u: L2 table at 0x%x overlaps %u cluster(s) already in use; table skipped", i,
+          l2_off, dups));
+      continue;
+    }
+    Result<void> rd = co_await ReadTable(file, l2_off, table, chunk);
+    if (!rd) {
+      ++report.check_errors;
+      out.Add(absl::StrFormat("L1 entry %u: cannot read L2 table at 0x%x: %s", i, l2_off,
+                              rd.error().message()));
+      continue;
+    }
+
+    uint64_t l2_fixed = 0;
+    uint64_t last = 0;
+    for (uint64_t j = 0; j < geo.table_nelems; ++j) {
+      std::byte* slot = table.data() + j * sizeof(uint64_t);
+      const uint64_t off = LoadLe64(slot);
+      if (off == 0 || off == kZeroClusterEntry) continue;
+      ++report.allocated_clusters;
+      if (last != 0 && last + cs != off) ++report.fragmented_clusters;
+      last = off;
+      if (!geo.ValidClusterOffset(off, file_size)) {
+        out.Add(absl::StrFormat("L2 table at 0x%x entry %u: cluster offset 0x%x %s%s", l2_off, j,
+                                off, ClusterProblem(geo, off, file_size),
+                                options.repair ? " (repaired: set to 0)" : ""));
+        if (options.repair) {
+          StoreLe64(slot, 0);
+          ++report.corruptions_fixed;
+          ++l2_fixed;
+        } else {
+          ++report.corruptions;
+        }
+        continue;
+      }
+      if (used.Mark(off >> geo.cluster_bits, 1)) {
+        ++report.corruptions;
+        out.Add(absl::StrFormat(
+            "L2 table at 0x%x entry %u: cluster 0x%x is already in use (duplicate reference)",
+            l2_off, j, off));
+      }
+    }
+    if (l2_fixed > 0 && options.repair) {
+      Result<void> wr = co_await WriteTable(file, l2_off, table, chunk);
+      if (!wr) {
+        ++report.check_errors;
+        out.Add(absl::StrFormat("cannot write repaired L2 table at 0x%x: %s", l2_off,
+                                wr.error().message()));
+        continue;
+      }
+      wrote = true;
+    }
+  }
+
+  if (l1_fixed > 0 && options.repair) {
+    block::IoBuffer l1_buf;
+    try {
+      l1_buf = block::IoBuffer(geo.table_bytes);
+    } catch (const std::bad_alloc&) {
+      co_return Unexpected(ErrnoCode(ENOMEM));
+    }
+    for (uint64_t i = 0; i < l1.size(); ++i) StoreLe64(l1_buf.data() + i * sizeof(uint64_t), l1[i]);
+    Result<void> wr = co_await WriteTable(file, h.l1_table_offset, l1_buf, chunk);
+    if (!wr) {
+      ++report.check_errors;
+      out.Add(absl::StrFormat("cannot write repaired L1 table at 0x%x: %s", h.l1_table_offset,
+                              wr.error().message()));
+    } else {
+      wrote = true;
+    }
+  }
+  if (wrote) {
+    Result<void> fl = co_await file.Flush();
+    if (!fl) {
+      ++report.check_errors;
+      out.Add(absl::StrFormat("cannot flush the repaired tables: %s", fl.error().message()));
+    }
+  }
+
+  // Leaks are meaningful only if every table was read (and written) successfully.
+  if (report.check_errors == 0) {
+    const uint64_t first = std::min<uint64_t>(geo.header_size, nclusters);
+    report.leaks = (nclusters - first) - used.count();
+    used.ForEachUnmarkedRun(first, [&](uint64_t c, uint64_t n) {
+      out.Add(absl::StrFormat("leaked clusters at 0x%x (%u cluster(s), %u bytes)",
+                              c << geo.cluster_bits, n, n << geo.cluster_bits));
+    });
+
+    if (options.repair && options.truncate_trailing_leaks && report.corruptions == 0 &&
+        report.leaks > 0) {
+      const uint64_t keep = std::max(used.end(), first);
+      if (keep < nclusters) {
+        Result<void> tr = co_await file.Truncate(keep << geo.cluster_bits);
+        if (!tr) {
+          out.Add(absl::StrFormat("cannot truncate trailing leaked clusters at 0x%x: %s",
+                                  keep << geo.cluster_bits, tr.error().message()));
+        } else {
+          report.leaks_fixed = nclusters - keep;
+          report.leaks -= report.leaks_fixed;
+          report.file_size = keep << geo.cluster_bits;
+          out.Add(absl::StrFormat("truncated %u trailing leaked cluster(s); file size now 0x%x",
+                                  report.leaks_fixed, report.file_size));
+        }
+      }
+    }
+  }
+  out.Finish();
+  co_return report;
+}
+
+}  // namespace qedfuse::qed

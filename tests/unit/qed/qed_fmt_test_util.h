@@ -54,7 +54,7 @@ struct CommandResult {
   std::string output;  // stdout and stderr
 };
 
-inline CommandResult Run(const std::string& cmd) {
+inline CommandResult Shell(const std::string& cmd) {
   CommandResult r;
   FILE* f = ::popen((cmd + " 2>&1").c_str(), "r");
   if (f == nullptr) return r;
@@ -68,7 +68,7 @@ inline CommandResult Run(const std::string& cmd) {
 
 // Runs |cmd| and fails the test unless it exits with 0.
 inline std::string MustRun(const std::string& cmd) {
-  CommandResult r = Run(cmd);
+  CommandResult r = Shell(cmd);
   EXPECT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
   return r.output;
 }

@@ -65,8 +65,9 @@ TARGET_LABEL = {
 
 PROFILES = {
     # data: set A region; alloc64: set B region; dd: set C bytes; runtime: time-based jobs.
-    "quick": dict(data=1 * GiB, alloc64=2 * GiB, dd=512 * MiB, runtime=4, ramp=1),
-    "full": dict(data=4 * GiB, alloc64=8 * GiB, dd=2 * GiB, runtime=15, ramp=2),
+    # repeat: time-based jobs run that many times (targets interleaved); the median counts.
+    "quick": dict(data=1 * GiB, alloc64=2 * GiB, dd=512 * MiB, runtime=4, ramp=1, repeat=1),
+    "full": dict(data=4 * GiB, alloc64=8 * GiB, dd=2 * GiB, runtime=15, ramp=2, repeat=2),
 }
 
 
@@ -287,13 +288,14 @@ TARGET_CLASSES = {"qedfuse": QedfuseTarget, "qsd": QsdTarget, "null": NullTarget
 
 def fio(args, name, filename, rw, bs, iodepth, size, time_based, extra=()):
     """Run one fio job; returns a result dict (iops, MiB/s, latency)."""
-    out = os.path.join(args.work, f"fio-{name}.json")
+    args.fio_seq += 1
+    out = os.path.join(args.fio_dir, f"{args.fio_seq:03d}-{name}.json")
     cmd = ["fio", f"--name={name}", f"--filename={filename}", "--ioengine=libaio", "--direct=1",
            f"--rw={rw}", f"--bs={bs}", f"--iodepth={iodepth}", f"--size={size}",
            "--fallocate=none", "--numjobs=1", "--thread", "--output-format=json",
            f"--output={out}"]
     if time_based:
-        cmd += ["--time_based", f"--runtime={args.runtime}", f"--ramp_time={args.ramp}"]
+        cmd += ["--time_based", f"--runtime={args.runtime:g}", f"--ramp_time={args.ramp:g}"]
         if rw.startswith("rand"):
             cmd.append("--norandommap")
     else:
@@ -421,6 +423,39 @@ def run_all(args, targets, all_res):
             res[key] = {"error": str(e)}
             log(f"  {key:22s} {TARGET_LABEL[t]:10s} FAILED: {e}")
 
+    samples = {}  # (target, key) -> [result, ...] of a repeated time-based job
+
+    def rotated(live, rep):
+        # Each repetition starts with a different target, so no target always runs first.
+        items = list(live.items())
+        k = rep % len(items) if items else 0
+        return items[k:] + items[:k]
+
+    def sample(t, key, fn):
+        if "error" in all_res[t].get(key, {}):
+            return  # failed once: not repeated
+        try:
+            r = fn()
+            samples.setdefault((t, key), []).append(r)
+            unit = f"{r['mib_s']:.1f} MiB/s" if WORKLOAD_KIND[key] == "bw" else \
+                f"{r['iops']:.0f} IOPS"
+            log(f"  {key:22s} {TARGET_LABEL[t]:10s} {unit}")
+        except Failure as e:
+            all_res[t][key] = {"error": str(e)}
+            log(f"  {key:22s} {TARGET_LABEL[t]:10s} FAILED: {e}")
+
+    def finish(key):
+        """The median sample stands for the job; all samples are kept in the JSON."""
+        field = "mib_s" if WORKLOAD_KIND[key] == "bw" else "iops"
+        for t in targets:
+            got = samples.pop((t, key), None)
+            if not got or "error" in all_res[t].get(key, {}):
+                continue
+            ordered = sorted(got, key=lambda r: r[field])
+            med = dict(ordered[(len(ordered) - 1) // 2])
+            med["samples"] = [round(r[field], 1) for r in got]
+            all_res[t][key] = med
+
     def start_all(size, tag, keys):
         live = {}
         for t in targets:
@@ -465,13 +500,15 @@ def run_all(args, targets, all_res):
             for key, rw, bs, qd in jobs:
                 if not wanted(key):
                     continue
-                for t, obj in live.items():
-                    if rw.endswith("read"):
-                        settle()
-                    record(t, key, lambda: fio(args, f"{t}-{key}", obj.path, rw, bs, qd, sz,
-                                               True))
+                for rep in range(args.repeat):
+                    for t, obj in rotated(live, rep):
+                        if rw.endswith("read"):
+                            settle()
+                        sample(t, key, lambda: fio(args, f"{t}-{key}", obj.path, rw, bs, qd, sz,
+                                                   True))
+                finish(key)
             for t, obj in live.items():
-                record_mem(obj, all_res[t], "after set A direct I/O")
+                record_mem(obj, all_res[t], "set A direct")
             loop_jobs = [("loop-rand-read-qd32", "randread"),
                          ("loop-rand-write-qd32", "randwrite")]
             if not args.no_loop and any(wanted(k) for k, _ in loop_jobs):
@@ -488,16 +525,18 @@ def run_all(args, targets, all_res):
                     for key, rw in loop_jobs:
                         if not wanted(key):
                             continue
-                        for t, d in devs.items():
-                            if rw.endswith("read"):
-                                settle()
-                            record(t, key, lambda: fio(args, f"{t}-{key}", d.dev, rw, "4k", 32,
-                                                       sz, True))
+                        for rep in range(args.repeat):
+                            for t, d in rotated(devs, rep):
+                                if rw.endswith("read"):
+                                    settle()
+                                sample(t, key, lambda: fio(args, f"{t}-{key}", d.dev, rw, "4k",
+                                                           32, sz, True))
+                        finish(key)
                 finally:
                     for d in devs.values():
                         d.__exit__(None, None, None)
         finally:
-            stop_all(live, "after set A")
+            stop_all(live, "set A end")
 
     # --- set B: 64 KiB random allocating writes into a fresh image.
     if wanted("alloc-write-64k"):
@@ -510,7 +549,7 @@ def run_all(args, targets, all_res):
                     args, f"{t}-alloc64k", obj.path, "randwrite", "64k", 16,
                     human(p["alloc64"]), False))
         finally:
-            stop_all(live, "after set B")
+            stop_all(live, "set B end")
 
     # --- set C: buffered dd with a final fsync into a fresh image.
     if wanted("dd-write"):
@@ -521,7 +560,7 @@ def run_all(args, targets, all_res):
             for t, obj in live.items():
                 record(t, "dd-write", lambda: dd_write(args, obj.path, p["dd"]))
         finally:
-            stop_all(live, "after set C")
+            stop_all(live, "set C end")
 
 
 def value_of(res, key):
@@ -596,12 +635,14 @@ def write_chart(args, all_res, targets, out_dir):
         return None
     dat = {}
     for kind in ("bw", "iops"):
+        keys = [(key, label) for key, label, k in WORKLOADS
+                if k == kind and any(value_of(all_res.get(t, {}), key) for t in targets)]
+        if not keys:
+            continue
         path = os.path.join(out_dir, f"chart-{kind}.dat")
         with open(path, "w") as f:
             f.write("workload " + " ".join(TARGET_LABEL[t] for t in targets) + "\n")
-            for key, label, k in WORKLOADS:
-                if k != kind or not any(key in all_res.get(t, {}) for t in targets):
-                    continue
+            for key, label in keys:
                 vals = []
                 for t in targets:
                     v = value_of(all_res.get(t, {}), key)
@@ -609,10 +650,13 @@ def write_chart(args, all_res, targets, out_dir):
                                                         else f"{v / 1000:.2f}"))
                 f.write(f'"{label}" ' + " ".join(vals) + "\n")
         dat[kind] = path
+    if not dat:
+        return None
     png = os.path.join(out_dir, "results.png")
     gp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chart.gp")
     title = f"qedfuse bench ({args.mode}, {time.strftime('%Y-%m-%d %H:%M')})"
-    res = run(["gnuplot", "-e", f"bwfile='{dat['bw']}'", "-e", f"iopsfile='{dat['iops']}'",
+    res = run(["gnuplot", "-e", f"bwfile='{dat.get('bw', '')}'",
+               "-e", f"iopsfile='{dat.get('iops', '')}'",
                "-e", f"outfile='{png}'", "-e", f"ntargets={len(targets)}",
                "-e", f"charttitle='{title}'", gp], check=False, capture=True)
     if res.returncode != 0:
@@ -642,6 +686,8 @@ def main():
                     help="extra qedfuse option (repeatable), e.g. --qedfuse-opt=--aio=threads")
     ap.add_argument("--skip-reason", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--runtime", type=float, default=None)
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="runs of each time-based job per target (median reported)")
     ap.add_argument("--cold", action="store_true",
                     help="also drop the page cache before every read phase")
     ap.add_argument("--no-loop", action="store_true")
@@ -651,6 +697,7 @@ def main():
     args.profile = PROFILES[args.mode]
     args.runtime = args.runtime or args.profile["runtime"]
     args.ramp = args.profile["ramp"]
+    args.repeat = max(1, args.repeat or args.profile["repeat"])
     args.cap = 120
     args.loads = {}
     args.only = set(args.only.split(",")) if args.only else None
@@ -664,6 +711,9 @@ def main():
     out_dir = os.path.abspath(args.out or os.path.join(
         os.getcwd(), "bench-results", time.strftime("%Y%m%d-%H%M%S")))
     os.makedirs(out_dir, exist_ok=True)
+    args.fio_dir = os.path.join(out_dir, "fio")
+    os.makedirs(args.fio_dir, exist_ok=True)
+    args.fio_seq = 0
     args.work = args.work or tempfile.mkdtemp(prefix="qedfuse-bench.", dir="/var/tmp")
     os.makedirs(args.work, exist_ok=True)
 
@@ -719,7 +769,7 @@ def main():
                  "qemu-storage-daemon": tool_version(["qemu-storage-daemon", "--version"])},
         "params": {"data_region": args.profile["data"], "alloc64_region": args.profile["alloc64"],
                    "dd_bytes": args.profile["dd"], "runtime_s": args.runtime,
-                   "ramp_s": args.ramp, "cold_reads": args.cold,
+                   "ramp_s": args.ramp, "repeat": args.repeat, "cold_reads": args.cold,
                    "image": "qemu-img create -f qed -o cluster_size=65536,table_size=4",
                    "qedfuse": args.qedfuse, "qedfuse_opts": args.qedfuse_opts,
                    "load_average": args.loads,

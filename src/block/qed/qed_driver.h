@@ -1,11 +1,42 @@
-// qed::QedDriver factory. The driver itself (class QedDriver) is private to src/block/qed.
+// qed::QedDriver: the QED format driver (QEMU's block/qed.c), and its factory OpenQed().
+//
+// Architecture (see design.md §3.5-3.6 and qed-format.md §4-6):
+//  - The L1 table lives in memory; L2 tables go through a write-through L2Cache. table_lock_
+//    guards every table and file_size_ but is never held across data I/O, so reads and in-place
+//    writes run concurrently.
+//  - Allocating writes (new data clusters, new L2 tables, zero-cluster entries) are serialised:
+//    one request at a time owns allocation (alloc_owner_) until it completes; the others wait in
+//    FIFO order in alloc_waiters_ and redo their lookup when woken.
+//  - Crash ordering of an allocating run: NEED_CHECK set and flushed (no backing file) -> data
+//    clusters (head/tail padding included) -> flush (backing file) -> L2 entries (a new L2 table
+//    is written whole and flushed) -> L1 entry.
+//  - One long-lived coroutine per read-write image (NeedCheckLoop) clears NEED_CHECK once
+//    allocations have been quiet for OpenOptions::need_check_delay; Close() stops it, flushes and
+//    clears the flag.
+// Everything runs on the event-loop thread.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <deque>
 #include <memory>
+#include <span>
+#include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "block/qed/qed_check.h"
+#include "block/qed/qed_cluster.h"
+#include "block/qed/qed_format.h"
+#include "block/qed/qed_l2_cache.h"
+#include "block/qed/qed_table.h"
+#include "qedfuse/block/block_backend.h"
 #include "qedfuse/block/block_driver.h"
 #include "qedfuse/block/open.h"
+#include "qedfuse/coro/co_mutex.h"
+#include "qedfuse/coro/co_queue.h"
+#include "qedfuse/coro/co_timer.h"
+#include "qedfuse/coro/gate.h"
 #include "qedfuse/coro/task.h"
 
 namespace qedfuse::qed {
@@ -19,5 +50,173 @@ bool ProbeQed(std::span<const std::byte> first_bytes);
 coro::Task<absl::StatusOr<std::unique_ptr<block::BlockDriver>>> OpenQed(
     std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,
     block::ChainContext& chain, block::OpenReport* report);
+
+// Knobs that are not part of OpenOptions (benchmarks and tests).
+struct QedTuning {
+  uint64_t l2_cache_bytes = 32u << 20;  // byte budget of the L2 cache
+  std::size_t l2_cache_min_entries = 8;
+  std::size_t l2_cache_max_entries = 4096;
+};
+
+// One guest range's mapping, for `qedimg map` and tests.
+struct QedMapping {
+  ClusterKind kind = ClusterKind::kUnallocatedL1;
+  uint64_t length = 0;
+  uint64_t host_offset = 0;  // kFound only
+};
+
+class QedDriver final : public block::BlockDriver {
+ public:
+  // Like OpenQed(), returning the concrete type.
+  static coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> Open(
+      std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,
+      block::ChainContext& chain, block::OpenReport* report, QedTuning tuning = {});
+
+  ~QedDriver() override;
+  QedDriver(const QedDriver&) = delete;
+  QedDriver& operator=(const QedDriver&) = delete;
+
+  // ---- BlockDriver ----
+  std::string_view format_name() const override { return "qed"; }
+  // request_alignment = max(512, file's), max_transfer = 16 MiB.
+  block::BlockLimits limits() const override;
+  uint64_t length() const override { return header_.image_size; }
+  bool read_only() const override { return read_only_; }
+  coro::Task<Result<void>> Read(uint64_t offset, block::IoVector iov) override;
+  coro::Task<Result<void>> Write(uint64_t offset, block::IoVector iov) override;
+  // Whole unallocated/zero clusters become zero entries; allocated clusters are zeroed in place
+  // (the file range may be punched with kMayUnmap; the cluster stays allocated); partial
+  // clusters that do not already read as zeros get ordinary writes of zeros.
+  coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len,
+                                       block::ZeroFlags flags) override;
+  coro::Task<Result<void>> Flush() override;
+  coro::Task<Result<block::BlockStatus>> GetStatus(uint64_t offset, uint64_t len) override;
+  // Grow only (rewrites image_size in the header, then flushes). Shrinking: kNotSupported;
+  // not a multiple of 512 or above the geometry's maximum: kOutOfRange.
+  coro::Task<Result<void>> Truncate(uint64_t new_length) override;
+  uint64_t AllocatedBytes() const override { return file_->AllocatedBytes(); }
+  // Stops the need-check coroutine, flushes, clears NEED_CHECK (unless the image is known to be
+  // corrupt), writes the 64-byte header, flushes, then closes the backing chain and the file.
+  coro::Task<absl::Status> Close() override;
+
+  // ---- Introspection (qedimg info/map, tests) ----
+  const Header& header() const noexcept { return header_; }
+  const Geometry& geometry() const noexcept { return geo_; }
+  // In-memory end of the file (cluster-rounded at open, grown by allocations).
+  uint64_t file_size() const noexcept { return file_size_; }
+  block::BlockDriver& file() noexcept { return *file_; }
+  // The backing chain's top node, or nullptr.
+  block::BlockDriver* backing() noexcept { return backing_ ? &backing_->driver() : nullptr; }
+  // The name as stored in the header ("" without backing file) and as resolved for opening.
+  const std::string& backing_filename() const noexcept { return backing_name_; }
+  const std::string& backing_path() const noexcept { return backing_path_; }
+  const Table& l1_table() const noexcept { return l1_; }
+  const L2Cache& l2_cache() const noexcept { return l2_cache_; }
+  // True when NEED_CHECK was found set and no clean check has cleared it since (the image is
+  // suspect: Close() leaves the flag set).
+  bool suspect() const noexcept { return suspect_; }
+  // The mapping of the run starting at |offset| (at most |len| bytes).
+  coro::Task<Result<QedMapping>> Map(uint64_t offset, uint64_t len);
+
+  // Consistency check of the open image (waits for allocations to finish, blocks them while it
+  // runs). With |repair|, invalid entries are cleared; when the result is clean (no corruptions,
+  // no check errors) NEED_CHECK is cleared too.
+  coro::Task<Result<CheckReport>> Check(bool repair);
+
+  struct Stats {
+    uint64_t allocating_runs = 0;
+    uint64_t clusters_allocated = 0;
+    uint64_t l2_tables_allocated = 0;
+    uint64_t need_check_sets = 0;
+    uint64_t need_check_clears = 0;  // by the timer
+    uint64_t alloc_waits = 0;        // times a request queued for allocation
+  };
+  const Stats& stats() const noexcept { return stats_; }
+
+ private:
+  QedDriver(std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,
+            const Header& header, const Geometry& geo, QedTuning tuning);
+
+  struct Lookup {
+    ClusterKind kind = ClusterKind::kUnallocatedL1;
+    uint64_t host_offset = 0;
+    uint64_t len = 0;
+    L2Ref l2;  // the table, unless kind == kUnallocatedL1
+  };
+
+  // ---- qed_driver.cc ----
+  coro::Task<absl::Status> OpenInternal(const block::OpenOptions& options,
+                                        block::ChainContext& chain, block::OpenReport* report);
+  EntryValidator Validator() const;
+  // Finds the run at |pos| (at most |len| bytes). |lock| must own table_lock_; it may be
+  // released and re-taken while an L2 table is loaded.
+  coro::Task<Result<Lookup>> FindCluster(coro::CoMutex::Guard& lock, uint64_t pos, uint64_t len);
+  void ReportCorrupt(uint64_t entry_file_offset, uint64_t value, uint64_t guest_offset,
+                     const char* what);
+  // Reads guest range |pos| from the backing chain (zeros past its end or without backing).
+  coro::Task<Result<void>> ReadBacking(uint64_t pos, block::IoVector iov);
+  // Header writes, serialised by header_lock_ and encoding header_ at write time.
+  coro::Task<Result<void>> WriteHeader64(block::DebugEvent event);      // the 64 header bytes
+  coro::Task<Result<void>> WriteHeaderSector(block::DebugEvent event);  // RMW of sector 0
+  coro::Task<Result<void>> FlushFile();
+  coro::Task<void> NeedCheckLoop(coro::Gate::Holder holder);
+  coro::Task<void> ClearNeedCheckOnTimer();
+  coro::Task<Result<CheckReport>> RunCheck(bool repair);
+
+  // ---- qed_write.cc ----
+  using RequestId = uint64_t;
+  // One write or zero-write request (|iov| is empty for zero writes), run by run.
+  coro::Task<Result<void>> WriteRequest(uint64_t offset, uint64_t len, block::IoVector iov,
+                                        bool zero, block::ZeroFlags flags);
+  // Waits for this request's turn to allocate. Returns true if it had to wait (its lookup is
+  // stale). |lock| is held on entry and on return.
+  coro::Task<bool> AcquireAllocSlot(coro::CoMutex::Guard& lock, RequestId id);
+  void ReleaseAllocSlot();
+  void HandOffAllocSlot();
+  // Allocates the run |lk| at |pos| (|len| bytes): data clusters filled from |data| plus
+  // padding, or (zero_entries) entries set to 1. Caller owns allocation and holds |lock|.
+  coro::Task<Result<void>> AllocateRun(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
+                                       uint64_t len, block::IoVector data, bool zero_entries);
+  coro::Task<Result<void>> SetNeedCheckForAllocation(coro::CoMutex::Guard& lock);
+  coro::Task<Result<void>> WriteNewClusters(const Lookup& lk, uint64_t pos, uint64_t len,
+                                            block::IoVector data, uint64_t host, uint64_t first,
+                                            uint64_t nclusters);
+  coro::Task<Result<void>> FillPadding(const Lookup& lk, uint64_t guest_pos, block::IoBuffer& buf);
+  coro::Task<Result<void>> UpdateL2(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
+                                    uint64_t n, uint64_t first_value, bool zero_entries);
+
+  std::unique_ptr<block::BlockDriver> file_;
+  std::unique_ptr<block::BlockBackend> backing_;
+  std::string path_;
+  std::string backing_name_;
+  std::string backing_path_;
+  Header header_;
+  Geometry geo_;
+  bool read_only_;
+  std::chrono::milliseconds need_check_delay_;
+  uint64_t file_size_ = 0;
+  Table l1_;
+  L2Cache l2_cache_;
+  std::unique_ptr<TableIo> tables_;
+
+  coro::CoMutex table_lock_;
+  coro::CoMutex header_lock_;
+  // Allocation serialisation (QEMU's allocating_acb / allocating_write_reqs).
+  RequestId next_request_id_ = 1;
+  RequestId alloc_owner_ = 0;          // 0: nobody allocates
+  std::deque<RequestId> alloc_queue_;  // waiters, in the same FIFO order as alloc_waiters_
+  coro::CoQueue alloc_waiters_;
+  bool alloc_plugged_ = false;  // the need-check coroutine is clearing the flag
+
+  coro::CoTimer need_check_timer_;
+  coro::Gate loop_gate_;  // held by NeedCheckLoop while it runs
+  bool loop_started_ = false;
+  bool closing_ = false;
+  bool closed_ = false;
+  bool suspect_ = false;
+
+  absl::flat_hash_set<uint64_t> reported_corrupt_;
+  Stats stats_;
+};
 
 }  // namespace qedfuse::qed

@@ -1,0 +1,527 @@
+// QedDriver: open, close, reads, block status, flush, resize, the consistency check of an open
+// image and the need-check coroutine. The write path (in place, allocating, zero writes) is in
+// qed_write.cc. See qed_driver.h for the locking and ordering rules.
+#include "block/qed/qed_driver.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "qedfuse/base/macros.h"
+#include "qedfuse/coro/event_loop.h"
+
+namespace qedfuse::qed {
+
+using block::DebugEvent;
+using block::IoBuffer;
+using block::IoVector;
+using coro::CoMutex;
+
+namespace {
+
+constexpr uint64_t kMaxTransfer = 16u << 20;
+
+uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+// A relative backing name is relative to the directory of the image, not to the process.
+std::string ResolveBackingPath(const std::string& image_path, const std::string& name) {
+  if (name.empty() || name.front() == '/') return name;
+  std::size_t slash = image_path.rfind('/');
+  if (slash == std::string::npos) return name;
+  return image_path.substr(0, slash + 1) + name;
+}
+
+absl::Status Annotated(const absl::Status& s, std::string_view context) {
+  return absl::Status(s.code(), absl::StrCat(std::string(context), ": ", std::string(s.message())));
+}
+
+}  // namespace
+
+bool ProbeQed(std::span<const std::byte> first_bytes) {
+  if (first_bytes.size() < 4) return false;
+  uint32_t magic = 0;
+  for (int i = 3; i >= 0; --i) magic = (magic << 8) | static_cast<uint8_t>(first_bytes[i]);
+  return magic == kMagic;
+}
+
+coro::Task<absl::StatusOr<std::unique_ptr<block::BlockDriver>>> OpenQed(
+    std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,
+    block::ChainContext& chain, block::OpenReport* report) {
+  absl::StatusOr<std::unique_ptr<QedDriver>> d =
+      co_await QedDriver::Open(std::move(file), options, chain, report);
+  if (!d.ok()) co_return d.status();
+  co_return std::unique_ptr<block::BlockDriver>(std::move(*d));
+}
+
+QedDriver::QedDriver(std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,
+                     const Header& header, const Geometry& geo, QedTuning tuning)
+    : file_(std::move(file)),
+      path_(options.path),
+      header_(header),
+      geo_(geo),
+      read_only_(options.read_only || file_->read_only()),
+      need_check_delay_(options.need_check_delay),
+      l2_cache_(L2Cache::CapacityFor(geo.table_bytes, tuning.l2_cache_bytes,
+                                     tuning.l2_cache_min_entries, tuning.l2_cache_max_entries)),
+      tables_(std::make_unique<TableIo>(*file_, geo_)) {}
+
+QedDriver::~QedDriver() {
+  if (loop_started_ && loop_gate_.count() > 0) {
+    // Close() was not called. The need-check coroutine must not outlive the driver: stop it and
+    // drive the loop until it has finished.
+    std::fprintf(stderr, "qedfuse: %s: QED driver destroyed without Close()\n", path_.c_str());
+    need_check_timer_.Close();
+    while (loop_gate_.count() > 0 && coro::EventLoop::Current().RunOne() != 0) {
+    }
+  }
+}
+
+coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> QedDriver::Open(
+    std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,
+    block::ChainContext& chain, block::OpenReport* report, QedTuning tuning) {
+  if (!file) co_return absl::InvalidArgumentError("qed: no file to open");
+  const std::string where = absl::StrCat("qed image '", options.path, "'");
+  const uint64_t flen = file->length();
+  const uint64_t gran = std::max<uint64_t>(512, file->limits().request_alignment);
+  if (flen < kHeaderBytes) {
+    co_return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: file size %d is smaller than the %d-byte QED header", where, flen, kHeaderBytes));
+  }
+  uint64_t n = std::min(gran, flen);
+  if (n % std::max<uint64_t>(1, file->limits().request_alignment) != 0) {
+    co_return absl::InvalidArgumentError(
+        absl::StrFormat("%s: file size %d is too small to read its header", where, flen));
+  }
+  IoBuffer hb(n, /*zero=*/true);
+  Result<void> r = co_await ReadChild(*file, 0, IoVector(hb));
+  if (!r) co_return ToStatus(r.error(), where + ": reading the header");
+  const Header h = DecodeHeader(std::span<const std::byte, kHeaderBytes>(hb.data(), kHeaderBytes));
+  absl::StatusOr<Geometry> geo = ValidateHeader(h, flen);
+  if (!geo.ok()) co_return Annotated(geo.status(), where);
+
+  std::unique_ptr<QedDriver> d(new QedDriver(std::move(file), options, h, *geo, tuning));
+  absl::Status st = co_await d->OpenInternal(options, chain, report);
+  if (!st.ok()) {
+    // Release what was opened; the original error is what the caller needs to see.
+    d->closing_ = true;
+    d->closed_ = true;
+    if (d->backing_) {
+      absl::Status ignored = co_await d->backing_->Close();
+      (void)ignored;
+    }
+    absl::Status ignored = co_await d->file_->Close();
+    (void)ignored;
+    co_return Annotated(st, where);
+  }
+  co_return std::move(d);
+}
+
+coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& options,
+                                                 block::ChainContext& chain,
+                                                 block::OpenReport* report) {
+  file_size_ = file_->length() / geo_.cluster_size * geo_.cluster_size;
+  // The top image is the first file of the chain; backing files are opened read-only below it.
+  const bool top = chain.names.size() <= 1;
+
+  // Unknown autoclear bits are cleared on a read-write open before anything else happens.
+  if (!read_only_ && (header_.autoclear_features & ~kKnownAutoclearFeatures) != 0) {
+    header_.autoclear_features &= kKnownAutoclearFeatures;
+    Result<void> r = co_await WriteHeader64(DebugEvent::kHeaderUpdate);
+    if (r) r = co_await FlushFile();
+    if (!r) co_return ToStatus(r.error(), "clearing unknown autoclear features");
+  }
+
+  l1_ = Table(geo_.table_nelems);
+  {
+    Result<void> r = co_await ReadChild(*file_, header_.l1_table_offset, IoVector(l1_.buffer()));
+    if (!r) co_return ToStatus(r.error(), "reading the L1 table");
+  }
+
+  if (header_.need_check()) {
+    if (report != nullptr && top) report->was_dirty = true;
+    if (!read_only_ && !options.for_check) {
+      // The image was not closed cleanly: repair before accepting I/O. Corruptions that remain
+      // keep NEED_CHECK set (suspect_); a check that could not read the image fails the open.
+      Result<CheckReport> rep = co_await RunCheck(/*repair=*/true);
+      if (!rep) co_return ToStatus(rep.error(), "consistency check of the dirty image");
+      if (rep->check_errors != 0) {
+        co_return absl::DataLossError(absl::StrFormat(
+            "consistency check of the dirty image failed with %d I/O errors", rep->check_errors));
+      }
+      if (report != nullptr && top) {
+        report->repaired = true;
+        report->repair_summary =
+            absl::StrFormat("fixed %d corruptions, %d corruptions remain, %d leaked clusters",
+                            rep->corruptions_fixed, rep->corruptions, rep->leaks);
+      }
+    } else {
+      suspect_ = true;
+    }
+  }
+
+  if ((header_.features & kFeatureBackingFile) != 0) {
+    const uint64_t end = uint64_t{header_.backing_filename_offset} + header_.backing_filename_size;
+    const uint64_t gran = std::max<uint64_t>(512, file_->limits().request_alignment);
+    const uint64_t n = std::min(AlignUp(std::max<uint64_t>(end, kHeaderBytes), gran),
+                                file_->length() / gran * gran);
+    IoBuffer prefix(n, /*zero=*/true);
+    Result<void> r = co_await ReadChild(*file_, 0, IoVector(prefix));
+    if (!r) co_return ToStatus(r.error(), "reading the backing file name");
+    absl::StatusOr<std::string> name = BackingFileName(header_, prefix.span());
+    if (!name.ok()) co_return name.status();
+    backing_name_ = *name;
+  }
+  if (!backing_name_.empty()) {
+    backing_path_ = ResolveBackingPath(path_, backing_name_);
+    block::OpenOptions bo = options;
+    bo.path = backing_path_;
+    bo.format = (header_.features & kFeatureBackingFormatNoProbe) ? "raw" : "";
+    bo.read_only = true;
+    bo.for_check = false;
+    absl::StatusOr<std::unique_ptr<block::BlockDriver>> b =
+        co_await block::OpenDriver(bo, chain, report);
+    if (!b.ok())
+      co_return Annotated(b.status(), absl::StrCat("backing file '", backing_path_, "'"));
+    backing_ = std::make_unique<block::BlockBackend>(std::move(*b));
+  }
+
+  if (!read_only_) {
+    std::optional<coro::Gate::Holder> holder = loop_gate_.TryEnter();
+    loop_started_ = true;
+    coro::Spawn(NeedCheckLoop(std::move(*holder)));
+  }
+  co_return absl::OkStatus();
+}
+
+block::BlockLimits QedDriver::limits() const {
+  const block::BlockLimits f = file_->limits();
+  block::BlockLimits l;
+  l.request_alignment = std::max<uint32_t>(512, f.request_alignment);
+  l.memory_alignment = f.memory_alignment;
+  l.max_transfer = kMaxTransfer;
+  return l;
+}
+
+EntryValidator QedDriver::Validator() const {
+  EntryValidator v;
+  v.geo = &geo_;
+  v.file_size = file_size_;
+  v.l1_offset = header_.l1_table_offset;
+  return v;
+}
+
+void QedDriver::ReportCorrupt(uint64_t entry_file_offset, uint64_t value, uint64_t guest_offset,
+                              const char* what) {
+  if (!reported_corrupt_.insert(entry_file_offset).second) return;
+  std::fprintf(stderr,
+               "qedfuse: %s: corrupt image: %s entry at file offset 0x%" PRIx64
+               " (guest offset %" PRIu64 ") holds invalid offset 0x%" PRIx64 "\n",
+               path_.c_str(), what, entry_file_offset, guest_offset, value);
+}
+
+coro::Task<Result<QedDriver::Lookup>> QedDriver::FindCluster(CoMutex::Guard& lock, uint64_t pos,
+                                                             uint64_t len) {
+  len = std::min(len, BytesToTableEnd(geo_, pos));
+  const uint64_t l1i = geo_.l1_index(pos);
+  if (l1i >= l1_.size()) co_return Unexpected(Errc::kOutOfRange);
+  for (;;) {
+    const uint64_t l2_off = l1_.Get(l1i);
+    Lookup lk;
+    if (l2_off == 0) {
+      lk.kind = ClusterKind::kUnallocatedL1;
+      lk.len = len;
+      co_return std::move(lk);
+    }
+    if (!Validator().ValidTable(l2_off)) {
+      ReportCorrupt(header_.l1_table_offset + l1i * 8, l2_off, pos, "L1");
+      co_return Unexpected(Errc::kCorruptImage);
+    }
+    L2Ref ref = l2_cache_.Find(l2_off);
+    if (!ref) {
+      Table t(geo_.table_nelems);
+      lock.Release();
+      Result<void> r = co_await tables_->Read(l2_off, t, DebugEvent::kL2Load);
+      lock = co_await table_lock_.Lock();
+      if (!r) co_return Unexpected(r.error());
+      if (l1_.Get(l1i) != l2_off) continue;  // the L1 entry changed while unlocked
+      ref = l2_cache_.Insert(l2_off, std::move(t));
+    }
+    Result<ClusterRun> run = ScanL2(ref.table(), l2_off, Validator(), pos, len);
+    if (!run) {
+      const uint64_t idx = geo_.l2_index(pos);
+      ReportCorrupt(l2_off + idx * 8, ref.table().Get(idx), pos, "L2");
+      co_return Unexpected(run.error());
+    }
+    lk.kind = run->kind;
+    lk.host_offset = run->host_offset;
+    lk.len = run->len;
+    lk.l2 = std::move(ref);
+    co_return std::move(lk);
+  }
+}
+
+coro::Task<Result<void>> QedDriver::ReadBacking(uint64_t pos, IoVector iov) {
+  uint64_t got = 0;
+  if (backing_ && pos < backing_->length()) {
+    const uint64_t n = std::min<uint64_t>(iov.size(), backing_->length() - pos);
+    Result<std::size_t> r = co_await backing_->Read(pos, iov.Slice(0, n));
+    if (!r) co_return Unexpected(r.error());
+    got = *r;
+  }
+  // Past the end of the backing file (or without one) the image reads as zeros.
+  if (got < iov.size()) iov.Zero(got, iov.size() - got);
+  co_return Ok();
+}
+
+coro::Task<Result<void>> QedDriver::Read(uint64_t offset, IoVector iov) {
+  const uint64_t len = iov.size();
+  uint64_t done = 0;
+  CoMutex::Guard lock = co_await table_lock_.Lock();
+  while (done < len) {
+    Result<Lookup> lk = co_await FindCluster(lock, offset + done, len - done);
+    if (!lk) co_return Unexpected(lk.error());
+    lock.Release();  // data I/O runs unlocked, concurrently with other requests
+    const uint64_t n = lk->len;
+    IoVector part = iov.Slice(done, n);
+    switch (lk->kind) {
+      case ClusterKind::kFound: {
+        file_->Annotate(DebugEvent::kReadData);
+        Result<void> r = co_await ReadChild(*file_, lk->host_offset, part);
+        if (!r) co_return r;
+        break;
+      }
+      case ClusterKind::kZero:
+        part.ZeroAll();
+        break;
+      case ClusterKind::kUnallocatedL2:
+      case ClusterKind::kUnallocatedL1: {
+        Result<void> r = co_await ReadBacking(offset + done, part);
+        if (!r) co_return r;
+        break;
+      }
+    }
+    done += n;
+    if (done < len) lock = co_await table_lock_.Lock();
+  }
+  co_return Ok();
+}
+
+coro::Task<Result<block::BlockStatus>> QedDriver::GetStatus(uint64_t offset, uint64_t len) {
+  CoMutex::Guard lock = co_await table_lock_.Lock();
+  Result<Lookup> lk = co_await FindCluster(lock, offset, len);
+  lock.Release();
+  if (!lk) co_return Unexpected(lk.error());
+  block::BlockStatus st;
+  st.length = lk->len;
+  switch (lk->kind) {
+    case ClusterKind::kFound:
+      st.data = true;
+      st.present = true;
+      st.offset = lk->host_offset;
+      co_return st;
+    case ClusterKind::kZero:
+      st.zero = true;
+      st.present = true;
+      co_return st;
+    case ClusterKind::kUnallocatedL2:
+    case ClusterKind::kUnallocatedL1:
+      break;
+  }
+  if (backing_ && offset < backing_->length()) {
+    const uint64_t n = std::min(lk->len, backing_->length() - offset);
+    Result<block::BlockStatus> b = co_await backing_->GetStatus(offset, n);
+    if (!b) co_return Unexpected(b.error());
+    b->length = std::min(std::max<uint64_t>(b->length, 1), n);
+    b->depth += 1;
+    co_return b;
+  }
+  // No backing file, or past its end: the range reads as zeros and no layer defines it.
+  st.zero = true;
+  st.present = false;
+  co_return st;
+}
+
+coro::Task<Result<QedMapping>> QedDriver::Map(uint64_t offset, uint64_t len) {
+  CoMutex::Guard lock = co_await table_lock_.Lock();
+  Result<Lookup> lk = co_await FindCluster(lock, offset, len);
+  if (!lk) co_return Unexpected(lk.error());
+  QedMapping m;
+  m.kind = lk->kind;
+  m.length = lk->len;
+  m.host_offset = lk->host_offset;
+  co_return m;
+}
+
+coro::Task<Result<void>> QedDriver::FlushFile() {
+  file_->Annotate(DebugEvent::kFlush);
+  co_return co_await file_->Flush();
+}
+
+// The L2 cache is write-through, so a flush only has to reach the file.
+coro::Task<Result<void>> QedDriver::Flush() {
+  if (read_only_) co_return Ok();
+  co_return co_await FlushFile();
+}
+
+coro::Task<Result<void>> QedDriver::WriteHeader64(DebugEvent event) {
+  CoMutex::Guard hl = co_await header_lock_.Lock();
+  const uint64_t align = std::max<uint32_t>(1, file_->limits().request_alignment);
+  const uint64_t n = AlignUp(kHeaderBytes, align);
+  IoBuffer b(n, /*zero=*/true);
+  if (n != kHeaderBytes) {
+    // The child cannot write 64 bytes: read-modify-write its smallest unit.
+    QEDFUSE_CO_TRY(co_await ReadChild(*file_, 0, IoVector(b)));
+  }
+  EncodeHeader(header_, std::span<std::byte, kHeaderBytes>(b.data(), kHeaderBytes));
+  file_->Annotate(event);
+  co_return co_await WriteChild(*file_, 0, IoVector(b));
+}
+
+// QEMU rewrites NEED_CHECK with a read-modify-write of sector 0, which keeps a backing file
+// name stored in that sector; we do the same with max(512, alignment) bytes.
+coro::Task<Result<void>> QedDriver::WriteHeaderSector(DebugEvent event) {
+  CoMutex::Guard hl = co_await header_lock_.Lock();
+  const uint64_t n = std::max<uint64_t>(512, file_->limits().request_alignment);
+  IoBuffer b(n, /*zero=*/true);
+  QEDFUSE_CO_TRY(co_await ReadChild(*file_, 0, IoVector(b)));
+  EncodeHeader(header_, std::span<std::byte, kHeaderBytes>(b.data(), kHeaderBytes));
+  file_->Annotate(event);
+  co_return co_await WriteChild(*file_, 0, IoVector(b));
+}
+
+coro::Task<Result<void>> QedDriver::Truncate(uint64_t new_length) {
+  if (read_only_) co_return Unexpected(Errc::kReadOnly);
+  if (closing_) co_return Unexpected(Errc::kClosed);
+  if (new_length < header_.image_size) co_return Unexpected(Errc::kNotSupported);
+  if (new_length == header_.image_size) co_return Ok();
+  if (new_length % 512 != 0 || new_length > geo_.max_image_size) {
+    co_return Unexpected(Errc::kOutOfRange);
+  }
+  // Only image_size changes: the L1 table has a fixed size and entries past the old end are 0
+  // (images never shrink).
+  const uint64_t old = header_.image_size;
+  header_.image_size = new_length;
+  Result<void> r = co_await WriteHeader64(DebugEvent::kHeaderUpdate);
+  if (r) r = co_await FlushFile();
+  if (!r) header_.image_size = old;
+  co_return r;
+}
+
+coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair) {
+  std::vector<uint64_t> l1 = l1_.ToVector();
+  CheckOptions opts;
+  opts.repair = repair;
+  Result<CheckReport> rep = co_await CheckImage(*file_, header_, geo_, l1, file_size_, opts);
+  if (!rep) co_return rep;
+  if (repair) {
+    l1_.FromVector(l1);
+    l2_cache_.Clear();  // repaired tables were rewritten on disk
+    if (rep->file_size != 0 && rep->file_size < file_size_) file_size_ = rep->file_size;
+  }
+  if (rep->corruptions != 0 || rep->check_errors != 0) {
+    suspect_ = header_.need_check() || suspect_;
+    co_return rep;
+  }
+  if (repair) {
+    suspect_ = false;
+    if (header_.need_check()) {
+      // Everything the check fixed must be durable before the flag says the image is clean.
+      QEDFUSE_CO_TRY(co_await FlushFile());
+      header_.features &= ~kFeatureNeedCheck;
+      Result<void> r = co_await WriteHeader64(DebugEvent::kNeedCheckClear);
+      if (r) r = co_await FlushFile();
+      if (!r) {
+        header_.features |= kFeatureNeedCheck;
+        co_return Unexpected(r.error());
+      }
+    }
+  }
+  co_return rep;
+}
+
+coro::Task<Result<CheckReport>> QedDriver::Check(bool repair) {
+  if (repair && read_only_) co_return Unexpected(Errc::kReadOnly);
+  if (closing_) co_return Unexpected(Errc::kClosed);
+  // Take the allocation slot (no allocating write runs during the check) and keep the table lock
+  // (no lookup uses a table the repair is rewriting).
+  CoMutex::Guard lock = co_await table_lock_.Lock();
+  const RequestId id = next_request_id_++;
+  bool waited = co_await AcquireAllocSlot(lock, id);
+  (void)waited;
+  Result<CheckReport> rep = co_await RunCheck(repair);
+  lock.Release();
+  ReleaseAllocSlot();
+  co_return rep;
+}
+
+coro::Task<void> QedDriver::NeedCheckLoop(coro::Gate::Holder holder) {
+  for (;;) {
+    coro::TimerEvent ev = co_await need_check_timer_.Wait();
+    if (ev == coro::TimerEvent::kClosed) break;
+    co_await ClearNeedCheckOnTimer();
+  }
+  holder.Leave();
+}
+
+// Allocations have been quiet for need_check_delay_: make everything durable, then clear the
+// flag. Allocating writes are plugged meanwhile so none can slip in between the flush and the
+// header write.
+coro::Task<void> QedDriver::ClearNeedCheckOnTimer() {
+  CoMutex::Guard lock = co_await table_lock_.Lock();
+  if (alloc_owner_ != 0 || alloc_plugged_ || !header_.need_check() || suspect_ || closing_) {
+    co_return;  // an allocating write is active: it re-arms the timer when it finishes
+  }
+  alloc_plugged_ = true;
+  lock.Release();
+
+  Result<void> r = co_await FlushFile();
+  if (r) {
+    header_.features &= ~kFeatureNeedCheck;
+    r = co_await WriteHeaderSector(DebugEvent::kNeedCheckClear);
+    if (r) {
+      ++stats_.need_check_clears;
+    } else {
+      header_.features |= kFeatureNeedCheck;  // the on-disk state is unknown: keep it set
+    }
+  }
+  lock = co_await table_lock_.Lock();
+  alloc_plugged_ = false;
+  HandOffAllocSlot();
+  lock.Release();
+  if (r) {
+    Result<void> f = co_await FlushFile();
+    (void)f;  // a failed flush leaves the flag set on disk, which is safe
+  }
+}
+
+coro::Task<absl::Status> QedDriver::Close() {
+  if (closed_) co_return absl::OkStatus();
+  closing_ = true;
+  if (loop_started_) {
+    need_check_timer_.Close();
+    co_await loop_gate_.Close();  // the need-check coroutine finishes its current step
+  }
+  absl::Status st;
+  if (!read_only_) {
+    Result<void> r = co_await FlushFile();
+    if (r && header_.need_check() && !suspect_) {
+      header_.features &= ~kFeatureNeedCheck;
+      r = co_await WriteHeader64(DebugEvent::kNeedCheckClear);
+      if (r) r = co_await FlushFile();
+    }
+    if (!r) st = ToStatus(r.error(), absl::StrCat("closing qed image '", path_, "'"));
+  }
+  if (backing_) {
+    absl::Status b = co_await backing_->Close();
+    if (st.ok()) st = b;
+  }
+  absl::Status f = co_await file_->Close();
+  if (st.ok()) st = f;
+  closed_ = true;
+  co_return st;
+}
+
+}  // namespace qedfuse::qed

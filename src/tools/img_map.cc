@@ -1,0 +1,236 @@
+// qedimg map: the extents of an image as `qemu-img map` prints them. JSON lists every extent
+// (start, length, depth, present, zero, data, offset) with neighbours merged when all of those
+// agree and host offsets are contiguous; the human format lists only the extents whose data is
+// stored somewhere, with the file that holds them.
+//
+// Extents come from BlockBackend::GetStatus, which walks the backing chain (depth 0 is the image
+// itself, 1 its backing file, ...).
+#include <getopt.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "qedfuse/block/open.h"
+#include "qedfuse/coro/event_loop.h"
+#include "tools/commands.h"
+#include "tools/image_probe.h"
+#include "tools/tool_util.h"
+
+namespace qedfuse::tools {
+namespace {
+
+struct MapArgs {
+  std::string image;
+  std::string format;
+  OutputFormat output = OutputFormat::kHuman;
+  bool force_share = false;
+  uint64_t start = 0;
+  std::optional<uint64_t> max_length;
+};
+
+struct Extent {
+  uint64_t start = 0;
+  uint64_t length = 0;
+  int depth = 0;
+  bool present = false;
+  bool zero = false;
+  bool data = false;
+  std::optional<uint64_t> offset;
+  std::string filename;
+};
+
+// qemu-img's entry_mergeable().
+bool Mergeable(const Extent& cur, const Extent& next) {
+  if (cur.length == 0) return false;
+  if (cur.zero != next.zero || cur.data != next.data || cur.depth != next.depth ||
+      cur.present != next.present || cur.filename != next.filename ||
+      cur.offset.has_value() != next.offset.has_value()) {
+    return false;
+  }
+  if (cur.offset && *cur.offset + cur.length != *next.offset) return false;
+  return true;
+}
+
+// Prints |e|; in human mode it may rewrite |next| so that extents the format does not
+// distinguish (hole, zero, zero+data) merge, as qemu-img does.
+bool Dump(OutputFormat fmt, const Extent& e, Extent* next) {
+  if (fmt == OutputFormat::kHuman) {
+    if (e.data && !e.offset) {
+      Error("File contains external, encrypted or compressed clusters.");
+      return false;
+    }
+    if (e.data && !e.zero) {
+      std::string s = absl::StrFormat("%#x", e.start);
+      std::string l = absl::StrFormat("%#x", e.length);
+      std::string o = absl::StrFormat("%#x", e.offset.value_or(0));
+      std::printf("%-16s%-16s%-16s%s\n", s.c_str(), l.c_str(), o.c_str(), e.filename.c_str());
+    }
+    if (next != nullptr && (!next->data || next->zero)) {
+      next->data = false;
+      next->zero = true;
+    }
+    return true;
+  }
+  std::printf(
+      "{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %s, "
+      "\"zero\": %s, \"data\": %s",
+      static_cast<unsigned long long>(e.start), static_cast<unsigned long long>(e.length), e.depth,
+      e.present ? "true" : "false", e.zero ? "true" : "false", e.data ? "true" : "false");
+  if (e.offset) std::printf(", \"offset\": %llu", static_cast<unsigned long long>(*e.offset));
+  std::printf("}");
+  if (next != nullptr) std::printf(",\n");
+  return true;
+}
+
+coro::Task<int> RunMap(MapArgs args) {
+  block::OpenOptions opts;
+  opts.path = args.image;
+  opts.format = args.format;
+  opts.read_only = true;
+  opts.lock = !args.force_share;
+  block::OpenReport report;
+  auto opened = co_await block::OpenImage(opts, &report);
+  if (!opened.ok()) {
+    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    co_return kExitFailure;
+  }
+  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+
+  // File names per depth: the name as given for the top, resolved names below it.
+  std::vector<std::string> names{args.image};
+  auto chain = DescribeChain(args.image, report.format);
+  if (chain.ok()) {
+    for (std::size_t i = 1; i < chain->size(); ++i) names.push_back((*chain)[i].filename);
+  }
+
+  uint64_t length = backend->length();
+  uint64_t end = length;
+  if (args.max_length) end = std::min(length, args.start + std::min(*args.max_length, length));
+  int rc = kExitOk;
+  if (args.output == OutputFormat::kHuman) {
+    std::printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+  } else {
+    std::printf("[");
+  }
+  Extent cur;
+  for (uint64_t off = args.start; off < end;) {
+    uint64_t want = std::min<uint64_t>(end - off, uint64_t{1} << 30);
+    auto st = co_await backend->GetStatus(off, want);
+    if (!st) {
+      Error(absl::StrFormat("Could not read the status of offset %llu: %s",
+                            static_cast<unsigned long long>(off), st.error().message()));
+      rc = kExitFailure;
+      break;
+    }
+    Extent next;
+    next.start = off;
+    next.length = std::min(st->length, want);
+    next.depth = st->depth;
+    next.present = st->present;
+    next.zero = st->zero;
+    next.data = st->data;
+    next.offset = st->offset;
+    if (next.offset) {  // qemu-img names the file only for extents with a host offset
+      std::size_t d = static_cast<std::size_t>(next.depth);
+      next.filename = d < names.size() ? names[d] : "";
+    }
+    if (next.length == 0) {
+      Error("Block status returned an empty extent");
+      rc = kExitFailure;
+      break;
+    }
+    off += next.length;
+    if (Mergeable(cur, next)) {
+      cur.length += next.length;
+      continue;
+    }
+    if (cur.length > 0 && !Dump(args.output, cur, &next)) {
+      rc = kExitFailure;
+      break;
+    }
+    cur = next;
+  }
+  if (rc == kExitOk && cur.length > 0 && !Dump(args.output, cur, nullptr)) rc = kExitFailure;
+  if (args.output == OutputFormat::kJson) std::printf("]\n");
+  absl::Status closed = co_await backend->Close();
+  if (!closed.ok()) Error(closed);
+  co_return rc;
+}
+
+}  // namespace
+
+int MapCommand(int argc, char** argv) {
+  MapArgs args;
+  enum { kOptOutput = 256, kOptStart, kOptMaxLength };
+  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"output", required_argument, nullptr, kOptOutput},
+                                 {"start-offset", required_argument, nullptr, kOptStart},
+                                 {"max-length", required_argument, nullptr, kOptMaxLength},
+                                 {"force-share", no_argument, nullptr, 'U'},
+                                 {"format", required_argument, nullptr, 'f'},
+                                 {nullptr, 0, nullptr, 0}};
+  optind = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
+    switch (c) {
+      case 'h':
+        PrintUsage("map", false);
+        return kExitOk;
+      case 'f':
+        args.format = optarg;
+        break;
+      case 'U':
+        args.force_share = true;
+        break;
+      case kOptOutput: {
+        auto f = ParseOutputFormat(optarg);
+        if (!f) {
+          Error("--output must be used with human or json as argument.");
+          return kExitFailure;
+        }
+        args.output = *f;
+        break;
+      }
+      case kOptStart: {
+        auto v = ParseSize(optarg);
+        if (!v) {
+          Error(std::string("Invalid start offset specified: ") + optarg);
+          return kExitFailure;
+        }
+        args.start = *v;
+        break;
+      }
+      case kOptMaxLength: {
+        auto v = ParseSize(optarg);
+        if (!v) {
+          Error(std::string("Invalid max length specified: ") + optarg);
+          return kExitFailure;
+        }
+        args.max_length = *v;
+        break;
+      }
+      default:
+        PrintUsage("map", true);
+        return kExitFailure;
+    }
+  }
+  if (optind != argc - 1) {
+    Error(optind >= argc ? "Expecting one image file name" : "Too many arguments");
+    PrintUsage("map", true);
+    return kExitFailure;
+  }
+  args.image = argv[optind];
+  if (!args.format.empty() && args.format != "qed" && args.format != "raw") {
+    Error("Unknown file format '" + args.format + "' (supported: qed, raw)");
+    return kExitFailure;
+  }
+  coro::EventLoop loop;
+  return loop.RunSync(RunMap(std::move(args)));
+}
+
+}  // namespace qedfuse::tools

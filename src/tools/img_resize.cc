@@ -1,0 +1,149 @@
+// qedimg resize: grows the virtual size of an image (QED: rewrites image_size in the header;
+// raw: extends the file). Shrinking is refused, as `qemu-img resize` refuses it for QED: data
+// past the new end would silently disappear while its clusters stay allocated.
+#include <getopt.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/strings/str_format.h"
+#include "qedfuse/base/errors.h"
+#include "qedfuse/block/open.h"
+#include "qedfuse/coro/event_loop.h"
+#include "tools/commands.h"
+#include "tools/tool_util.h"
+
+namespace qedfuse::tools {
+namespace {
+
+struct ResizeArgs {
+  std::string image;
+  std::string format;
+  std::string size_text;
+  bool quiet = false;
+};
+
+coro::Task<int> RunResize(ResizeArgs args) {
+  char sign = 0;
+  std::string text = args.size_text;
+  if (!text.empty() && (text[0] == '+' || text[0] == '-')) {
+    sign = text[0];
+    text.erase(0, 1);
+  }
+  auto amount = ParseSize(text);
+  if (!amount) {
+    Error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
+    Error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+    co_return kExitFailure;
+  }
+
+  block::OpenOptions opts;
+  opts.path = args.image;
+  opts.format = args.format;
+  opts.read_only = false;
+  block::OpenReport report;
+  auto opened = co_await block::OpenImage(opts, &report);
+  if (!opened.ok()) {
+    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    co_return kExitFailure;
+  }
+  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  uint64_t current = backend->length();
+  uint64_t target = *amount;
+  bool bad = false;
+  if (sign == '+') {
+    bad = target > UINT64_MAX - current;
+    target = current + target;
+  } else if (sign == '-') {
+    bad = target > current;
+    target = current - target;
+  }
+  int rc = kExitOk;
+  if (bad) {
+    Error("Invalid image size specified");
+    rc = kExitFailure;
+  } else if (target < current) {
+    Error(absl::StrFormat(
+        "Shrinking images is currently not supported (%s is %llu bytes, requested %llu)",
+        args.image, static_cast<unsigned long long>(current),
+        static_cast<unsigned long long>(target)));
+    rc = kExitFailure;
+  } else if (target > current) {
+    auto r = co_await backend->Truncate(target);
+    if (!r) {
+      if (r.error() == make_error_code(Errc::kOutOfRange)) {
+        Error(absl::StrFormat(
+            "Invalid image size specified: %llu bytes %s", static_cast<unsigned long long>(target),
+            target % 512 != 0 ? "is not a multiple of 512"
+                              : "exceeds the maximum size of the image's geometry"));
+      } else {
+        Error(absl::StrFormat("Error resizing image: %s", r.error().message()));
+      }
+      rc = kExitFailure;
+    } else {
+      auto f = co_await backend->Flush();
+      if (!f) {
+        Error(absl::StrFormat("Error resizing image: %s", f.error().message()));
+        rc = kExitFailure;
+      }
+    }
+  }
+  absl::Status closed = co_await backend->Close();
+  if (!closed.ok()) {
+    Error(closed);
+    rc = kExitFailure;
+  }
+  if (rc == kExitOk && !args.quiet) std::printf("Image resized.\n");
+  co_return rc;
+}
+
+}  // namespace
+
+int ResizeCommand(int argc, char** argv) {
+  ResizeArgs args;
+  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"quiet", no_argument, nullptr, 'q'},
+                                 {"format", required_argument, nullptr, 'f'},
+                                 {nullptr, 0, nullptr, 0}};
+  optind = 0;
+  // Stop at the first non-option so that "-1G" after IMAGE is a size, not an option.
+  int c;
+  while ((c = getopt_long(argc, argv, "+hqf:", kLong, nullptr)) != -1) {
+    switch (c) {
+      case 'h':
+        PrintUsage("resize", false);
+        return kExitOk;
+      case 'q':
+        args.quiet = true;
+        break;
+      case 'f':
+        args.format = optarg;
+        break;
+      default:
+        PrintUsage("resize", true);
+        return kExitFailure;
+    }
+  }
+  // "IMAGE -- -1G": a "--" between the two operands only protects a negative size.
+  if (argc - optind == 3 && std::string_view(argv[optind + 1]) == "--") {
+    argv[optind + 1] = argv[optind];
+    ++optind;
+  }
+  if (argc - optind != 2) {
+    Error(argc - optind < 2 ? "Expecting image file name and size" : "Too many arguments");
+    PrintUsage("resize", true);
+    return kExitFailure;
+  }
+  args.image = argv[optind];
+  args.size_text = argv[optind + 1];
+  if (!args.format.empty() && args.format != "qed" && args.format != "raw") {
+    Error("Unknown file format '" + args.format + "' (supported: qed, raw)");
+    return kExitFailure;
+  }
+  coro::EventLoop loop;
+  return loop.RunSync(RunResize(std::move(args)));
+}
+
+}  // namespace qedfuse::tools

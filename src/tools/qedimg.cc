@@ -1,0 +1,100 @@
+// qedimg: create, inspect, check, map, resize and convert QED images, following qemu-img's
+// command-line conventions, output formats and exit codes. Each subcommand lives in its own
+// img_<name>.cc; this file only dispatches and prints help.
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+#include "tools/commands.h"
+#include "tools/tool_util.h"
+
+#ifndef QEDFUSE_VERSION
+#define QEDFUSE_VERSION "unknown"
+#endif
+
+namespace qedfuse::tools {
+namespace {
+
+struct CommandEntry {
+  const char* name;
+  int (*run)(int, char**);
+  const char* synopsis;
+};
+
+constexpr CommandEntry kCommands[] = {
+    {"create", CreateCommand,
+     "create [-q] [-u] [-o cluster_size=N,table_size=N] [-b BACKING [-F raw|qed]] IMAGE [SIZE]"},
+    {"info", InfoCommand, "info [--output=human|json] [--backing-chain] [-U] IMAGE"},
+    {"check", CheckCommand, "check [-q] [-p] [-r leaks|all] [--output=human|json] [-U] IMAGE"},
+    {"map", MapCommand,
+     "map [--output=human|json] [--start-offset=OFFSET] [--max-length=LEN] [-U] IMAGE"},
+    {"resize", ResizeCommand, "resize [-q] IMAGE [+]SIZE"},
+    {"convert", ConvertCommand,
+     "convert [-p] [-q] [-f raw|qed] [-O raw|qed] [-o cluster_size=N,table_size=N] SRC DST"},
+};
+
+constexpr const char* kHelpTail = R"(
+Commands:
+  create   create a QED image (byte-identical to 'qemu-img create -f qed')
+  info     show virtual size, disk usage, geometry, features, need-check flag, backing chain
+  check    check consistency; -r leaks|all repairs invalid table entries
+  map      list the extents of the image: data, zero, unallocated, from a backing file
+  resize   grow the virtual size (shrinking is refused)
+  convert  copy between raw and QED (-O raw|qed), keeping zero areas sparse
+
+SIZE accepts the suffixes k, M, G, T, P, E (powers of 1024) and is rounded up to 512 bytes.
+
+Exit codes: 0 success; 1 error (for check: could not check); check also returns 2 when
+corruptions remain, 3 when only leaked clusters remain, 63 when the format has no check.
+
+See qedimg(1) for details.
+)";
+
+void PrintVersion() {
+  std::printf("qedimg version %s\n", QEDFUSE_VERSION);
+  std::printf("Tool for QED disk images, part of qedfuse.\n");
+}
+
+}  // namespace
+
+void PrintUsage(const char* command, bool to_stderr) {
+  FILE* out = to_stderr ? stderr : stdout;
+  bool any = false;
+  for (const CommandEntry& c : kCommands) {
+    if (command[0] != '\0' && std::strcmp(command, c.name) != 0) continue;
+    if (!any) std::fprintf(out, "Usage:\n");
+    std::fprintf(out, "  qedimg %s\n", c.synopsis);
+    any = true;
+  }
+  if (command[0] == '\0') {
+    std::fprintf(out, "  qedimg --help | --version\n%s", kHelpTail);
+  } else {
+    std::fprintf(out, "Run 'qedimg --help' for more information.\n");
+  }
+}
+
+}  // namespace qedfuse::tools
+
+int main(int argc, char** argv) {
+  using namespace qedfuse::tools;
+  if (argc < 2) {
+    Error("Not enough arguments");
+    PrintUsage("", true);
+    return kExitFailure;
+  }
+  std::string_view cmd = argv[1];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    PrintUsage("", false);
+    return kExitOk;
+  }
+  if (cmd == "--version" || cmd == "-V") {
+    PrintVersion();
+    return kExitOk;
+  }
+  for (const auto& c : kCommands) {
+    if (cmd == c.name) return c.run(argc - 1, argv + 1);
+  }
+  Error("Command not found: " + std::string(cmd));
+  PrintUsage("", true);
+  return kExitFailure;
+}

@@ -1,0 +1,108 @@
+// Helpers shared by the qedimg subcommands: size parsing and printing in qemu-img's
+// conventions, "-o key=value,..." option lists, a JSON object writer that emits keys in the
+// same order as qemu-img (so outputs can be compared with diff), the progress indicator, and
+// error reporting with the program's name.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace qedfuse::tools {
+
+inline constexpr const char* kProgram = "qedimg";
+
+// Exit codes shared by every subcommand (check has more, see img_check.cc).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+
+// Prints "qedimg: <message>" to stderr.
+void Error(std::string_view message);
+// Prints "qedimg: <status message>" to stderr.
+void Error(const absl::Status& status);
+
+// Parses a size such as "1048576", "64k", "1.5G", "2T" (suffixes b/k/M/G/T/P/E, case-insensitive,
+// powers of 1024, like qemu-img). Returns nullopt on syntax errors or overflow.
+std::optional<uint64_t> ParseSize(std::string_view text);
+
+// qemu's size_to_str(): "580 KiB", "1 GiB", "1.5 MiB" (three significant digits).
+std::string HumanSize(uint64_t bytes);
+
+// Splits "a=1,b=2" into key/value pairs, in order. An element without '=' maps to "on".
+// ",," is an escaped comma inside a value, as in qemu's option syntax. Empty keys are errors.
+absl::Status ParseOptionList(std::string_view text,
+                             std::vector<std::pair<std::string, std::string>>* out);
+
+// A JSON value tree just big enough for qemu-img's outputs.
+class JsonValue;
+using JsonArray = std::vector<JsonValue>;
+
+// An object whose keys print in the order QEMU's QDict iterates them: by bucket of the key's
+// hash (tdb_hash modulo 512), and within a bucket the most recently inserted key first.
+class JsonObject {
+ public:
+  JsonObject& Add(std::string key, JsonValue value);
+  bool empty() const { return entries_.empty(); }
+  std::string Render(int indent) const;
+
+ private:
+  std::vector<std::pair<std::string, JsonValue>> entries_;
+};
+
+class JsonValue {
+ public:
+  JsonValue(int64_t v) : v_(v) {}                         // NOLINT
+  JsonValue(uint64_t v) : v_(static_cast<int64_t>(v)) {}  // NOLINT
+  JsonValue(int v) : v_(static_cast<int64_t>(v)) {}       // NOLINT
+  JsonValue(bool v) : v_(v) {}                            // NOLINT
+  JsonValue(std::string v) : v_(std::move(v)) {}          // NOLINT
+  JsonValue(const char* v) : v_(std::string(v)) {}        // NOLINT
+  JsonValue(JsonObject v) : v_(std::move(v)) {}           // NOLINT
+  JsonValue(JsonArray v) : v_(std::move(v)) {}            // NOLINT
+
+  // Pretty-printed like QEMU's qobject_to_json_pretty (4 spaces a level), starting at |indent|.
+  std::string Render(int indent) const;
+
+ private:
+  std::variant<int64_t, bool, std::string, JsonObject, JsonArray> v_;
+};
+
+// QEMU's JSON string escaping (quotes included).
+std::string JsonQuote(std::string_view s);
+
+// Output formats of info/check/map.
+enum class OutputFormat { kHuman, kJson };
+// Parses the value of --output; nullopt if it is neither "human" nor "json".
+std::optional<OutputFormat> ParseOutputFormat(std::string_view text);
+
+// A qemu-img style progress indicator: "    (12.34/100%)\r" on stdout, rewritten at most once
+// per percent-hundredth, and a newline on Finish(). Disabled unless |enabled|.
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled) {}
+  ~Progress() { Finish(); }
+  void Update(uint64_t done, uint64_t total);
+  void Finish();
+
+ private:
+  bool enabled_;
+  bool started_ = false;
+  bool finished_ = false;
+  int last_ = -1;
+};
+
+// True if stdout is a terminal (progress shown by default, like qemu-img's -p on a TTY).
+bool StdoutIsTty();
+
+// Directory part of |path| with a trailing '/', or "" when |path| has no '/'. Used to resolve a
+// relative backing file name against its image's directory.
+std::string DirName(const std::string& path);
+
+}  // namespace qedfuse::tools

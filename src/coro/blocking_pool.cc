@@ -12,11 +12,10 @@ struct BlockingPool::Impl {
 };
 
 BlockingPool::BlockingPool(std::size_t threads)
-    : impl_(std::make_unique<Impl>(threads == 0 ? 1 : threads)), threads_(threads == 0 ? 1 : threads) {}
+    : impl_(std::make_unique<Impl>(threads == 0 ? 1 : threads)),
+      threads_(threads == 0 ? 1 : threads) {}
 
-BlockingPool::~BlockingPool() {
-  impl_->pool.join();
-}
+BlockingPool::~BlockingPool() { impl_->pool.join(); }
 
 void BlockingPool::Submit(std::function<void()> job) {
   boost::asio::post(impl_->pool, std::move(job));

@@ -1,11 +1,13 @@
 // EventLoop over asio::io_context (see event_loop.h).
 #include "qedfuse/coro/event_loop.h"
 
-#include <cstdio>
-#include <cstdlib>
-
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <cassert>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 
 namespace qedfuse::coro {
 namespace {
@@ -14,6 +16,9 @@ thread_local EventLoop* current_loop = nullptr;
 
 struct EventLoop::Impl {
   boost::asio::io_context ctx{1};
+  // AddWork() calls not yet matched by RemoveWork(). Another thread that announced work still
+  // holds a pointer to this loop, so the destructor waits for this to drop to zero.
+  std::atomic<std::size_t> external_work{0};
 };
 
 EventLoop::EventLoop() : impl_(std::make_unique<Impl>()), previous_(current_loop) {
@@ -21,10 +26,23 @@ EventLoop::EventLoop() : impl_(std::make_unique<Impl>()), previous_(current_loop
 }
 
 EventLoop::~EventLoop() {
-  // Run handlers already queued so that posted frames are not leaked mid-flight; anything still
-  // suspended after that belongs to a caller that outlived its loop.
-  impl_->ctx.restart();
-  impl_->ctx.poll();
+  // 1. Wait for work announced by other threads (a BlockingPool job in flight): they will post
+  //    to this loop and touch it until their RemoveWork(), so it must outlive them.
+  // 2. Run every handler that is ready, so posted frames are resumed rather than leaked.
+  // Coroutines still suspended after that (on a timer, a descriptor, a CoMutex whose holder is
+  // gone) belong to a caller that outlived its loop; they are neither resumed nor destroyed.
+  for (;;) {
+    if (impl_->external_work.load(std::memory_order_acquire) == 0) {
+      // Every post made before the last RemoveWork() is visible now; run them (they may
+      // announce new work, hence the loop).
+      if (RunUntilIdle() == 0) break;
+      continue;
+    }
+    RunUntilIdle();
+    impl_->ctx.restart();
+    impl_->ctx.run_one_for(std::chrono::milliseconds(10));
+  }
+  assert(current_loop == this && "EventLoops must be destroyed in reverse order of creation");
   current_loop = previous_;
 }
 
@@ -70,10 +88,19 @@ std::size_t EventLoop::RunOne() {
   return impl_->ctx.run_one();
 }
 
-// Asio's own outstanding-work count is thread-safe; it keeps run()/run_one() waiting.
-void EventLoop::AddWork() noexcept { impl_->ctx.get_executor().on_work_started(); }
+// Asio's own outstanding-work count is thread-safe; it keeps run()/run_one() waiting. The
+// external counter is touched last, so once the destructor sees it at zero the other thread no
+// longer uses the loop.
+void EventLoop::AddWork() noexcept {
+  impl_->external_work.fetch_add(1, std::memory_order_relaxed);
+  impl_->ctx.get_executor().on_work_started();
+}
 
-void EventLoop::RemoveWork() noexcept { impl_->ctx.get_executor().on_work_finished(); }
+void EventLoop::RemoveWork() noexcept {
+  Impl* impl = impl_.get();
+  impl->ctx.get_executor().on_work_finished();
+  impl->external_work.fetch_sub(1, std::memory_order_release);
+}
 
 void EventLoop::DeadlockAbort() {
   std::fputs("qedfuse: RunSync: the loop ran dry while the task was still suspended\n", stderr);

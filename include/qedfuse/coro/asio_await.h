@@ -10,13 +10,12 @@
 // never inline with the co_await.
 #pragma once
 
+#include <boost/asio/async_result.hpp>
 #include <coroutine>
 #include <optional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
-
-#include <boost/asio/async_result.hpp>
 
 namespace qedfuse::coro {
 
@@ -51,7 +50,9 @@ class AsioAwaiter {
 
   void await_suspend(std::coroutine_handle<> h) {
     std::apply(
-        [&](auto&&... a) { std::move(init_)(Handler{this, h}, std::forward<decltype(a)>(a)...); },
+        [&](auto&&... a) {
+          std::move(init_)(Handler{this, h}, std::forward<decltype(a)>(a)...);
+        },
         std::move(args_));
   }
 

@@ -5,7 +5,9 @@
 //
 // The function runs on a worker; the awaiting coroutine is resumed on its own event loop with
 // the function's result. While a job is outstanding the loop counts it as work, so Run()/RunOne()
-// wait for it. The function must not touch block-layer state (that belongs to the loop thread).
+// wait for it, and so does the loop's destructor. The function must not touch block-layer state
+// (that belongs to the loop thread). Destroying the pool finishes the jobs already submitted,
+// so coroutines awaiting them are still resumed (by their loop) afterwards.
 #pragma once
 
 #include <coroutine>
@@ -45,6 +47,9 @@ class BlockingPool {
         } else {
           result_.emplace(f_());
         }
+        // Once posted, the coroutine may resume and destroy this awaiter at any moment; only
+        // the loop is touched afterwards, and RemoveWork() is the last touch (the loop's
+        // destructor waits for it).
         loop->Post(h);
         loop->RemoveWork();
       });

@@ -10,6 +10,7 @@
 // is lost.
 #pragma once
 
+#include <cassert>
 #include <coroutine>
 #include <cstddef>
 
@@ -28,6 +29,7 @@ class CoQueue {
   // mutex again when this returns.
   Task<void> Wait(CoMutex::Guard& guard) {
     CoMutex* m = guard.mutex();
+    assert(m != nullptr && "CoQueue::Wait needs a guard that owns a mutex");
     co_await WaitAwaiter{this, &guard, nullptr, {}, nullptr};
     guard = co_await m->Lock();
   }

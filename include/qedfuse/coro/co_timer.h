@@ -8,6 +8,11 @@
 // Arm(d) (re)starts the countdown, Disarm() stops it, Close() ends the wait for good. Wait()
 // returns only when an armed deadline has really passed (kFired, after which the timer is
 // disarmed) or the timer was closed (kClosed); Arm/Disarm while waiting just move the deadline.
+// An expiry already queued when Disarm()/Arm() is called does not fire.
+//
+// A disarmed timer holds no pending asio operation, so it does not keep the loop busy. At most
+// one Wait() at a time; a timer must not be destroyed while a Wait() is in progress (Close() it
+// and let the waiter return). Construct it on the thread of the loop it belongs to.
 #pragma once
 
 #include <chrono>

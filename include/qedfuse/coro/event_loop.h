@@ -5,7 +5,13 @@
 // to the loop rather than resumed inline, which keeps stacks flat and interleavings predictable.
 //
 // One loop per thread: constructing an EventLoop makes it the thread's Current() loop until it
-// is destroyed. Tests drive the loop by hand with RunOne()/RunUntilIdle()/RunSync().
+// is destroyed (loops of one thread are destroyed in reverse order of creation). Tests drive the
+// loop by hand with RunOne()/RunUntilIdle()/RunSync().
+//
+// Destruction first waits until every AddWork() has been matched by RemoveWork() (work in
+// flight on other threads, e.g. a BlockingPool job, still posts to the loop), then runs every
+// ready handler. Coroutines still suspended after that (on a timer, a descriptor, a CoMutex)
+// are neither resumed nor destroyed: stop them (close timers, gates) before the loop goes.
 #pragma once
 
 #include <coroutine>
@@ -50,8 +56,9 @@ class EventLoop {
   // Returns 0 if there is nothing to run and no outstanding work.
   std::size_t RunOne();
 
-  // Keeps Run()/RunOne() waiting while work happens elsewhere (e.g. on a BlockingPool).
-  // Thread-safe.
+  // Keeps Run()/RunOne() waiting while work happens elsewhere (e.g. on a BlockingPool), and the
+  // destructor waiting too. Thread-safe. A thread that called AddWork() may Post() to the loop
+  // until its RemoveWork(), which must be its last use of the loop.
   void AddWork() noexcept;
   void RemoveWork() noexcept;
 

@@ -12,6 +12,7 @@
 // Frames come from FramePool, so steady state does not call malloc per coroutine.
 #pragma once
 
+#include <cassert>
 #include <coroutine>
 #include <cstdio>
 #include <cstdlib>
@@ -114,7 +115,10 @@ class [[nodiscard]] Task {
   // Result of a finished task (tests and loop helpers). Precondition: done().
   T Get() { return h_.promise().Take(); }
 
-  bool await_ready() const noexcept { return h_.done(); }
+  bool await_ready() const noexcept {
+    assert(h_ && "co_await on an empty Task");
+    return h_.done();
+  }
   void await_suspend(std::coroutine_handle<> awaiting) noexcept {
     h_.promise().set_continuation(awaiting);
   }

@@ -1,0 +1,293 @@
+// FuseFrontend: session setup, the request reader on the event loop, and shutdown.
+// The per-operation handlers live in fuse_ops.cc.
+#include "fusefs/fuse_frontend.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "fusefs/log.h"
+
+namespace qedfuse::fusefs {
+
+const fuse_lowlevel_ops& FuseOpsTable();  // fuse_ops.cc
+
+namespace {
+
+// Requests handled per loop turn before yielding to other handlers (completions, timers).
+constexpr int kMaxRequestsPerTurn = 64;
+
+// Escapes ',' and '\' for libfuse's -o parser.
+std::string EscapeOption(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == ',' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+bool HasOption(const std::vector<std::string>& opts, const char* prefix) {
+  return std::any_of(opts.begin(), opts.end(),
+                     [prefix](const std::string& o) { return o.rfind(prefix, 0) == 0; });
+}
+
+}  // namespace
+
+struct FuseFrontend::Reader {
+  explicit Reader(boost::asio::io_context& ctx) : fd(ctx), signals(ctx) {}
+  boost::asio::posix::stream_descriptor fd;  // a dup of fuse_session_fd()
+  boost::asio::signal_set signals;
+};
+
+FuseFrontend::FuseFrontend(coro::EventLoop& loop, block::BlockBackend& backend,
+                           FrontendConfig config)
+    : loop_(loop),
+      backend_(backend),
+      config_(std::move(config)),
+      reader_(std::make_unique<Reader>(loop.context())),
+      atime_(config_.atime),
+      mtime_(config_.mtime),
+      ctime_(config_.ctime) {}
+
+FuseFrontend::~FuseFrontend() {
+  Unmount();
+  if (se_ != nullptr) fuse_session_destroy(se_);
+  std::free(buf_.mem);
+}
+
+absl::Status FuseFrontend::Mount() {
+  std::string opts = "default_permissions";
+  if (!HasOption(config_.extra_mount_options, "fsname=")) {
+    absl::StrAppend(&opts, ",fsname=", EscapeOption(config_.fsname));
+  }
+  if (!HasOption(config_.extra_mount_options, "subtype="))
+    absl::StrAppend(&opts, ",subtype=qedfuse");
+  if (config_.allow_other) absl::StrAppend(&opts, ",allow_other");
+  if (config_.read_only) absl::StrAppend(&opts, ",ro");
+  for (const std::string& o : config_.extra_mount_options) {
+    absl::StrAppend(&opts, ",", EscapeOption(o));
+  }
+  if (config_.debug) absl::StrAppend(&opts, ",debug");
+
+  std::string arg0 = "qedfuse", arg1 = "-o";
+  char* argv[] = {arg0.data(), arg1.data(), opts.data(), nullptr};
+  fuse_args args = FUSE_ARGS_INIT(3, argv);
+  se_ = fuse_session_new(&args, &FuseOpsTable(), sizeof(fuse_lowlevel_ops), this);
+  fuse_opt_free_args(&args);
+  if (se_ == nullptr) {
+    return absl::InternalError("could not create the FUSE session (mount options: " + opts + ")");
+  }
+  if (fuse_session_mount(se_, config_.mountpoint.c_str()) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("could not mount on ", config_.mountpoint,
+                     " (is /dev/fuse available and are you allowed to mount?)"));
+  }
+  mounted_ = true;
+
+  // Watch a dup so that Asio and libfuse each close their own descriptor. Non-blocking, so
+  // that a request that vanishes between readiness and read() (interrupted) cannot block the
+  // loop: fuse_session_receive_buf() then reports -EAGAIN. O_NONBLOCK is shared with the
+  // session's descriptor, which only writes replies (never blocks on /dev/fuse).
+  int fd = fcntl(fuse_session_fd(se_), F_DUPFD_CLOEXEC, 3);
+  if (fd < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    Unmount();
+    return absl::InternalError(absl::StrCat("cannot watch the FUSE device: ", strerror(err)));
+  }
+  boost::system::error_code ec;
+  reader_->fd.assign(fd, ec);
+  if (ec) {
+    close(fd);
+    Unmount();
+    return absl::InternalError("cannot watch the FUSE device: " + ec.message());
+  }
+  return absl::OkStatus();
+}
+
+void FuseFrontend::Start() {
+  reading_ = true;
+  reader_->signals.add(SIGINT);
+  reader_->signals.add(SIGTERM);
+  WaitForSignal();
+  // Drain first: the kernel queued INIT at mount time, possibly before the descriptor was
+  // registered with the reactor.
+  loop_.Post([this] { OnReadable(); });
+}
+
+void FuseFrontend::WaitForSignal() {
+  reader_->signals.async_wait([this](const boost::system::error_code& ec, int signo) {
+    if (ec) return;  // cancelled at the end of shutdown
+    BeginShutdown(absl::StrCat("received ", strsignal(signo)), /*mount_gone=*/false);
+    WaitForSignal();  // further signals are absorbed: they change nothing
+  });
+}
+
+void FuseFrontend::ArmReader() {
+  reader_->fd.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                         [this](const boost::system::error_code& ec) {
+                           if (ec == boost::asio::error::operation_aborted || !reading_) return;
+                           if (ec) {
+                             BeginShutdown("FUSE device error: " + ec.message(), true);
+                             return;
+                           }
+                           OnReadable();
+                         });
+}
+
+void FuseFrontend::OnReadable() {
+  for (int i = 0; i < kMaxRequestsPerTurn; ++i) {
+    if (!reading_) return;
+    int res = fuse_session_receive_buf(se_, &buf_);
+    if (res == -EINTR) continue;
+    if (res == -EAGAIN) {
+      // Asio's reactor watches descriptors edge-triggered: wait only after draining to EAGAIN.
+      ArmReader();
+      return;
+    }
+    if (res <= 0 || fuse_session_exited(se_)) {
+      // 0 with the session exited: ENODEV, the mount is gone (fusermount3 -u, umount, abort).
+      BeginShutdown(res < 0 ? absl::StrCat("reading the FUSE device failed: ", strerror(-res))
+                            : std::string("the mount was removed"),
+                    /*mount_gone=*/true);
+      return;
+    }
+    fuse_session_process_buf(se_, &buf_);
+    if (init_done_ && !becoming_ready_) {
+      becoming_ready_ = true;
+      coro::Spawn(BecomeReady());
+    }
+    if (fuse_session_exited(se_)) {
+      BeginShutdown("the FUSE session ended", /*mount_gone=*/true);
+      return;
+    }
+  }
+  // More may be queued: continue from a later turn so completions are not starved.
+  loop_.Post([this] { OnReadable(); });
+}
+
+void FuseFrontend::StopReading() {
+  reading_ = false;
+  boost::system::error_code ec;
+  reader_->fd.close(ec);  // our dup only; replies still go out through the session's fd
+}
+
+void FuseFrontend::BeginShutdown(const std::string& why, bool mount_gone) {
+  if (shutting_down_) {
+    Log(LogLevel::kInfo, why + ": already shutting down");
+    return;
+  }
+  shutting_down_ = true;
+  Log(LogLevel::kInfo, why + ": shutting down " + config_.mountpoint);
+  coro::Spawn(Shutdown(mount_gone));
+}
+
+coro::Task<void> FuseFrontend::Shutdown(bool mount_gone) {
+  if (!mount_gone && ready_ && writeback_active_ && !config_.read_only) {
+    co_await PushKernelCache();
+  }
+  StopReading();
+  co_await gate_.Close();
+  absl::Status st = co_await backend_.Close();
+  if (!st.ok()) {
+    Log(LogLevel::kError, "closing the image failed: " + st.ToString());
+    exit_code_ = 1;
+  }
+  Unmount();
+  reader_->signals.cancel();
+  Log(LogLevel::kInfo, "unmounted " + config_.mountpoint);
+}
+
+coro::Task<void> FuseFrontend::BecomeReady() {
+  if (writeback_active_) {
+    // With the write-back cache the kernel owns i_size of a regular file and ignores the size in
+    // our GETATTR replies. The root inode was created at mount time with size 0 (it never went
+    // through LOOKUP), so publish the real size the one way the kernel accepts it: a SETATTR
+    // whose reply carries it. truncate() to the current size is a no-op for us; it blocks, so it
+    // runs on a worker while this loop serves the SETATTR.
+    // Only trivially destructible captures: GCC 12 destroys non-trivial temporaries of a
+    // co_await expression twice. config_ outlives the call.
+    const char* path = config_.mountpoint.c_str();
+    auto size = static_cast<off_t>(backend_.length());
+    int err = co_await pool_.Offload(
+        [path, size]() -> int { return ::truncate(path, size) == 0 ? 0 : errno; });
+    if (err != 0) {
+      Log(LogLevel::kError,
+          absl::StrCat("cannot publish the size of ", path, " to the kernel: ", strerror(err)));
+      BeginShutdown("mount setup failed", /*mount_gone=*/false);
+      co_return;
+    }
+  }
+  if (shutting_down_) co_return;
+  ready_ = true;
+  if (on_ready_) on_ready_();
+}
+
+coro::Task<void> FuseFrontend::PushKernelCache() {
+  // fsync() of the mounted file makes the kernel send its dirty pages (and then FSYNC) to us.
+  // It blocks, so it runs on a worker while this loop keeps serving those requests.
+  const char* path = config_.mountpoint.c_str();  // trivially destructible capture (GCC 12)
+  int err = co_await pool_.Offload([path]() -> int {
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return errno;
+    int rc = ::fsync(fd) == 0 ? 0 : errno;
+    ::close(fd);
+    return rc;
+  });
+  if (err != 0) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("could not write back the kernel cache of ", path, ": ", strerror(err)));
+  }
+}
+
+void FuseFrontend::Unmount() {
+  if (!mounted_) return;
+  mounted_ = false;
+  // Our dup must be closed first: libfuse closes the session fd before umount2() so that the
+  // kernel aborts the connection instead of waiting for us, and a dup would keep it open.
+  boost::system::error_code ec;
+  reader_->fd.close(ec);
+  fuse_session_unmount(se_);
+}
+
+struct stat FuseFrontend::Attr() const {
+  struct stat st {};
+  st.st_ino = FUSE_ROOT_ID;
+  st.st_mode = S_IFREG | (config_.read_only ? 0444 : 0644);
+  st.st_nlink = 1;
+  st.st_uid = config_.uid;
+  st.st_gid = config_.gid;
+  st.st_size = static_cast<off_t>(backend_.length());
+  st.st_blksize = 4096;
+  st.st_blocks = static_cast<blkcnt_t>((backend_.driver().AllocatedBytes() + 511) / 512);
+  st.st_atim = atime_;
+  st.st_mtim = mtime_;
+  st.st_ctim = ctime_;
+  return st;
+}
+
+void FuseFrontend::TouchMtime() {
+  clock_gettime(CLOCK_REALTIME, &mtime_);
+  ctime_ = mtime_;
+}
+
+void FuseFrontend::LogIoError(const char* op, uint64_t offset, uint64_t length,
+                              const std::error_code& ec) {
+  // Bounded: a failing disk must not flood syslog.
+  ++io_errors_logged_;
+  if (io_errors_logged_ > 20 && io_errors_logged_ % 1000 != 0) return;
+  Log(LogLevel::kError,
+      absl::StrCat(op, " of ", length, " bytes at offset ", offset, " failed: ", ec.message(),
+                   io_errors_logged_ > 20 ? " (further errors suppressed)" : ""));
+}
+
+}  // namespace qedfuse::fusefs

@@ -1,0 +1,135 @@
+// fusefs::FuseFrontend: serves one open image as a single regular file through the libfuse
+// low-level API, driven entirely from the block layer's coro::EventLoop (no libfuse threads).
+//
+// Request flow: the loop watches a dup of fuse_session_fd() (non-blocking) with
+// posix::stream_descriptor::async_wait; when it is readable, OnReadable() receives requests with
+// fuse_session_receive_buf() into one reusable buffer and hands each to
+// fuse_session_process_buf(), which calls the op trampolines in fuse_ops.cc. A trampoline wraps
+// the fuse_req_t in a FuseRequest, copies any write payload into an owned IoBuffer (the receive
+// buffer is reused by the next request), and Spawn()s a handler coroutine; the handler replies
+// when its block-layer I/O completes, usually from a later loop turn. Many requests are in flight
+// at once and nothing blocks the loop.
+//
+// The mount is over a regular file, so the root inode (FUSE_ROOT_ID) IS the image's raw view;
+// there are no directories and no lookups.
+//
+// Shutdown (SIGINT/SIGTERM, or the kernel reporting the mount gone after `fusermount3 -u`):
+//   1. with the kernel write-back cache on and the mount still live, fsync the mounted file from
+//      a worker thread, so the kernel sends us its dirty pages while we still serve requests;
+//   2. stop reading requests; 3. wait for handlers in flight (Gate); 4. BlockBackend::Close()
+//   (flush, QED clears NEED_CHECK); 5. fuse_session_unmount(); the loop then runs dry.
+// A second signal during shutdown changes nothing.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "fusefs/fuse_request.h"
+#include "qedfuse/block/block_backend.h"
+#include "qedfuse/block/io_buffer.h"
+#include "qedfuse/coro/blocking_pool.h"
+#include "qedfuse/coro/event_loop.h"
+#include "qedfuse/coro/gate.h"
+#include "qedfuse/coro/task.h"
+
+namespace qedfuse::fusefs {
+
+struct FrontendConfig {
+  std::string mountpoint;  // absolute path of a regular file, or /dev/fd/N from mount.fuse3
+  std::string fsname;      // source column of /proc/mounts (the image path)
+  bool read_only = false;
+  bool writeback_cache = true;  // ask the kernel for FUSE_CAP_WRITEBACK_CACHE
+  bool debug = false;           // libfuse logs every request; we log every error reply
+  bool allow_other = false;
+  std::vector<std::string> extra_mount_options;  // verbatim (nosuid, nodev, ...)
+  // Owner and timestamps of the mounted file (taken from the file that is mounted over).
+  uid_t uid = 0;
+  gid_t gid = 0;
+  struct timespec atime {};
+  struct timespec mtime {};
+  struct timespec ctime {};
+};
+
+class FuseFrontend {
+ public:
+  FuseFrontend(coro::EventLoop& loop, block::BlockBackend& backend, FrontendConfig config);
+  ~FuseFrontend();
+  FuseFrontend(const FuseFrontend&) = delete;
+  FuseFrontend& operator=(const FuseFrontend&) = delete;
+
+  // Creates the session and mounts it. On failure nothing is left mounted.
+  absl::Status Mount();
+  // Called once, on the loop, right after the kernel's INIT request has been answered: from then
+  // on every access to the mounted file is served.
+  void SetOnReady(std::function<void()> fn) { on_ready_ = std::move(fn); }
+  // Starts reading requests and watching SIGINT/SIGTERM. Precondition: Mount() succeeded.
+  // EventLoop::Run() returns once shutdown has finished.
+  void Start();
+  // Begins the orderly shutdown described above. Idempotent; |why| is logged.
+  void RequestShutdown(const std::string& why) { BeginShutdown(why, /*mount_gone=*/false); }
+
+  // 0 after a clean shutdown; 1 if the image could not be closed cleanly.
+  int exit_code() const noexcept { return exit_code_; }
+  bool ready() const noexcept { return ready_; }
+
+ private:
+  friend struct FuseOps;  // the libfuse op trampolines (fuse_ops.cc)
+
+  // Reader.
+  void ArmReader();
+  void OnReadable();
+  void StopReading();
+
+  void WaitForSignal();
+  void BeginShutdown(const std::string& why, bool mount_gone);
+  coro::Task<void> Shutdown(bool mount_gone);
+  void Unmount();
+  coro::Task<void> PushKernelCache();
+  coro::Task<void> BecomeReady();
+
+  // Handlers (fuse_ops.cc). Each owns its request and answers it exactly once.
+  coro::Task<void> HandleRead(FuseRequest req, uint64_t offset, std::size_t size);
+  coro::Task<void> HandleWrite(FuseRequest req, uint64_t offset, block::IoBuffer payload);
+  coro::Task<void> HandleSetattr(FuseRequest req, struct stat attr, int to_set, bool has_fh);
+  coro::Task<void> HandleFsync(FuseRequest req);
+  coro::Task<void> HandleFallocate(FuseRequest req, int mode, uint64_t offset, uint64_t length);
+  coro::Task<void> HandleLseek(FuseRequest req, uint64_t offset, int whence);
+
+  struct stat Attr() const;
+  void TouchMtime();
+  void LogIoError(const char* op, uint64_t offset, uint64_t length, const std::error_code& ec);
+
+  coro::EventLoop& loop_;
+  block::BlockBackend& backend_;
+  FrontendConfig config_;
+
+  struct fuse_session* se_ = nullptr;
+  bool mounted_ = false;
+  struct Reader;  // asio objects, kept out of this header
+  std::unique_ptr<Reader> reader_;
+  fuse_buf buf_{};  // receive buffer, reused: payloads are copied out before the next receive
+
+  coro::Gate gate_;
+  coro::BlockingPool pool_{1};
+  std::function<void()> on_ready_;
+  bool init_done_ = false;
+  bool writeback_active_ = false;  // the kernel agreed to FUSE_CAP_WRITEBACK_CACHE
+  bool becoming_ready_ = false;
+  bool ready_ = false;
+  bool reading_ = false;
+  bool shutting_down_ = false;
+  int exit_code_ = 0;
+  uint64_t io_errors_logged_ = 0;
+  struct timespec atime_, mtime_, ctime_;
+};
+
+}  // namespace qedfuse::fusefs

@@ -1,0 +1,58 @@
+// fusefs::FuseRequest: owns one in-flight FUSE request (a libfuse fuse_req_t) until it is
+// answered.
+//
+// Every request must get exactly one reply. FuseRequest is move-only, each Reply*() consumes it,
+// and a request destroyed without a reply is answered with EIO and logged, so a handler that
+// forgets a path cannot leave a process hanging in the kernel. Replies are sent from the event
+// loop thread; libfuse writes them to /dev/fuse synchronously (that write never blocks).
+// A failed reply (the request was interrupted, or the connection is gone) is not an error for
+// the handler: the kernel no longer waits for it.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+namespace qedfuse::fusefs {
+
+class FuseRequest {
+ public:
+  FuseRequest() noexcept = default;
+  // |op| names the operation in log messages; it must be a string literal.
+  FuseRequest(fuse_req_t req, const char* op) noexcept : req_(req), op_(op) {}
+  FuseRequest(FuseRequest&& o) noexcept : req_(std::exchange(o.req_, nullptr)), op_(o.op_) {}
+  FuseRequest& operator=(FuseRequest&& o) noexcept;
+  FuseRequest(const FuseRequest&) = delete;
+  FuseRequest& operator=(const FuseRequest&) = delete;
+  ~FuseRequest();
+
+  bool pending() const noexcept { return req_ != nullptr; }
+  const char* op() const noexcept { return op_; }
+  // The caller's credentials; valid while pending().
+  const fuse_ctx* ctx() const noexcept { return fuse_req_ctx(req_); }
+
+  // Errno reply; |err| > 0. ReplyOk() is the success reply of operations without data.
+  void ReplyError(int err);
+  void ReplyOk();
+  void ReplyAttr(const struct stat& attr, double timeout);
+  void ReplyOpen(const fuse_file_info& fi);
+  void ReplyBuf(const void* data, std::size_t size);
+  void ReplyWrite(std::size_t count);
+  void ReplyStatfs(const struct statvfs& st);
+  void ReplyLseek(uint64_t offset);
+  void ReplyNone();  // forget: no reply is sent to the kernel
+
+ private:
+  fuse_req_t Take() noexcept { return std::exchange(req_, nullptr); }
+  void Check(int rc, const char* what);
+
+  fuse_req_t req_ = nullptr;
+  const char* op_ = "?";
+};
+
+}  // namespace qedfuse::fusefs

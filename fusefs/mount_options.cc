@@ -1,0 +1,274 @@
+// Command-line parsing for qedfuse (see mount_options.h).
+#include "fusefs/mount_options.h"
+
+#include <charconv>
+#include <string_view>
+
+#include "absl/strings/str_cat.h"
+
+namespace qedfuse::fusefs {
+namespace {
+
+using std::string_view;
+
+absl::Status Bad(string_view msg) { return absl::InvalidArgumentError(std::string(msg)); }
+
+std::string S(string_view sv) { return std::string(sv); }
+
+bool StartsWith(string_view s, string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+absl::StatusOr<bool> ParseOnOff(string_view name, string_view value) {
+  if (value == "on" || value == "yes" || value == "true" || value == "1") return true;
+  if (value == "off" || value == "no" || value == "false" || value == "0") return false;
+  return Bad(absl::StrCat("invalid value '", S(value), "' for ", S(name), " (use on or off)"));
+}
+
+absl::Status SetCache(MountOptions& o, string_view value) {
+  if (value == "writeback") {
+    o.cache = block::CacheMode::kWriteback;
+  } else if (value == "none" || value == "direct") {
+    o.cache = block::CacheMode::kNone;
+  } else {
+    return Bad(absl::StrCat("invalid cache mode '", S(value), "' (use writeback or none)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetAio(MountOptions& o, string_view value) {
+  if (value == "io_uring") {
+    o.aio = block::AioMode::kIoUring;
+  } else if (value == "threads") {
+    o.aio = block::AioMode::kThreads;
+  } else if (value == "auto") {
+    o.aio = block::AioMode::kAuto;
+  } else {
+    return Bad(absl::StrCat("invalid aio mode '", S(value), "' (use io_uring or threads)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetFormat(MountOptions& o, string_view value) {
+  if (value != "qed" && value != "raw") {
+    return Bad(absl::StrCat("unsupported format '", S(value), "' (use qed or raw)"));
+  }
+  o.format = S(value);
+  return absl::OkStatus();
+}
+
+absl::Status SetNeedCheckDelay(MountOptions& o, string_view value) {
+  long long ms = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
+  if (ec != std::errc() || end != value.data() + value.size() || ms < 0) {
+    return Bad(absl::StrCat("invalid need-check delay '", S(value), "' (milliseconds expected)"));
+  }
+  o.need_check_delay = std::chrono::milliseconds(ms);
+  return absl::OkStatus();
+}
+
+// Options that only mean something to mount(8) or /etc/fstab; accepted and dropped.
+bool IsFstabOnly(string_view opt) {
+  static constexpr string_view kIgnored[] = {
+      "defaults",    "auto",          "noauto",   "user",       "nouser",     "users",
+      "owner",       "group",         "_netdev",  "nofail",     "relatime",   "norelatime",
+      "strictatime", "nostrictatime", "lazytime", "nolazytime", "diratime",   "nodiratime",
+      "silent",      "loud",          "nomand",   "iversion",   "noiversion",
+  };
+  for (string_view k : kIgnored) {
+    if (opt == k) return true;
+  }
+  return StartsWith(opt, "x-") || StartsWith(opt, "comment=") || StartsWith(opt, "helper=");
+}
+
+// Mount flags and options libfuse passes to the kernel for us.
+bool IsKernelOption(string_view opt) {
+  static constexpr string_view kFlags[] = {
+      "suid",         "nosuid", "dev",     "nodev", "exec",    "noexec",
+      "sync",         "async",  "dirsync", "atime", "noatime", "default_permissions",
+      "auto_unmount",
+  };
+  for (string_view k : kFlags) {
+    if (opt == k) return true;
+  }
+  return StartsWith(opt, "fsname=") || StartsWith(opt, "subtype=") || StartsWith(opt, "context=") ||
+         StartsWith(opt, "fscontext=") || StartsWith(opt, "defcontext=") ||
+         StartsWith(opt, "rootcontext=");
+}
+
+absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
+  if (opt.empty() || IsFstabOnly(opt)) return absl::OkStatus();
+  string_view name = opt;
+  string_view value;
+  bool has_value = false;
+  if (auto eq = opt.find('='); eq != string_view::npos) {
+    name = opt.substr(0, eq);
+    value = opt.substr(eq + 1);
+    has_value = true;
+  }
+  if (opt == "ro" || opt == "read_only") {
+    o.read_only = true;
+  } else if (opt == "rw") {
+    o.read_only = false;
+  } else if (opt == "allow_other") {
+    o.allow_other = true;
+  } else if (opt == "debug") {
+    o.debug = true;
+  } else if (name == "cache" && has_value) {
+    return SetCache(o, value);
+  } else if (name == "aio" && has_value) {
+    return SetAio(o, value);
+  } else if (name == "format" && has_value) {
+    return SetFormat(o, value);
+  } else if (name == "need_check_delay" && has_value) {
+    return SetNeedCheckDelay(o, value);
+  } else if (name == "writeback_cache") {
+    if (!has_value) {
+      o.writeback_cache = true;
+    } else {
+      auto on = ParseOnOff("writeback_cache", value);
+      if (!on.ok()) return on.status();
+      o.writeback_cache = *on;
+    }
+  } else if (opt == "no_writeback_cache") {
+    o.writeback_cache = false;
+  } else if (IsKernelOption(opt)) {
+    o.fuse_options.emplace_back(opt);
+  } else {
+    return Bad(absl::StrCat("unknown mount option '", S(opt), "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyMountOptionList(MountOptions& o, string_view list) {
+  // Comma-separated; a backslash escapes the next character (as in libfuse's -o parser).
+  std::string cur;
+  for (std::size_t i = 0; i <= list.size(); ++i) {
+    if (i == list.size() || list[i] == ',') {
+      if (absl::Status s = ApplyMountOption(o, cur); !s.ok()) return s;
+      cur.clear();
+    } else if (list[i] == '\\' && i + 1 < list.size()) {
+      cur.push_back(list[++i]);
+    } else {
+      cur.push_back(list[i]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Long options that take a value: --name=value or --name value.
+struct ValueOption {
+  string_view name;
+  absl::Status (*apply)(MountOptions&, string_view);
+};
+
+absl::Status SetWritebackFlag(MountOptions& o, string_view value) {
+  auto on = ParseOnOff("--writeback-cache", value);
+  if (!on.ok()) return on.status();
+  o.writeback_cache = *on;
+  return absl::OkStatus();
+}
+
+constexpr ValueOption kValueOptions[] = {
+    {"--cache", SetCache},
+    {"--aio", SetAio},
+    {"--format", SetFormat},
+    {"--need-check-delay", SetNeedCheckDelay},
+    {"--writeback-cache", SetWritebackFlag},
+};
+
+}  // namespace
+
+absl::StatusOr<MountOptions> ParseCommandLine(int argc, const char* const* argv) {
+  MountOptions o;
+  std::vector<string_view> positional;
+  bool only_positional = false;
+  for (int i = 1; i < argc; ++i) {
+    string_view arg = argv[i];
+    if (only_positional || arg.empty() || arg[0] != '-' || arg == "-") {
+      positional.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      only_positional = true;
+    } else if (arg == "-h" || arg == "--help") {
+      o.show_help = true;
+    } else if (arg == "-V" || arg == "--version") {
+      o.show_version = true;
+    } else if (arg == "-f" || arg == "--foreground") {
+      o.foreground = true;
+    } else if (arg == "-d" || arg == "--debug") {
+      o.debug = true;
+    } else if (arg == "-s") {
+      // libfuse's "single-threaded" flag: always true here, accepted for compatibility.
+    } else if (arg == "-r" || arg == "--read-only") {
+      o.read_only = true;
+    } else if (arg == "--allow-other") {
+      o.allow_other = true;
+    } else if (arg == "--no-writeback-cache") {
+      o.writeback_cache = false;
+    } else if (arg == "-o") {
+      if (i + 1 >= argc) return Bad("option '-o' needs an argument");
+      if (absl::Status s = ApplyMountOptionList(o, argv[++i]); !s.ok()) return s;
+    } else if (StartsWith(arg, "-o")) {
+      if (absl::Status s = ApplyMountOptionList(o, arg.substr(2)); !s.ok()) return s;
+    } else {
+      bool matched = false;
+      for (const ValueOption& vo : kValueOptions) {
+        if (arg == vo.name) {
+          if (i + 1 >= argc) return Bad(absl::StrCat("option '", S(vo.name), "' needs a value"));
+          if (absl::Status s = vo.apply(o, argv[++i]); !s.ok()) return s;
+          matched = true;
+        } else if (StartsWith(arg, vo.name) && arg.size() > vo.name.size() &&
+                   arg[vo.name.size()] == '=') {
+          if (absl::Status s = vo.apply(o, arg.substr(vo.name.size() + 1)); !s.ok()) return s;
+          matched = true;
+        }
+        if (matched) break;
+      }
+      if (!matched) return Bad(absl::StrCat("unknown option '", S(arg), "'"));
+    }
+  }
+  if (o.debug) o.foreground = true;
+  if (o.show_help || o.show_version) return o;
+  if (positional.empty()) return Bad("missing IMAGE and MOUNTPOINT arguments");
+  if (positional.size() == 1) return Bad("missing MOUNTPOINT argument");
+  if (positional.size() > 2) {
+    return Bad(absl::StrCat("unexpected argument '", S(positional[2]), "'"));
+  }
+  o.image = S(positional[0]);
+  o.mountpoint = S(positional[1]);
+  if (o.image.empty()) return Bad("IMAGE must not be empty");
+  if (o.mountpoint.empty()) return Bad("MOUNTPOINT must not be empty");
+  return o;
+}
+
+std::string UsageText(const char* program) {
+  return absl::StrCat("Usage: ", program, " [OPTIONS] IMAGE MOUNTPOINT [-o OPT[,OPT...]]\n",
+                      R"(
+Presents the QED disk image IMAGE as one raw file at MOUNTPOINT (a FUSE mount over a regular
+file; the file is created if it does not exist, and may be IMAGE itself). The command returns
+once the mount is live; unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`.
+
+Options:
+  -r, --read-only            open the image read-only (writes fail with EROFS)
+      --cache=writeback|none none: O_DIRECT on the image file, no kernel write-back cache
+      --writeback-cache=on|off
+                             kernel write-back caching of the mounted file
+                             (default: on with cache=writeback, off with cache=none)
+      --aio=io_uring|threads image file I/O backend (default: io_uring when available)
+      --format=qed|raw       image format (default: qed)
+      --need-check-delay=MS  delay before a dirty QED image is marked clean (default 5000)
+      --allow-other          let other users access the mount (needs user_allow_other)
+  -f, --foreground           do not daemonise; log to stderr
+  -d, --debug                log every FUSE request to stderr (implies -f)
+  -h, --help                 show this help
+  -V, --version              show the version
+  -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, cache=..., aio=...,
+                             writeback_cache=on|off, format=..., need_check_delay=MS,
+                             nosuid, nodev, noexec, fsname=..., debug; /etc/fstab-only
+                             options (defaults, noauto, user, _netdev, ...) are ignored
+
+/etc/fstab:  /path/disk.qed  /path/disk.raw  fuse.qedfuse  defaults  0 0
+)");
+}
+
+}  // namespace qedfuse::fusefs

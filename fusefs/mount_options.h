@@ -1,0 +1,58 @@
+// fusefs::MountOptions: the command line of `qedfuse`, parsed without side effects.
+//
+// Two spellings are accepted for every setting, so that both people and mount(8) can drive the
+// daemon: GNU-style long options (--read-only, --cache=none, ...) and FUSE-style `-o` lists
+// (-o ro,cache=none,...). Options may come before or after the two positional arguments, because
+// mount.fuse3 runs `qedfuse IMAGE MOUNTPOINT -o OPTS` for an /etc/fstab line of type
+// fuse.qedfuse. Options that only matter to mount(8) or /etc/fstab (defaults, noauto, user,
+// _netdev, x-systemd.*, ...) are accepted and ignored; mount flags the kernel understands
+// (nosuid, nodev, noexec, allow_other, ...) are handed to libfuse; anything else is an error.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "qedfuse/block/open.h"
+
+namespace qedfuse::fusefs {
+
+struct MountOptions {
+  std::string image;       // IMAGE as given on the command line
+  std::string mountpoint;  // MOUNTPOINT as given on the command line
+
+  std::string format = "qed";  // "qed" or "raw"
+  bool read_only = false;
+  block::CacheMode cache = block::CacheMode::kWriteback;
+  block::AioMode aio = block::AioMode::kAuto;
+  // Kernel page cache in write-back mode (FUSE_CAP_WRITEBACK_CACHE). Unset = decided from
+  // |cache|: on for cache=writeback, off for cache=none.
+  std::optional<bool> writeback_cache;
+  std::optional<std::chrono::milliseconds> need_check_delay;
+
+  bool foreground = false;  // -f: stay attached to the terminal
+  bool debug = false;       // -d: log every request to stderr (implies foreground)
+  bool allow_other = false;
+
+  // Mount options handed to libfuse/the kernel verbatim (nosuid, nodev, fsname=..., ...).
+  std::vector<std::string> fuse_options;
+
+  bool show_help = false;
+  bool show_version = false;
+
+  // Whether the kernel page cache runs in write-back mode, after defaults are applied.
+  bool EffectiveWritebackCache() const {
+    return writeback_cache.value_or(cache == block::CacheMode::kWriteback);
+  }
+};
+
+// Parses argv (argv[0] is the program name). Errors are InvalidArgument with a message fit to
+// print after "qedfuse: ". --help and --version set the flags and skip positional checks.
+absl::StatusOr<MountOptions> ParseCommandLine(int argc, const char* const* argv);
+
+// The text printed by --help.
+std::string UsageText(const char* program);
+
+}  // namespace qedfuse::fusefs

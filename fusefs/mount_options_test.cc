@@ -1,0 +1,98 @@
+// Unit tests of the qedfuse command line: both option spellings, the argument order mount.fuse3
+// uses, fstab-only options, and errors.
+#include "fusefs/mount_options.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace qedfuse::fusefs {
+namespace {
+
+absl::StatusOr<MountOptions> Parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "qedfuse");
+  return ParseCommandLine(static_cast<int>(args.size()), args.data());
+}
+
+TEST(MountOptions, PositionalsAndDefaults) {
+  auto o = Parse({"img.qed", "disk.raw"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->image, "img.qed");
+  EXPECT_EQ(o->mountpoint, "disk.raw");
+  EXPECT_EQ(o->format, "qed");
+  EXPECT_FALSE(o->read_only);
+  EXPECT_FALSE(o->foreground);
+  EXPECT_EQ(o->cache, block::CacheMode::kWriteback);
+  EXPECT_TRUE(o->EffectiveWritebackCache());
+}
+
+TEST(MountOptions, MountFuseOrderWithFstabOptions) {
+  // What mount.fuse3 runs for "img mnt fuse.qedfuse defaults,noauto,user,_netdev 0 0".
+  auto o = Parse(
+      {"img.qed", "mnt", "-o", "rw,noauto,user,_netdev,defaults,x-systemd.automount,dev,suid"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->read_only);
+  EXPECT_EQ(o->fuse_options, (std::vector<std::string>{"dev", "suid"}));
+}
+
+TEST(MountOptions, FuseStyleOptions) {
+  auto o = Parse({"-o", "ro,allow_other,cache=none,aio=threads,need_check_delay=10", "a", "b",
+                  "-onosuid,format=raw"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->read_only);
+  EXPECT_TRUE(o->allow_other);
+  EXPECT_EQ(o->cache, block::CacheMode::kNone);
+  EXPECT_FALSE(o->EffectiveWritebackCache());
+  EXPECT_EQ(o->aio, block::AioMode::kThreads);
+  EXPECT_EQ(o->need_check_delay, std::chrono::milliseconds(10));
+  EXPECT_EQ(o->format, "raw");
+  EXPECT_EQ(o->fuse_options, (std::vector<std::string>{"nosuid"}));
+}
+
+TEST(MountOptions, LongOptions) {
+  auto o = Parse(
+      {"--read-only", "--cache=none", "--writeback-cache=on", "--aio", "io_uring", "-d", "a", "b"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->read_only);
+  EXPECT_TRUE(o->EffectiveWritebackCache());  // explicit setting wins over the cache default
+  EXPECT_EQ(o->aio, block::AioMode::kIoUring);
+  EXPECT_TRUE(o->debug);
+  EXPECT_TRUE(o->foreground);  // -d implies -f
+}
+
+TEST(MountOptions, WritebackCacheOff) {
+  auto o = Parse({"a", "b", "-o", "writeback_cache=off"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->EffectiveWritebackCache());
+}
+
+TEST(MountOptions, EscapedCommaInOptionValue) {
+  auto o = Parse({"a", "b", "-o", "fsname=x\\,y"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->fuse_options, (std::vector<std::string>{"fsname=x,y"}));
+}
+
+TEST(MountOptions, Errors) {
+  EXPECT_EQ(Parse({}).status().message(), "missing IMAGE and MOUNTPOINT arguments");
+  EXPECT_EQ(Parse({"a"}).status().message(), "missing MOUNTPOINT argument");
+  EXPECT_EQ(Parse({"a", "b", "c"}).status().message(), "unexpected argument 'c'");
+  EXPECT_EQ(Parse({"a", "b", "-o", "bogus"}).status().message(), "unknown mount option 'bogus'");
+  EXPECT_EQ(Parse({"--bogus", "a", "b"}).status().message(), "unknown option '--bogus'");
+  EXPECT_FALSE(Parse({"--cache=sometimes", "a", "b"}).ok());
+  EXPECT_FALSE(Parse({"--aio=magic", "a", "b"}).ok());
+  EXPECT_FALSE(Parse({"--format=qcow2", "a", "b"}).ok());
+  EXPECT_FALSE(Parse({"a", "b", "-o"}).ok());
+  EXPECT_FALSE(Parse({"a", "b", "-o", "need_check_delay=-1"}).ok());
+}
+
+TEST(MountOptions, HelpAndVersionNeedNoPositionals) {
+  auto h = Parse({"--help"});
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h->show_help);
+  auto v = Parse({"-V"});
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->show_version);
+}
+
+}  // namespace
+}  // namespace qedfuse::fusefs

@@ -20,18 +20,18 @@
 namespace qedfuse::block {
 
 enum class DebugEvent : uint8_t {
-  kL1Update,       // before writing (part of) the L1 table
-  kL2Load,         // before reading an L2 table into the cache
-  kL2Update,       // before writing L2 entries of an existing table
-  kL2AllocWrite,   // before writing a newly allocated L2 table
-  kCowRead,        // before reading backing data for copy-on-write
-  kCowWrite,       // before writing copy-on-write padding
-  kWriteData,      // before writing guest data
-  kReadData,       // before reading guest data
-  kHeaderUpdate,   // before rewriting the image header
-  kFlush,          // before flushing the child
-  kNeedCheckSet,   // before the header write that sets NEED_CHECK
-  kNeedCheckClear, // before the header write that clears NEED_CHECK
+  kL1Update,        // before writing (part of) the L1 table
+  kL2Load,          // before reading an L2 table into the cache
+  kL2Update,        // before writing L2 entries of an existing table
+  kL2AllocWrite,    // before writing a newly allocated L2 table
+  kCowRead,         // before reading backing data for copy-on-write
+  kCowWrite,        // before writing copy-on-write padding
+  kWriteData,       // before writing guest data
+  kReadData,        // before reading guest data
+  kHeaderUpdate,    // before rewriting the image header
+  kFlush,           // before flushing the child
+  kNeedCheckSet,    // before the header write that sets NEED_CHECK
+  kNeedCheckClear,  // before the header write that clears NEED_CHECK
 };
 
 inline constexpr int kDebugEventCount = 12;

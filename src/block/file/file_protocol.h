@@ -1,0 +1,88 @@
+// block::FileProtocol: the protocol driver over a host file (QEMU's file-posix).
+//
+// Owns the file descriptor and a FileIo backend (io_uring or thread pool). The file's size is
+// the node's length() and grows with writes past the end. Guarantees on top of BlockDriver:
+//  - any offset/length is accepted, even with CacheMode::kNone (O_DIRECT): requests that are not
+//    aligned to the logical block size, or whose memory is not aligned, go through aligned bounce
+//    buffers, writes with read-modify-write serialised against overlapping requests;
+//  - reads beyond the end of the file return zeros;
+//  - Flush() is fdatasync, durable on return;
+//  - WriteZeroes punches holes (kMayUnmap, inside the file) or zeroes ranges with fallocate,
+//    falling back to writing zeros;
+//  - GetStatus() reports data and holes from SEEK_DATA/SEEK_HOLE.
+// Locking (QEMU-compatible OFD locks, file_lock.h) is applied by the opener once the role of the
+// file in the graph is known (SetLocks).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "block/file/file_io.h"
+#include "block/file/file_lock.h"
+#include "block/request_tracker.h"
+#include "qedfuse/block/block_driver.h"
+#include "qedfuse/block/open.h"
+
+namespace qedfuse::block {
+
+struct FileProtocolOptions {
+  std::string path;
+  bool read_only = false;
+  AioMode aio = AioMode::kAuto;
+  CacheMode cache = CacheMode::kWriteback;
+  bool create = false;  // create the file if missing (tests and tools)
+};
+
+class FileProtocol final : public BlockDriver {
+ public:
+  // Opens the file. Control path; call on the event-loop thread (the io_uring backend binds to
+  // its loop). Errors name the file: missing, permission denied, a directory, no O_DIRECT.
+  static absl::StatusOr<std::unique_ptr<FileProtocol>> Open(const FileProtocolOptions& options);
+  ~FileProtocol() override;
+
+  // Takes (or changes) the QEMU-compatible lock bytes; fails if another process conflicts.
+  absl::Status SetLocks(LockPerms perms);
+
+  const std::string& path() const noexcept { return path_; }
+  int fd() const noexcept { return fd_; }
+  // "io_uring" or "threads".
+  std::string_view aio_name() const { return io_->name(); }
+  bool direct() const noexcept { return direct_; }
+
+  std::string_view format_name() const override { return "file"; }
+  BlockLimits limits() const override { return limits_; }
+  uint64_t length() const override { return size_; }
+  bool read_only() const override { return read_only_; }
+
+  coro::Task<Result<void>> Read(uint64_t offset, IoVector iov) override;
+  coro::Task<Result<void>> Write(uint64_t offset, IoVector iov) override;
+  coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len, ZeroFlags flags) override;
+  coro::Task<Result<void>> Flush() override;
+  coro::Task<Result<BlockStatus>> GetStatus(uint64_t offset, uint64_t len) override;
+  coro::Task<Result<void>> Truncate(uint64_t new_length) override;
+  uint64_t AllocatedBytes() const override;
+  coro::Task<absl::Status> Close() override;
+
+ private:
+  FileProtocol() = default;
+
+  bool Aligned(uint64_t offset, const IoVector& iov) const;
+  coro::Task<Result<void>> ReadAligned(uint64_t offset, IoVector iov);
+  coro::Task<Result<void>> ReadBounced(uint64_t offset, IoVector iov);
+  coro::Task<Result<void>> WriteBounced(uint64_t offset, IoVector iov);
+  coro::Task<Result<void>> TruncateTo(uint64_t length);
+
+  std::string path_;
+  int fd_ = -1;
+  bool read_only_ = false;
+  bool direct_ = false;
+  bool closed_ = false;
+  uint64_t size_ = 0;
+  BlockLimits limits_;
+  std::unique_ptr<FileIo> io_;
+  RequestTracker tracker_;  // used only when requests may need read-modify-write (O_DIRECT)
+};
+
+}  // namespace qedfuse::block

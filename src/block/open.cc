@@ -1,0 +1,119 @@
+// OpenImage/OpenDriver: file checks, chain loop and depth limits, protocol open, format probe,
+// locking, then the format's own open (which may recurse here for a backing file).
+#include "qedfuse/block/open.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "block/driver_registry.h"
+#include "block/file/file_protocol.h"
+#include "qedfuse/block/io_buffer.h"
+
+namespace qedfuse::block {
+namespace {
+
+std::string ChainText(const ChainContext& chain, const std::string& next) {
+  std::string text = absl::StrJoin(chain.names, " -> ");
+  if (!text.empty()) absl::StrAppend(&text, " -> ");
+  absl::StrAppend(&text, next);
+  return text;
+}
+
+absl::Status StatError(const std::string& path, int err) {
+  switch (err) {
+    case ENOENT:
+      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(absl::StrCat(path, ": permission denied"));
+    case ENOTDIR:
+      return absl::NotFoundError(absl::StrCat(path, ": a path component is not a directory"));
+    default:
+      return absl::InternalError(absl::StrCat("cannot stat ", path, ": ", std::strerror(err)));
+  }
+}
+
+}  // namespace
+
+coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOptions& options,
+                                                                    ChainContext& chain,
+                                                                    OpenReport* report) {
+  const std::string& path = options.path;
+  if (path.empty()) co_return absl::InvalidArgumentError("no image file name given");
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) co_return StatError(path, errno);
+  if (S_ISDIR(st.st_mode)) {
+    co_return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not an image file"));
+  }
+  std::pair<uint64_t, uint64_t> id{st.st_dev, st.st_ino};
+  for (const auto& seen : chain.seen) {
+    if (seen == id) {
+      co_return absl::FailedPreconditionError(
+          absl::StrCat("backing file loop: ", ChainText(chain, path)));
+    }
+  }
+  if (static_cast<int>(chain.names.size()) >= options.max_chain_depth) {
+    co_return absl::FailedPreconditionError(absl::StrCat(
+        "backing chain longer than ", options.max_chain_depth, " files: ", ChainText(chain, path)));
+  }
+  bool is_backing = chain.depth > 0;
+
+  FileProtocolOptions fo;
+  fo.path = path;
+  fo.read_only = options.read_only;
+  fo.aio = options.aio;
+  fo.cache = options.cache;
+  absl::StatusOr<std::unique_ptr<FileProtocol>> opened = FileProtocol::Open(fo);
+  if (!opened.ok()) co_return opened.status();
+  std::unique_ptr<FileProtocol> file = *std::move(opened);
+
+  const FormatInfo* format = nullptr;
+  if (options.format.empty()) {
+    IoBuffer head(kProbeBytes, /*zero=*/true);
+    Result<void> r = co_await file->Read(0, IoVector(head));
+    if (!r) co_return ToStatus(r.error(), absl::StrCat("reading ", path));
+    format = &ProbeFormat(head.span());
+  } else {
+    format = FindFormat(options.format);
+    if (format == nullptr) {
+      co_return absl::InvalidArgumentError(
+          absl::StrCat(path, ": unknown image format '", options.format, "'"));
+    }
+  }
+  if (format->open == nullptr) {
+    co_return absl::UnimplementedError(absl::StrCat(path, ": the ", std::string(format->name),
+                                                    " format is not available in this build"));
+  }
+
+  if (options.lock) {
+    LockPerms perms = QemuLockPerms(options.read_only, is_backing, !format->has_metadata);
+    absl::Status locked = file->SetLocks(perms);
+    if (!locked.ok()) co_return locked;
+  }
+
+  if (report != nullptr) {
+    if (!is_backing) {
+      report->format = std::string(format->name);
+      report->aio = std::string(file->aio_name());
+    }
+    report->chain.push_back(path);
+  }
+  chain.seen.push_back(id);
+  chain.names.push_back(path);
+  ++chain.depth;
+  co_return co_await format->open(std::move(file), options, chain, report);
+}
+
+coro::Task<absl::StatusOr<std::unique_ptr<BlockBackend>>> OpenImage(const OpenOptions& options,
+                                                                    OpenReport* report) {
+  ChainContext chain;
+  absl::StatusOr<std::unique_ptr<BlockDriver>> root = co_await OpenDriver(options, chain, report);
+  if (!root.ok()) co_return root.status();
+  co_return std::make_unique<BlockBackend>(*std::move(root));
+}
+
+}  // namespace qedfuse::block

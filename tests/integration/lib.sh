@@ -1,0 +1,112 @@
+# Shared helpers for the qedfuse integration tests (sourced by every *_test.sh).
+#
+# Each test runs in its own temporary directory; an EXIT trap detaches loop devices, unmounts
+# everything the test mounted (lazily if the daemon is dead), kills daemons it started and
+# removes the directory, whatever way the script ends. Tests skip (exit 77) when they cannot run:
+# not root, no /dev/fuse, or a tool missing.
+set -euo pipefail
+
+QEDFUSE=${QEDFUSE:?QEDFUSE must point at the qedfuse binary}
+
+skip() {
+  echo "SKIP: $*"
+  exit 77
+}
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+log() { echo "--- $*"; }
+
+require_fuse() {
+  [ "$(id -u)" = 0 ] || skip "needs root (mounts, loop devices)"
+  [ -c /dev/fuse ] || skip "/dev/fuse is missing"
+  command -v fusermount3 >/dev/null || skip "fusermount3 is not installed"
+}
+
+require_tools() {
+  local t
+  for t in "$@"; do
+    command -v "$t" >/dev/null || skip "$t is not installed"
+  done
+}
+
+TMP=$(mktemp -d /tmp/qedfuse-it.XXXXXX)
+FUSE_MOUNTS=()
+OTHER_MOUNTS=()
+LOOPS=()
+KILL_PIDS=()
+
+is_mounted() {  # PATH: true if PATH is a mount point (works for files)
+  awk -v p="$1" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+
+cleanup() {
+  local rc=$? x
+  set +e
+  for x in "${OTHER_MOUNTS[@]}"; do is_mounted "$x" && umount -l "$x"; done
+  for x in "${LOOPS[@]}"; do losetup -d "$x" 2>/dev/null; done
+  for x in "${FUSE_MOUNTS[@]}"; do
+    while is_mounted "$x"; do fusermount3 -u -z "$x" 2>/dev/null || umount -l "$x" || break; done
+  done
+  for x in "${KILL_PIDS[@]}"; do kill -9 "$x" 2>/dev/null; done
+  for x in $(daemon_pids "$TMP/"); do kill -9 "$x" 2>/dev/null; done
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# PIDs of qedfuse processes whose command line mentions TEXT.
+daemon_pids() {
+  local p
+  for p in $(pgrep -x qedfuse || true); do
+    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$1"; then echo "$p"; fi
+  done
+}
+
+# Waits (at most 60 s) for process PID to exit.
+wait_pid_gone() {
+  local i
+  for ((i = 0; i < 600; i++)); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  fail "process $1 did not exit"
+}
+
+# qedfuse [ARGS...] IMAGE MOUNTPOINT: mounts (the command returns when the mount is live) and
+# records the mount for cleanup; sets DAEMON_PID.
+mount_image() {
+  local img=${*: -2:1} mnt=${*: -1}
+  FUSE_MOUNTS+=("$mnt")
+  "$QEDFUSE" "$@"
+  is_mounted "$mnt" || fail "qedfuse returned but $mnt is not mounted"
+  DAEMON_PID=$(daemon_pids "$mnt" | head -n1)
+  [ -n "$DAEMON_PID" ] || fail "no qedfuse daemon for $mnt"
+}
+
+# Unmounts MOUNTPOINT with fusermount3 -u and waits for its daemon to finish closing the image.
+unmount_image() {
+  local pid
+  pid=$(daemon_pids "$1" | head -n1)
+  fusermount3 -u "$1"
+  if [ -n "$pid" ]; then wait_pid_gone "$pid"; fi
+  ! is_mounted "$1" || fail "$1 still mounted"
+}
+
+# Byte 16 is the low byte of the QED feature bits; bit 1 (0x02) is NEED_CHECK.
+need_check_set() {
+  local b
+  b=$(xxd -s 16 -l 1 -p "$1")
+  (((0x$b & 2) != 0))
+}
+
+qemu_check_clean() {
+  local out
+  if ! out=$(qemu-img check -f qed "$1" 2>&1); then
+    echo "$out" >&2
+    fail "qemu-img check reports problems in $1"
+  fi
+}

@@ -103,9 +103,13 @@ coro::Task<int> RunMap(MapArgs args) {
 
   // File names per depth: the name as given for the top, resolved names below it.
   std::vector<std::string> names{args.image};
+  std::vector<std::string> formats{report.format};
   auto chain = DescribeChain(args.image, report.format);
   if (chain.ok()) {
-    for (std::size_t i = 1; i < chain->size(); ++i) names.push_back((*chain)[i].filename);
+    for (std::size_t i = 1; i < chain->size(); ++i) {
+      names.push_back((*chain)[i].filename);
+      formats.push_back((*chain)[i].format);
+    }
   }
 
   uint64_t length = backend->length();
@@ -135,6 +139,12 @@ coro::Task<int> RunMap(MapArgs args) {
     next.zero = st->zero;
     next.data = st->data;
     next.offset = st->offset;
+    std::size_t layer = static_cast<std::size_t>(next.depth);
+    if (!next.offset && next.present && layer < formats.size() && formats[layer] == "raw") {
+      // A raw file maps every guest byte to the same host offset, holes included; qemu-img
+      // reports that offset for zero extents of raw layers too.
+      next.offset = off;
+    }
     if (next.offset) {  // qemu-img names the file only for extents with a host offset
       std::size_t d = static_cast<std::size_t>(next.depth);
       next.filename = d < names.size() ? names[d] : "";

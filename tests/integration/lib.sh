@@ -38,6 +38,7 @@ FUSE_MOUNTS=()
 OTHER_MOUNTS=()
 LOOPS=()
 KILL_PIDS=()
+REMOVE_FILES=()  # outside $TMP, removed at exit
 
 is_mounted() {  # PATH: true if PATH is a mount point (works for files)
   awk -v p="$1" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo
@@ -53,6 +54,7 @@ cleanup() {
   done
   for x in "${KILL_PIDS[@]}"; do kill -9 "$x" 2>/dev/null; done
   for x in $(daemon_pids "$TMP/"); do kill -9 "$x" 2>/dev/null; done
+  for x in "${REMOVE_FILES[@]}"; do rm -f "$x"; done
   rm -rf "$TMP"
   exit "$rc"
 }

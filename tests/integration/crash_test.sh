@@ -1,8 +1,9 @@
 #!/bin/bash
 # kill -9 of the daemon in the middle of a workload that fsyncs: the dead mount is lazily
 # unmounted, the next mount repairs the dirty image and says so, every block whose fsync was
-# acknowledged is intact, and qemu-img check is clean. Once with buffered writes (kernel
-# write-back cache), once with cache=none.
+# acknowledged is intact, and qemu-img check finds no corruption. Leaked clusters (exit code 3)
+# are the expected cost of a crash between allocation and the L2 update, as with QEMU.
+# Once with buffered writes (kernel write-back cache), once with cache=none.
 source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img python3 xxd
@@ -39,7 +40,7 @@ run_round() {
   ! need_check_set "$IMG" || fail "NEED_CHECK still set after the repairing mount"
   python3 "$WRITER" verify "$MNT" "$TMP/log$round" "$NBLOCKS" || fail "acknowledged data lost"
   unmount_image "$MNT"
-  qemu_check_clean "$IMG"
+  qemu_check_no_corruption "$IMG"
 }
 
 qemu-img create -q -f qed "$IMG" 96M

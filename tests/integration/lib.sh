@@ -112,3 +112,18 @@ qemu_check_clean() {
     fail "qemu-img check reports problems in $1"
   fi
 }
+
+# After a crash, clusters allocated but not yet linked into L2 are leaked: that wastes space and
+# is what QEMU's own QED driver leaves too (qemu-img check exit code 3). Corruption (2) is not.
+qemu_check_no_corruption() {
+  local rc=0 out
+  out=$(qemu-img check -f qed "$1" 2>&1) || rc=$?
+  case $rc in
+    0) ;;
+    3) echo "note: $(grep -m1 'leaked' <<<"$out")" ;;
+    *)
+      echo "$out" >&2
+      fail "qemu-img check exit code $rc for $1"
+      ;;
+  esac
+}

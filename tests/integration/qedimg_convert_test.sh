@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# qedimg convert round-trips raw -> qed -> raw byte for byte, keeps zero ranges unallocated
+# (unallocated clusters in QED, holes in raw, as qemu-img map and SEEK_HOLE show), flattens
+# backing chains like qemu-img convert, and produces images qemu-img checks clean.
+source "$(dirname "$0")/qedimg_lib.sh"
+
+# is_hole FILE OFFSET LENGTH: true if [OFFSET, OFFSET+LENGTH) of FILE has no data (SEEK_DATA).
+is_hole() {
+  python3 -c 'import os,sys
+fd=os.open(sys.argv[1],os.O_RDONLY); off=int(sys.argv[2],0); end=off+int(sys.argv[3],0)
+try: d=os.lseek(fd,off,os.SEEK_DATA)
+except OSError: d=os.fstat(fd).st_size
+sys.exit(0 if d>=end else 1)' "$@"
+}
+
+# unallocated IMAGE OFFSET LENGTH: qemu-img map shows the range as not present (QED).
+unallocated() {
+  qemu-img map --output=json "$1" | python3 -c 'import json,sys
+off, end = int(sys.argv[1],0), int(sys.argv[1],0) + int(sys.argv[2],0)
+for e in json.load(sys.stdin):
+    s, l = e["start"], e["length"]
+    if s < end and s + l > off and (e["present"] or e["data"]):
+        sys.exit(f"range {s}+{l} overlapping {off}+{end-off} is allocated: {e}")' "$2" "$3"
+}
+
+log "source: 64 MiB raw with data, explicit zeros and holes"
+truncate -s 64M src.raw
+head -c 192k /dev/urandom | dd of=src.raw bs=64k seek=1 conv=notrunc status=none
+head -c 5M /dev/urandom | dd of=src.raw bs=1M seek=20 conv=notrunc status=none
+head -c 4k /dev/urandom | dd of=src.raw bs=4k seek=4000 conv=notrunc status=none
+head -c 100 /dev/urandom | dd of=src.raw bs=1 seek=$((50 * 1048576 + 7)) conv=notrunc status=none
+dd if=/dev/zero of=src.raw bs=1M count=2 seek=40 conv=notrunc status=none  # written zeros
+
+log "raw -> qed"
+expect_rc 0 "$QEDIMG" convert -O qed src.raw out.qed
+expect_rc 0 qemu-img check out.qed
+qemu-img compare -f raw -F qed src.raw out.qed >/dev/null || fail "raw -> qed content differs"
+M=1048576
+unallocated out.qed 0 65536
+unallocated out.qed $((256 * 1024)) $((15 * M))
+unallocated out.qed $((40 * M)) $((2 * M))  # zeros written in the source stay unallocated
+unallocated out.qed $((26 * M)) $((24 * M))
+# Only clusters holding data were allocated: 3 + 80 + 1 + 1 clusters of 64 KiB.
+qemu-img check --output=json out.qed | python3 -c 'import json,sys
+d=json.load(sys.stdin); assert d["allocated-clusters"] == 85, d'
+
+log "qed -> raw is byte-identical and sparse"
+expect_rc 0 "$QEDIMG" convert -O raw out.qed back.raw
+cmp src.raw back.raw || fail "raw -> qed -> raw is not byte-identical"
+[ "$(stat -c %s back.raw)" = 67108864 ] || fail "raw output has the wrong size"
+is_hole back.raw 0 65536 || fail "hole at 0 was filled"
+is_hole back.raw $((40 * M)) $((2 * M)) || fail "zero run at 40M was written"
+is_hole back.raw $((30 * M)) $((20 * M)) || fail "hole at 30M was filled"
+used_kb=$(du -k back.raw | cut -f1)
+[ "$used_kb" -lt 8192 ] || fail "raw output uses ${used_kb} KiB, expected holes"
+qemu-img map --output=json back.raw | python3 -c 'import json,sys
+z=[e for e in json.load(sys.stdin) if e["zero"] and not e["data"]]
+assert any(e["start"] <= 40<<20 and e["start"]+e["length"] >= 42<<20 for e in z), z'
+
+log "geometry options and progress"
+expect_rc 0 "$QEDIMG" convert -p -O qed -o cluster_size=4k,table_size=8 src.raw small.qed
+grep -q "100.00/100%" out.txt || fail "-p printed no progress: $(cat out.txt)"
+qemu-img info --output=json small.qed | grep -q '"cluster-size": 4096' || fail "cluster size"
+expect_rc 0 qemu-img check small.qed
+qemu-img compare -f raw -F qed src.raw small.qed >/dev/null || fail "4k clusters differ"
+expect_rc 0 "$QEDIMG" convert -q -O raw small.qed back2.raw
+cmp src.raw back2.raw || fail "4k round trip"
+
+log "qed -> qed and backing chains are flattened like qemu-img convert"
+qemu-img create -q -f raw base.raw 2M
+qemu-io -f raw -c 'write -P 0x55 0 1M' base.raw >/dev/null
+qemu-img create -q -f qed -b base.raw -F raw ov.qed 4M
+qemu-io -c 'write -P 1 64k 4k' -c 'write -z 512k 64k' -c 'write -P 2 3M 64k' ov.qed >/dev/null
+expect_rc 0 "$QEDIMG" convert -O qed ov.qed flat.qed
+qemu-img convert -O qed ov.qed ref.qed
+qemu-img compare flat.qed ref.qed >/dev/null || fail "flattened QED differs from qemu-img's"
+qemu-img info --output=json flat.qed | grep -q backing && fail "flattened image has a backing file"
+expect_rc 0 "$QEDIMG" convert -O raw ov.qed flat.raw
+qemu-img convert -O raw ov.qed ref.raw
+cmp flat.raw ref.raw || fail "qed+backing -> raw differs from qemu-img convert"
+expect_rc 0 qemu-img check flat.qed
+
+log "odd source size (not a multiple of 512) and a zero-length source"
+head -c 1000001 /dev/urandom >odd.raw
+expect_rc 0 "$QEDIMG" convert -O qed odd.raw odd.qed
+expect_rc 0 "$QEDIMG" convert -O raw odd.qed odd2.raw
+cmp -n 1000001 odd.raw odd2.raw || fail "odd size round trip"
+: >zero.raw
+expect_rc 0 "$QEDIMG" convert -O qed zero.raw zero.qed
+expect_rc 0 qemu-img check zero.qed
+
+log "errors"
+expect_rc 1 "$QEDIMG" convert -O qcow2 src.raw x.img
+expect_rc 1 "$QEDIMG" convert -O raw -o cluster_size=4k src.raw x.raw
+expect_rc 1 "$QEDIMG" convert -O qed missing.raw x.qed
+expect_rc 1 "$QEDIMG" convert -O qed src.raw src.raw
+grep -q "same file" err.txt || fail "same file: $(cat err.txt)"
+expect_rc 1 "$QEDIMG" convert src.raw
+echo PASS

@@ -1,0 +1,79 @@
+# Shared helpers for the qedimg tests (sourced by every qedimg_*_test.sh).
+#
+# These tests need no mount and no root: they build images in a scratch directory with qemu-img
+# and qemu-io (the oracle) and with qedimg, and compare the two tools' outputs. They skip
+# (exit 77) when QEMU's tools or python3 are missing. The scratch directory is removed on exit.
+set -euo pipefail
+
+QEDIMG=${QEDIMG:?QEDIMG must point at the qedimg binary}
+
+skip() {
+  echo "SKIP: $*"
+  exit 77
+}
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+log() { echo "--- $*"; }
+
+for tool in qemu-img qemu-io python3 xxd; do
+  command -v "$tool" >/dev/null || skip "$tool is not installed"
+done
+
+TMP=$(mktemp -d /tmp/qedimg-test.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+cd "$TMP"
+
+# expect_rc WANT CMD...: runs CMD, fails unless its exit code is WANT. Output goes to out.txt
+# and err.txt in the scratch directory.
+expect_rc() {
+  local want=$1 rc=0
+  shift
+  "$@" >out.txt 2>err.txt || rc=$?
+  if [ "$rc" != "$want" ]; then
+    cat out.txt err.txt >&2
+    fail "'$*' exited with $rc, expected $want"
+  fi
+}
+
+# json_agree OURS THEIRS: every key THEIRS (qemu-img) reports is in OURS with the same value;
+# OURS may have more keys only if they are listed after THEIRS (EXTRA...). Works on a JSON
+# object or an array of objects.
+json_agree() {
+  python3 - "$@" <<'PY'
+import json, sys
+ours, theirs = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+extra = set(sys.argv[3:])
+def cmp(o, t, where):
+    if isinstance(t, list):
+        if not isinstance(o, list) or len(o) != len(t):
+            sys.exit(f"{where}: lists differ in length: {o!r} vs {t!r}")
+        for i, (a, b) in enumerate(zip(o, t)):
+            cmp(a, b, f"{where}[{i}]")
+        return
+    for k, v in t.items():
+        if k not in o:
+            sys.exit(f"{where}: key {k!r} missing from qedimg's output")
+        if o[k] != v:
+            sys.exit(f"{where}: {k!r}: qedimg {o[k]!r} != qemu-img {v!r}")
+    for k in o:
+        if k not in t and k not in extra:
+            sys.exit(f"{where}: unexpected key {k!r} = {o[k]!r} in qedimg's output")
+cmp(ours, theirs, "$")
+PY
+}
+
+# Writes the little-endian u64 VALUE at byte OFFSET of FILE (crafting corrupt images).
+poke_u64() {
+  python3 -c 'import struct,sys
+f=open(sys.argv[1],"r+b"); f.seek(int(sys.argv[2],0)); f.write(struct.pack("<Q",int(sys.argv[3],0)))' "$@"
+}
+
+# Reads the little-endian u64 at byte OFFSET of FILE.
+peek_u64() {
+  python3 -c 'import struct,sys
+f=open(sys.argv[1],"rb"); f.seek(int(sys.argv[2],0)); print(struct.unpack("<Q",f.read(8))[0])' "$@"
+}

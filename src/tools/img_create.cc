@@ -1,6 +1,6 @@
 // qedimg create: writes a new QED image through qed::CreateImage, byte-identical to
 // `qemu-img create -f qed` with the same options. Like qemu-img, the backing file is opened to
-// check it (and to take its size when SIZE is omitted) unless -u is given. Unlike qemu-img 7.2,
+// check it (and to take its size when SIZE is omitted). Unlike qemu-img 7.2,
 // -F may be omitted: the backing file's format is then probed once, now, and a raw backing file
 // is recorded as raw (so it is never probed again at open).
 #include <getopt.h>
@@ -26,7 +26,6 @@ namespace {
 struct CreateArgs {
   qed::CreateOptions create;
   bool table_size_given = false;
-  bool unsafe = false;  // -u: do not open the backing file
   bool quiet = false;
   std::optional<uint64_t> size_arg;
 };
@@ -56,7 +55,7 @@ coro::Task<absl::Status> InspectBacking(const std::string& path, const std::stri
 coro::Task<int> RunCreate(CreateArgs args) {
   qed::CreateOptions& c = args.create;
   c.size = args.size_arg;
-  if (!c.backing_file.empty() && (!args.unsafe || !c.size)) {
+  if (!c.backing_file.empty() && (c.backing_format.empty() || !c.size)) {
     uint64_t backing_size = 0;
     std::string probed;
     std::string path = ResolveBacking(c.path, c.backing_file);
@@ -151,7 +150,7 @@ int CreateCommand(int argc, char** argv) {
                                  {nullptr, 0, nullptr, 0}};
   optind = 0;
   int c;
-  while ((c = getopt_long(argc, argv, "+hf:o:b:F:uq", kLong, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "+hf:o:b:F:q", kLong, nullptr)) != -1) {
     switch (c) {
       case 'h':
         PrintUsage("create", false);
@@ -170,9 +169,6 @@ int CreateCommand(int argc, char** argv) {
         break;
       case 'F':
         backing_fmt = optarg;
-        break;
-      case 'u':
-        args.unsafe = true;
         break;
       case 'q':
         args.quiet = true;

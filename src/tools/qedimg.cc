@@ -23,7 +23,7 @@ struct CommandEntry {
 
 constexpr CommandEntry kCommands[] = {
     {"create", CreateCommand,
-     "create [-q] [-u] [-o cluster_size=N,table_size=N] [-b BACKING [-F raw|qed]] IMAGE [SIZE]"},
+     "create [-q] [-o cluster_size=N,table_size=N] [-b BACKING [-F raw|qed]] IMAGE [SIZE]"},
     {"info", InfoCommand, "info [--output=human|json] [--backing-chain] [-U] IMAGE"},
     {"check", CheckCommand, "check [-q] [-p] [-r leaks|all] [--output=human|json] [-U] IMAGE"},
     {"map", MapCommand,
@@ -92,7 +92,12 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   for (const auto& c : kCommands) {
-    if (cmd == c.name) return c.run(argc - 1, argv + 1);
+    if (cmd == c.name) {
+      // getopt prefixes its messages with argv[0]: make them read "qedimg: ...".
+      static char program[] = "qedimg";
+      argv[1] = program;
+      return c.run(argc - 1, argv + 1);
+    }
   }
   Error("Command not found: " + std::string(cmd));
   PrintUsage("", true);

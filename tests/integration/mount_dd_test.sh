@@ -66,4 +66,14 @@ unmount_image "$MNT"
 qemu_check_clean "$IMG"
 [ "$(qemu-img info --output=json "$IMG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = $((160 << 20)) ] || fail "virtual size"
 qemu-img compare -q -f qed -F raw "$IMG" "$REF" || fail "image differs from the reference"
+
+log "mount over the image file itself"
+mount_image "$IMG" "$IMG"
+[ "$(stat -c %s "$IMG")" = $((160 << 20)) ] || fail "size of the raw view over the image"
+cmp "$REF" "$IMG" || fail "raw view over the image differs"
+dd if="$TMP/a" of="$IMG" bs=1M count=4 seek=100 oflag=direct conv=notrunc status=none
+dd if="$TMP/a" of="$REF" bs=1M count=4 seek=100 conv=notrunc status=none
+unmount_image "$IMG"
+qemu_check_clean "$IMG"
+qemu-img compare -q -f qed -F raw "$IMG" "$REF" || fail "image differs after mounting over itself"
 echo PASS

@@ -98,6 +98,7 @@ Task<void> WakeUnderLock(CoMutex* m, CoQueue* q, Trace* trace) {
   trace->push_back("waker wakes");
   bool woke = q->WakeOne();
   EXPECT_TRUE(woke);
+  EXPECT_EQ(m->waiters(), 0u);  // the woken waiter has not even run far enough to re-lock
   trace->push_back("waker continues");
   g.Release();
   trace->push_back("waker released");
@@ -120,6 +121,21 @@ TEST(CoQueueTest, WakeUpIsPostedAndTheWakerKeepsRunning) {
   EXPECT_EQ(loop.RunOne(), 1u);
   EXPECT_TRUE(waiter.done());
   EXPECT_EQ(trace.back(), "waiter woke");
+}
+
+TEST(CoQueueTest, WakeWithTheMutexFreeIsStillPosted) {
+  EventLoop loop;
+  CoMutex m;
+  CoQueue q;
+  Trace trace;
+  Task<void> waiter = WaitOnce(&m, &q, "waiter", &trace);
+  EXPECT_TRUE(q.WakeOne());
+  // Resumed inline, the waiter could re-lock the free mutex and finish inside WakeOne().
+  EXPECT_FALSE(waiter.done());
+  EXPECT_EQ(trace, Trace({"waiter waits"}));
+  EXPECT_EQ(loop.RunOne(), 1u);
+  EXPECT_TRUE(waiter.done());
+  EXPECT_EQ(trace, Trace({"waiter waits", "waiter woke"}));
 }
 
 Task<void> HoldAcrossYield(EventLoop* loop, CoMutex* m, std::string name, Trace* trace) {

@@ -39,6 +39,17 @@ coro::Task<Result<void>> WriteChild(block::BlockDriver& child, uint64_t offset,
   co_return Ok();
 }
 
+coro::Task<Result<void>> WriteZeroesChild(block::BlockDriver& child, uint64_t offset, uint64_t len,
+                                          block::ZeroFlags flags) {
+  const uint64_t max = std::max<uint64_t>(child.limits().max_transfer, 4096);
+  for (uint64_t done = 0; done < len;) {
+    uint64_t n = std::min<uint64_t>(max, len - done);
+    QEDFUSE_CO_TRY(co_await child.WriteZeroes(offset + done, n, flags));
+    done += n;
+  }
+  co_return Ok();
+}
+
 TableIo::TableIo(block::BlockDriver& file, const Geometry& geo)
     : file_(file), table_bytes_(geo.table_bytes) {
   block::BlockLimits l = file.limits();

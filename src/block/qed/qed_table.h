@@ -67,6 +67,8 @@ class Table {
 coro::Task<Result<void>> ReadChild(block::BlockDriver& child, uint64_t offset, block::IoVector iov);
 coro::Task<Result<void>> WriteChild(block::BlockDriver& child, uint64_t offset,
                                     block::IoVector iov);
+coro::Task<Result<void>> WriteZeroesChild(block::BlockDriver& child, uint64_t offset, uint64_t len,
+                                          block::ZeroFlags flags);
 
 class TableIo {
  public:

@@ -63,7 +63,7 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
       Result<void> r;
       file_->Annotate(DebugEvent::kWriteData);
       if (zero) {
-        r = co_await file_->WriteZeroes(lk.host_offset, n, flags);  // the cluster stays allocated
+        r = co_await WriteZeroesChild(*file_, lk.host_offset, n, flags);  // stays allocated
       } else {
         r = co_await WriteChild(*file_, lk.host_offset, iov.Slice(done, n));
       }

@@ -1,0 +1,566 @@
+// QedDriver on a MemFile (and on real files for backing chains and the QEMU oracle): reads,
+// writes, copy-on-write padding, zero writes, block status, resize, read-only, alignment,
+// corrupt entries, and interop with qemu-io / qemu-img.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <random>
+
+#include "absl/strings/str_format.h"
+#include "qed_driver_test_util.h"
+#include "qedfuse/block/open.h"
+#include "qemu_tools.h"
+
+namespace qedfuse::qedunit {
+namespace {
+
+constexpr uint64_t kK = 1024;
+constexpr uint64_t kM = 1024 * 1024;
+
+class QedDriverTest : public ::testing::Test {
+ protected:
+  void Open(uint64_t size, uint32_t cs = 65536, uint32_t ts = 4, bool read_only = false,
+            test::MemFile::Options mo = {}) {
+    img_.state = test::MemFileState::FromBytes(NewImageBytes(size, cs, ts));
+    absl::Status st = OpenMem(loop_, img_, DefaultOptions(read_only), mo);
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  void Reopen(bool read_only = false) {
+    ASSERT_TRUE(CloseMem(loop_, img_).ok());
+    absl::Status st = OpenMem(loop_, img_, DefaultOptions(read_only));
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  void TearDown() override {
+    if (img_.drv) {
+      EXPECT_TRUE(CloseMem(loop_, img_).ok());
+    }
+  }
+  qed::QedDriver& d() { return *img_.drv; }
+  uint64_t FileLen() const { return img_.state->size(); }
+
+  coro::EventLoop loop_;
+  MemImage img_;
+};
+
+TEST_F(QedDriverTest, FreshImageReadsZeros) {
+  Open(4 * kM);
+  EXPECT_EQ(d().length(), 4 * kM);
+  EXPECT_EQ(d().format_name(), "qed");
+  auto r = ReadAt(loop_, d(), 0, 4 * kM);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(AllEqual(*r, 0));
+}
+
+// The layout QEMU produces for a first 64 KiB write on a fresh default image (qed-format.md
+// §5.2): data at 0x50000, L2 at 0x60000, L1[0] = 0x60000, L2[0] = 0x50000, file 0xA0000.
+TEST_F(QedDriverTest, FirstWriteLayoutMatchesQemu) {
+  Open(1024 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(64 * kK, 0xab)));
+  EXPECT_EQ(FileLen(), 0xA0000u);
+  EXPECT_EQ(EntryAt(*img_.state, 0x10000, 0), 0x60000u);
+  EXPECT_EQ(EntryAt(*img_.state, 0x60000, 0), 0x50000u);
+  auto r = ReadAt(loop_, d(), 0, 64 * kK);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(AllEqual(*r, 0xab));
+}
+
+TEST_F(QedDriverTest, WriteInSecondL2TableMatchesQemu) {
+  Open(4096 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 2048 * kM + 64 * kK, Fill(64 * kK, 0x11)));
+  EXPECT_EQ(EntryAt(*img_.state, 0x10000, 1), 0x60000u);
+  EXPECT_EQ(EntryAt(*img_.state, 0x60000, 1), 0x50000u);
+  EXPECT_EQ(EntryAt(*img_.state, 0x10000, 0), 0u);
+}
+
+TEST_F(QedDriverTest, PartialWriteZeroFillsTheRestOfTheCluster) {
+  Open(4 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 8 * kK, Fill(4 * kK, 0x5a)));
+  auto r = ReadAt(loop_, d(), 0, 64 * kK);
+  ASSERT_TRUE(r);
+  for (uint64_t i = 0; i < 64 * kK; ++i) {
+    const uint8_t want = (i >= 8 * kK && i < 12 * kK) ? 0x5a : 0;
+    ASSERT_EQ(static_cast<uint8_t>((*r)[i]), want) << i;
+  }
+  EXPECT_EQ(FileLen() % 65536, 0u);
+}
+
+TEST_F(QedDriverTest, WriteAcrossL2TablesAndReadBack) {
+  // 4 KiB clusters, 2-cluster tables: each L2 table covers 4 MiB.
+  Open(16 * kM, 4096, 2);
+  std::vector<std::byte> data(40 * kK);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = std::byte(static_cast<uint8_t>(i * 7));
+  const uint64_t off = 4 * kM - 20 * kK - 512;
+  ASSERT_TRUE(WriteAt(loop_, d(), off, data));
+  auto r = ReadAt(loop_, d(), off, data.size());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, data);
+  EXPECT_NE(EntryAt(*img_.state, 4096, 0), 0u);
+  EXPECT_NE(EntryAt(*img_.state, 4096, 1), 0u);
+  EXPECT_EQ(d().stats().l2_tables_allocated, 2u);
+  Reopen();
+  auto r2 = ReadAt(loop_, d(), off - 512, data.size() + 1024);
+  ASSERT_TRUE(r2);
+  EXPECT_TRUE(std::equal(data.begin(), data.end(), r2->begin() + 512));
+}
+
+TEST_F(QedDriverTest, InPlaceOverwriteAllocatesNothing) {
+  Open(4 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(128 * kK, 1)));
+  const uint64_t len = FileLen();
+  const uint64_t runs = d().stats().allocating_runs;
+  ASSERT_TRUE(WriteAt(loop_, d(), 4 * kK, Fill(100 * kK, 2)));
+  EXPECT_EQ(FileLen(), len);
+  EXPECT_EQ(d().stats().allocating_runs, runs);
+  auto r = ReadAt(loop_, d(), 0, 128 * kK);
+  ASSERT_TRUE(r);
+  for (uint64_t i = 0; i < 128 * kK; ++i) {
+    ASSERT_EQ(static_cast<uint8_t>((*r)[i]), (i >= 4 * kK && i < 104 * kK) ? 2 : 1) << i;
+  }
+}
+
+TEST_F(QedDriverTest, WholeClusterZeroWriteSetsZeroEntries) {
+  Open(4 * kM);
+  ASSERT_TRUE(ZeroAt(loop_, d(), 64 * kK, 128 * kK));
+  const uint64_t l2 = EntryAt(*img_.state, 0x10000, 0);
+  ASSERT_NE(l2, 0u);
+  EXPECT_EQ(EntryAt(*img_.state, l2, 1), 1u);
+  EXPECT_EQ(EntryAt(*img_.state, l2, 2), 1u);
+  EXPECT_EQ(EntryAt(*img_.state, l2, 3), 0u);
+  EXPECT_EQ(d().stats().clusters_allocated, 0u);  // only the L2 table was allocated
+  auto st = loop_.RunSync(d().GetStatus(64 * kK, 1 * kM));
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->length, 128 * kK);
+  EXPECT_TRUE(st->zero);
+  EXPECT_TRUE(st->present);
+  EXPECT_FALSE(st->data);
+  EXPECT_EQ(st->depth, 0);
+}
+
+TEST_F(QedDriverTest, ZeroWriteOnAllocatedClusterZeroesInPlace) {
+  Open(4 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(128 * kK, 0x77)));
+  const uint64_t l2 = EntryAt(*img_.state, 0x10000, 0);
+  const uint64_t e0 = EntryAt(*img_.state, l2, 0);
+  const uint64_t len = FileLen();
+  ASSERT_TRUE(ZeroAt(loop_, d(), 0, 64 * kK + 4 * kK, /*unmap=*/true));
+  EXPECT_EQ(EntryAt(*img_.state, l2, 0), e0);  // never turned into 0 or 1 (that would leak)
+  EXPECT_EQ(FileLen(), len);
+  auto r = ReadAt(loop_, d(), 0, 128 * kK);
+  ASSERT_TRUE(r);
+  for (uint64_t i = 0; i < 128 * kK; ++i) {
+    ASSERT_EQ(static_cast<uint8_t>((*r)[i]), i < 68 * kK ? 0 : 0x77) << i;
+  }
+}
+
+// `write -z 200k 128k` on 64 KiB clusters: unaligned head and tail, one whole cluster between.
+TEST_F(QedDriverTest, UnalignedZeroWriteWithoutBacking) {
+  Open(4 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 320 * kK, Fill(64 * kK, 0x33)));  // cluster 5 allocated
+  ASSERT_TRUE(ZeroAt(loop_, d(), 200 * kK, 128 * kK));
+  const uint64_t l2 = EntryAt(*img_.state, 0x10000, 0);
+  EXPECT_EQ(EntryAt(*img_.state, l2, 3), 0u);  // unallocated head: already reads as zeros
+  EXPECT_EQ(EntryAt(*img_.state, l2, 4), 1u);  // whole cluster: zero entry
+  EXPECT_GT(EntryAt(*img_.state, l2, 5), 1u);  // allocated tail: zeroed in place
+  auto r = ReadAt(loop_, d(), 192 * kK, 192 * kK);
+  ASSERT_TRUE(r);
+  for (uint64_t i = 0; i < 192 * kK; ++i) {
+    const uint64_t pos = 192 * kK + i;
+    ASSERT_EQ(static_cast<uint8_t>((*r)[i]), pos >= 328 * kK ? 0x33 : 0) << pos;
+  }
+}
+
+TEST_F(QedDriverTest, WriteIntoZeroClusterZeroFillsTheRest) {
+  Open(4 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 64 * kK, Fill(64 * kK, 0x99)));
+  ASSERT_TRUE(ZeroAt(loop_, d(), 128 * kK, 64 * kK));
+  ASSERT_TRUE(WriteAt(loop_, d(), 132 * kK, Fill(4 * kK, 0xee)));
+  auto r = ReadAt(loop_, d(), 128 * kK, 64 * kK);
+  ASSERT_TRUE(r);
+  for (uint64_t i = 0; i < 64 * kK; ++i) {
+    ASSERT_EQ(static_cast<uint8_t>((*r)[i]), (i >= 4 * kK && i < 8 * kK) ? 0xee : 0) << i;
+  }
+}
+
+TEST_F(QedDriverTest, StatusOfDataZeroAndUnallocatedRuns) {
+  Open(4 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(128 * kK, 1)));
+  ASSERT_TRUE(ZeroAt(loop_, d(), 128 * kK, 64 * kK));
+  auto a = loop_.RunSync(d().GetStatus(4 * kK, 4 * kM - 4 * kK));
+  ASSERT_TRUE(a);
+  EXPECT_TRUE(a->data);
+  EXPECT_FALSE(a->zero);
+  EXPECT_EQ(a->length, 124 * kK);
+  ASSERT_TRUE(a->offset.has_value());
+  EXPECT_EQ(*a->offset, 0x50000u + 4 * kK);
+  auto z = loop_.RunSync(d().GetStatus(128 * kK, 4 * kM - 128 * kK));
+  ASSERT_TRUE(z);
+  EXPECT_TRUE(z->zero && z->present && !z->data);
+  auto u = loop_.RunSync(d().GetStatus(192 * kK, 4 * kM - 192 * kK));
+  ASSERT_TRUE(u);
+  EXPECT_FALSE(u->present);
+  EXPECT_TRUE(u->zero);
+  EXPECT_EQ(u->length, 4 * kM - 192 * kK);
+  auto m = loop_.RunSync(d().Map(192 * kK, 64 * kK));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->kind, qed::ClusterKind::kUnallocatedL2);
+}
+
+TEST_F(QedDriverTest, TruncateGrowsOnly) {
+  Open(4 * kM);
+  ASSERT_TRUE(loop_.RunSync(d().Truncate(8 * kM)));
+  EXPECT_EQ(d().length(), 8 * kM);
+  Bytes hdr(img_.state->current.begin(), img_.state->current.begin() + 64);
+  EXPECT_EQ(U64At(hdr, 48), 8 * kM);
+  EXPECT_EQ(loop_.RunSync(d().Truncate(4 * kM)).error(), make_error_code(Errc::kNotSupported));
+  EXPECT_EQ(loop_.RunSync(d().Truncate(8 * kM + 100)).error(), make_error_code(Errc::kOutOfRange));
+  EXPECT_EQ(loop_.RunSync(d().Truncate(d().geometry().max_image_size + 512)).error(),
+            make_error_code(Errc::kOutOfRange));
+  ASSERT_TRUE(WriteAt(loop_, d(), 8 * kM - 4 * kK, Fill(4 * kK, 3)));
+  Reopen();
+  EXPECT_EQ(d().length(), 8 * kM);
+  auto r = ReadAt(loop_, d(), 8 * kM - 4 * kK, 4 * kK);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(AllEqual(*r, 3));
+}
+
+TEST_F(QedDriverTest, ReadOnlyOpenRefusesWritesAndChangesNothing) {
+  Open(4 * kM, 65536, 4, /*read_only=*/true);
+  const Bytes before = img_.state->current;
+  EXPECT_EQ(WriteAt(loop_, d(), 0, Fill(512, 1)).error(), make_error_code(Errc::kReadOnly));
+  EXPECT_EQ(ZeroAt(loop_, d(), 0, 64 * kK).error(), make_error_code(Errc::kReadOnly));
+  ASSERT_TRUE(CloseMem(loop_, img_).ok());
+  EXPECT_EQ(img_.state->current, before);
+  EXPECT_EQ(img_.state->writes, 0u);
+}
+
+TEST_F(QedDriverTest, CorruptL2EntryFailsOnlyThatIoWithEio) {
+  Open(4 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(128 * kK, 1)));
+  ASSERT_TRUE(CloseMem(loop_, img_).ok());
+  const uint64_t l2 = EntryAt(*img_.state, 0x10000, 0);
+  // Entry 1 points past the end of the file.
+  Bytes& cur = img_.state->current;
+  PutU64(cur, l2 + 8, 0x10000000);
+  img_.state->MarkDurable();
+  ASSERT_TRUE(OpenMem(loop_, img_, DefaultOptions()).ok());
+  const uint64_t len = FileLen();
+  auto bad = ReadAt(loop_, d(), 64 * kK, 4 * kK);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error(), make_error_code(Errc::kCorruptImage));
+  EXPECT_EQ(ToErrno(bad.error()), EIO);
+  // A request spanning the good and the bad cluster fails too, and so does a write.
+  EXPECT_FALSE(ReadAt(loop_, d(), 60 * kK, 8 * kK));
+  EXPECT_FALSE(WriteAt(loop_, d(), 64 * kK, Fill(4 * kK, 9)));
+  EXPECT_EQ(FileLen(), len);  // nothing was written past EOF or anywhere else for it
+  auto good = ReadAt(loop_, d(), 0, 64 * kK);
+  ASSERT_TRUE(good);
+  EXPECT_TRUE(AllEqual(*good, 1));
+}
+
+TEST_F(QedDriverTest, CorruptL1EntryFailsWithEio) {
+  Open(4096 * kM);
+  Bytes& cur = img_.state->current;
+  PutU64(cur, 0x10000 + 8, 0x10000 + 7);  // misaligned L1[1]
+  img_.state->MarkDurable();
+  Reopen();  // the L1 table is read at open
+  auto bad = ReadAt(loop_, d(), 2048 * kM, 4 * kK);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(ToErrno(bad.error()), EIO);
+  EXPECT_FALSE(loop_.RunSync(d().GetStatus(2048 * kM, 4 * kK)));
+  EXPECT_TRUE(ReadAt(loop_, d(), 0, 4 * kK));
+}
+
+TEST_F(QedDriverTest, L2EntryPointingIntoTheL1TableIsCorrupt) {
+  Open(4 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(64 * kK, 1)));
+  ASSERT_TRUE(CloseMem(loop_, img_).ok());
+  const uint64_t l2 = EntryAt(*img_.state, 0x10000, 0);
+  PutU64(img_.state->current, l2 + 8, 0x10000);  // L2[1] -> the L1 table
+  img_.state->MarkDurable();
+  ASSERT_TRUE(OpenMem(loop_, img_, DefaultOptions()).ok());
+  const Bytes l1_before(img_.state->current.begin() + 0x10000,
+                        img_.state->current.begin() + 0x20000);
+  EXPECT_FALSE(WriteAt(loop_, d(), 64 * kK, Fill(64 * kK, 0xff)));
+  const Bytes l1_after(img_.state->current.begin() + 0x10000,
+                       img_.state->current.begin() + 0x20000);
+  EXPECT_EQ(l1_before, l1_after);
+}
+
+TEST_F(QedDriverTest, StrictAlignmentAndSmallTransfersOfTheChild) {
+  test::MemFile::Options mo;
+  mo.request_alignment = 4096;
+  mo.memory_alignment = 4096;
+  mo.max_transfer = 64 * kK;
+  Open(64 * kM, 65536, 4, false, mo);
+  EXPECT_EQ(d().limits().request_alignment, 4096u);
+  // Header writes (NEED_CHECK), whole L2 tables (256 KiB) and entry updates all obey the child.
+  // The caller's buffers honour memory_alignment too (BlockBackend sees to that normally).
+  block::IoBuffer data(200 * kK);
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    data.data()[i] = std::byte(static_cast<uint8_t>(i >> 4));
+  }
+  auto w = loop_.RunSync(d().Write(36 * kK, block::IoVector(data)));
+  ASSERT_TRUE(w) << w.error().message();
+  block::IoBuffer small(4 * kK, /*zero=*/true);
+  ASSERT_TRUE(loop_.RunSync(d().Write(40 * kM, block::IoVector(small))));
+  ASSERT_TRUE(ZeroAt(loop_, d(), 20 * kM, 1 * kM));
+  ASSERT_TRUE(loop_.RunSync(d().Truncate(128 * kM)));
+  ASSERT_TRUE(CloseMem(loop_, img_).ok());
+  test::MemFile::Options mo2 = mo;
+  ASSERT_TRUE(OpenMem(loop_, img_, DefaultOptions(), mo2).ok());
+  block::IoBuffer back(200 * kK);
+  ASSERT_TRUE(loop_.RunSync(d().Read(36 * kK, block::IoVector(back))));
+  EXPECT_EQ(std::memcmp(back.data(), data.data(), data.size()), 0);
+  auto c = loop_.RunSync(d().Check(false));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->corruptions, 0u);
+  EXPECT_EQ(c->leaks, 0u);
+}
+
+TEST_F(QedDriverTest, UnknownAutoclearBitsAreClearedOnReadWriteOpenOnly) {
+  Bytes b = NewImageBytes(4 * kM);
+  PutU64(b, 32, 0x3);
+  img_.state = test::MemFileState::FromBytes(b);
+  ASSERT_TRUE(OpenMem(loop_, img_, DefaultOptions(/*read_only=*/true)).ok());
+  ASSERT_TRUE(CloseMem(loop_, img_).ok());
+  EXPECT_EQ(U64At(Bytes(img_.state->current.begin(), img_.state->current.begin() + 64), 32), 3u);
+  ASSERT_TRUE(OpenMem(loop_, img_, DefaultOptions()).ok());
+  Bytes hdr(img_.state->durable.begin(), img_.state->durable.begin() + 64);
+  EXPECT_EQ(U64At(hdr, 32), 0u);  // cleared and flushed at open
+}
+
+TEST_F(QedDriverTest, CheckOfOpenImageIsClean) {
+  Open(64 * kM, 4096, 2);
+  std::mt19937_64 rng(42);
+  for (int i = 0; i < 100; ++i) {
+    const uint64_t off = (rng() % (64 * kM / 512 - 64)) * 512;
+    const uint64_t len = (1 + rng() % 48) * 512;
+    if (i % 4 == 0) {
+      ASSERT_TRUE(ZeroAt(loop_, d(), off, len));
+    } else {
+      ASSERT_TRUE(WriteAt(loop_, d(), off, Fill(len, static_cast<uint8_t>(i))));
+    }
+  }
+  auto c = loop_.RunSync(d().Check(true));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->corruptions, 0u);
+  EXPECT_EQ(c->leaks, 0u);
+  EXPECT_EQ(c->check_errors, 0u);
+  EXPECT_EQ(HeaderFeatures(*img_.state) & qed::kFeatureNeedCheck, 0u);
+}
+
+// ---- real files: backing chains and the QEMU oracle ----
+
+Bytes ReadBackend(coro::EventLoop& loop, block::BlockBackend& bb, uint64_t off, uint64_t len) {
+  Bytes b(len);
+  auto r = loop.RunSync(bb.Read(off, block::IoVector(b.data(), b.size())));
+  EXPECT_TRUE(r);
+  return b;
+}
+
+void WriteRawFile(const std::string& path, uint64_t size, uint8_t v) {
+  int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  Bytes b = Fill(size, v);
+  ASSERT_EQ(::pwrite(fd, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+  ::close(fd);
+}
+
+class QedFileTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<std::unique_ptr<block::BlockBackend>> OpenImg(const std::string& path,
+                                                               bool read_only = false,
+                                                               block::OpenReport* rep = nullptr) {
+    block::OpenOptions o;
+    o.path = path;
+    o.read_only = read_only;
+    o.need_check_delay = std::chrono::milliseconds(1);
+    return loop_.RunSync(block::OpenImage(o, rep));
+  }
+  void CloseImg(std::unique_ptr<block::BlockBackend>& bb) {
+    absl::Status st = loop_.RunSync(bb->Close());
+    EXPECT_TRUE(st.ok()) << st;
+    bb.reset();
+  }
+  coro::EventLoop loop_;
+  test::TempDir dir_;
+};
+
+TEST_F(QedFileTest, BackingFileCopyOnWriteAndZeroClusters) {
+  const std::string base = dir_.File("base.raw");
+  const std::string ov = dir_.File("ov.qed");
+  WriteRawFile(base, 1 * kM, 0x55);
+  qed::CreateOptions co;
+  co.path = ov;
+  co.size = 4 * kM;
+  co.backing_file = "base.raw";  // relative to the image's directory
+  co.backing_format = "raw";
+  ASSERT_TRUE(qed::CreateImage(co).ok());
+
+  auto bb = OpenImg(ov);
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  auto* drv = dynamic_cast<qed::QedDriver*>(&(*bb)->driver());
+  ASSERT_NE(drv, nullptr);
+  EXPECT_EQ(drv->backing_filename(), "base.raw");
+  EXPECT_EQ(drv->backing_path(), base);
+  ASSERT_NE(drv->backing(), nullptr);
+
+  EXPECT_TRUE(AllEqual(ReadBackend(loop_, **bb, 0, 1 * kM), 0x55));
+  EXPECT_TRUE(AllEqual(ReadBackend(loop_, **bb, 1 * kM, 3 * kM), 0));
+  // Partial write: the rest of the cluster comes from the backing file.
+  Bytes w = Fill(4 * kK, 0xa1);
+  ASSERT_TRUE(loop_.RunSync((*bb)->Write(4 * kK, block::IoVector(w.data(), w.size()))));
+  // Whole zero cluster hides the backing data; a partial write into it zero-fills (not Q3).
+  ASSERT_TRUE(loop_.RunSync((*bb)->WriteZeroes(64 * kK, 64 * kK, block::ZeroFlags::kNone)));
+  ASSERT_TRUE(loop_.RunSync((*bb)->Write(68 * kK, block::IoVector(w.data(), w.size()))));
+  // Partial zero write over backing data: an allocating write of zeros.
+  ASSERT_TRUE(loop_.RunSync((*bb)->WriteZeroes(130 * kK, 2 * kK, block::ZeroFlags::kNone)));
+  // Status: unallocated in the backing range reports the backing file at depth 1.
+  auto st = loop_.RunSync((*bb)->GetStatus(512 * kK, 3 * kM));
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->depth, 1);
+  EXPECT_TRUE(st->present);
+  EXPECT_EQ(st->length, 512 * kK);
+  auto past = loop_.RunSync((*bb)->GetStatus(2 * kM, 1 * kM));
+  ASSERT_TRUE(past);
+  EXPECT_FALSE(past->present);
+  EXPECT_TRUE(past->zero);
+  EXPECT_EQ(drv->header().features & qed::kFeatureNeedCheck, 0u);
+  EXPECT_EQ(drv->stats().need_check_sets, 0u);
+  CloseImg(*bb);
+
+  Bytes model = Fill(4 * kM, 0);
+  std::fill(model.begin(), model.begin() + 1 * kM, std::byte{0x55});
+  std::fill(model.begin() + 4 * kK, model.begin() + 8 * kK, std::byte{0xa1});
+  std::fill(model.begin() + 64 * kK, model.begin() + 128 * kK, std::byte{0});
+  std::fill(model.begin() + 68 * kK, model.begin() + 72 * kK, std::byte{0xa1});
+  std::fill(model.begin() + 130 * kK, model.begin() + 132 * kK, std::byte{0});
+  const std::string model_path = dir_.File("model.raw");
+  {
+    int fd = ::open(model_path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, model.data(), model.size(), 0), static_cast<ssize_t>(model.size()));
+    ::close(fd);
+  }
+  Bytes hdr = ReadPath(ov);
+  EXPECT_EQ(U64At(hdr, 16), 0x05u);  // NEED_CHECK never used with a backing file
+  if (!test::HaveQemuImg()) GTEST_SKIP() << "qemu-img not installed";
+  test::QemuCheck chk = test::QemuImgCheckJson(ov);
+  EXPECT_EQ(chk.exit_code, 0) << chk.output;
+  test::CommandResult cmp = test::QemuImg({"compare", "-f", "qed", "-F", "raw", ov, model_path});
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.out << cmp.err;
+}
+
+TEST_F(QedFileTest, BackingFileNameResolvedAgainstImageDirectory) {
+  ASSERT_EQ(::mkdir(dir_.File("d1").c_str(), 0755), 0);
+  WriteRawFile(dir_.File("d1/base.raw"), 64 * kK, 0x42);
+  qed::CreateOptions co;
+  co.path = dir_.File("d1/ov.qed");
+  co.size = 1 * kM;
+  co.backing_file = "base.raw";
+  co.backing_format = "raw";
+  ASSERT_TRUE(qed::CreateImage(co).ok());
+  block::OpenReport rep;
+  auto bb = OpenImg(co.path, /*read_only=*/true, &rep);
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  EXPECT_TRUE(AllEqual(ReadBackend(loop_, **bb, 0, 64 * kK), 0x42));
+  ASSERT_EQ(rep.chain.size(), 2u);
+  EXPECT_EQ(rep.chain[1], dir_.File("d1/base.raw"));
+  CloseImg(*bb);
+}
+
+TEST_F(QedFileTest, MissingBackingFileFailsTheOpenWithItsName) {
+  qed::CreateOptions co;
+  co.path = dir_.File("ov.qed");
+  co.size = 1 * kM;
+  co.backing_file = "nope.raw";
+  co.backing_format = "raw";
+  WriteRawFile(dir_.File("nope.raw"), 4096, 1);
+  ASSERT_TRUE(qed::CreateImage(co).ok());
+  ASSERT_EQ(::unlink(dir_.File("nope.raw").c_str()), 0);
+  auto bb = OpenImg(co.path);
+  ASSERT_FALSE(bb.ok());
+  EXPECT_NE(std::string(bb.status().message()).find("nope.raw"), std::string::npos) << bb.status();
+}
+
+// qemu-io writes (write -P, write -z), we read: identical to `qemu-img convert -O raw`.
+TEST_F(QedFileTest, QemuWrittenImageReadsLikeQemuConvert) {
+  if (!test::HaveQemuImg() || !test::HaveQemuIo()) GTEST_SKIP() << "QEMU tools not installed";
+  const std::string img = dir_.File("q.qed");
+  ASSERT_EQ(test::QemuImg({"create", "-q", "-f", "qed", img, "64M"}).exit_code, 0);
+  test::CommandResult w =
+      test::QemuIo({"-f", "qed", "-c", "write -P 0xab 0 64k", "-c", "write -P 0xcd 70000 5000",
+                    "-c", "write -z 1M 128k", "-c", "write -z 3M 4k", "-c", "write -P 0x11 32M 1M",
+                    "-c", "write -z 200k 128k", "-c", "write -P 0x22 63M 1M", img});
+  ASSERT_EQ(w.exit_code, 0) << w.out << w.err;
+  const std::string raw = dir_.File("q.raw");
+  ASSERT_TRUE(test::QemuImgConvertToRaw(img, raw, "qed").ok());
+  const Bytes expect = ReadPath(raw);
+  auto bb = OpenImg(img, /*read_only=*/true);
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  const Bytes got = ReadBackend(loop_, **bb, 0, 64 * kM);
+  EXPECT_TRUE(got == expect);
+  CloseImg(*bb);
+}
+
+// We write (data, zeros, punches), QEMU verifies: check clean, compare identical to a raw model.
+TEST_F(QedFileTest, OurWritesPassQemuCheckAndCompare) {
+  if (!test::HaveQemuImg()) GTEST_SKIP() << "qemu-img not installed";
+  const std::string img = dir_.File("w.qed");
+  const uint64_t size = 48 * kM;
+  qed::CreateOptions co;
+  co.path = img;
+  co.size = size;
+  co.cluster_size = 4096;
+  co.table_size = 2;  // 4 MiB per L2 table: many tables
+  ASSERT_TRUE(qed::CreateImage(co).ok());
+  Bytes model(size);
+  auto bb = OpenImg(img);
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  // The sequence the interop suite spot-checks: data, then zero its first half.
+  Bytes ab = Fill(4096, 0xab);
+  ASSERT_TRUE(loop_.RunSync((*bb)->Write(0, block::IoVector(ab.data(), ab.size()))));
+  ASSERT_TRUE(loop_.RunSync((*bb)->WriteZeroes(0, 2048, block::ZeroFlags::kNone)));
+  std::fill(model.begin() + 2048, model.begin() + 4096, std::byte{0xab});
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 300; ++i) {
+    const uint64_t off = rng() % (size - 64 * kK);
+    const uint64_t len = 1 + rng() % (24 * kK);
+    const int kind = static_cast<int>(rng() % 4);
+    if (kind == 0) {
+      ASSERT_TRUE(loop_.RunSync((*bb)->WriteZeroes(off, len, block::ZeroFlags::kMayUnmap)));
+      std::fill(model.begin() + off, model.begin() + off + len, std::byte{0});
+    } else {
+      Bytes data(len);
+      for (auto& x : data) x = std::byte(static_cast<uint8_t>(rng()));
+      ASSERT_TRUE(loop_.RunSync((*bb)->Write(off, block::IoVector(data.data(), data.size()))));
+      std::copy(data.begin(), data.end(), model.begin() + off);
+    }
+  }
+  const Bytes got = ReadBackend(loop_, **bb, 0, size);
+  EXPECT_TRUE(got == model);
+  CloseImg(*bb);
+  const std::string model_path = dir_.File("model.raw");
+  {
+    int fd = ::open(model_path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, model.data(), model.size(), 0), static_cast<ssize_t>(model.size()));
+    ::close(fd);
+  }
+  EXPECT_EQ(U64At(ReadPath(img), 16), 0u);
+  test::QemuCheck chk = test::QemuImgCheckJson(img);
+  EXPECT_EQ(chk.exit_code, 0) << chk.output;
+  EXPECT_EQ(chk.corruptions, 0);
+  EXPECT_EQ(chk.leaks, 0);
+  test::CommandResult cmp = test::QemuImg({"compare", "-f", "qed", "-F", "raw", img, model_path});
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.out << cmp.err;
+  if (test::HaveQemuIo()) {
+    test::CommandResult io =
+        test::QemuIo({"-r", "-f", "qed", "-c", "read -P 0 0 2k", "-c", "read -P 0xab 2k 2k", img});
+    EXPECT_EQ(io.exit_code, 0) << io.out << io.err;
+    EXPECT_EQ(io.out.find("verification failed"), std::string::npos) << io.out;
+  }
+}
+
+}  // namespace
+}  // namespace qedfuse::qedunit

@@ -3,16 +3,8 @@
 
 #include <array>
 
+#include "block/qed/qed_driver.h"
 #include "block/raw/raw_driver.h"
-
-// Declared weak until the QED driver is linked into every binary; a missing definition makes
-// the "qed" format unavailable instead of failing the link. Same signatures as qed_driver.h.
-namespace qedfuse::qed {
-__attribute__((weak)) bool ProbeQed(std::span<const std::byte> first_bytes);
-__attribute__((weak)) coro::Task<absl::StatusOr<std::unique_ptr<block::BlockDriver>>> OpenQed(
-    std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,
-    block::ChainContext& chain, block::OpenReport* report);
-}  // namespace qedfuse::qed
 
 namespace qedfuse::block {
 namespace {
@@ -24,7 +16,7 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenRaw(std::unique_ptr
   co_return std::make_unique<RawDriver>(std::move(file));
 }
 
-const std::array<FormatInfo, 2> kFormats = {{
+constexpr std::array<FormatInfo, 2> kFormats = {{
     {"qed", &qed::ProbeQed, &qed::OpenQed, /*has_metadata=*/true},
     {"raw", nullptr, &OpenRaw, /*has_metadata=*/false},
 }};

@@ -158,7 +158,13 @@ absl::StatusOr<std::unique_ptr<FileProtocol>> FileProtocol::Open(
   off_t end = ::lseek(fd, 0, SEEK_END);
   if (end < 0) return OpenError(options.path, errno, direct);
   f->size_ = static_cast<uint64_t>(end);
-  if (direct) ProbeDirectAlignment(fd, st, f->size_, &f->limits_);
+  if (direct) {
+    ProbeDirectAlignment(fd, st, f->size_, &f->limits_);
+    if (PowerOfTwo(options.min_direct_alignment)) {
+      f->limits_.request_alignment =
+          std::max(f->limits_.request_alignment, options.min_direct_alignment);
+    }
+  }
 
   switch (options.aio) {
     case AioMode::kThreads:

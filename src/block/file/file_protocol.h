@@ -33,6 +33,9 @@ struct FileProtocolOptions {
   AioMode aio = AioMode::kAuto;
   CacheMode cache = CacheMode::kWriteback;
   bool create = false;  // create the file if missing (tests and tools)
+  // With kNone: use at least this request alignment (a power of two). Tests use it to model a
+  // 4 KiB-sector disk on a 512-byte one.
+  uint32_t min_direct_alignment = 0;
 };
 
 class FileProtocol final : public BlockDriver {

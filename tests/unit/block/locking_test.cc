@@ -1,0 +1,183 @@
+// QEMU-compatible image locking, checked against the real qemu-img/qemu-io: the bytes we take
+// match QEMU's, QEMU refuses an image we hold, and we refuse an image QEMU holds.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "block/file/file_lock.h"
+#include "block/file/file_protocol.h"
+#include "qedfuse/block/open.h"
+#include "support/qemu_tools.h"
+#include "support/temp_dir.h"
+#include "support/test_loop.h"
+
+namespace qedfuse::block {
+namespace {
+
+using test::BackgroundProcess;
+using test::FileHasLockOnByte;
+using test::QemuImg;
+using test::QemuIo;
+using test::TempDir;
+using test::TestLoop;
+
+class LockingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    QEDFUSE_SKIP_WITHOUT_QEMU();
+    image_ = dir_.File("img.qed");
+    test::CommandResult r = QemuImg({"create", "-q", "-f", "qed", image_, "4M"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  // Opens the image as a protocol node with the locks QEMU takes for |perms|.
+  absl::StatusOr<std::unique_ptr<FileProtocol>> OpenLocked(bool read_only, LockPerms perms) {
+    FileProtocolOptions o;
+    o.path = image_;
+    o.read_only = read_only;
+    absl::StatusOr<std::unique_ptr<FileProtocol>> f = FileProtocol::Open(o);
+    if (!f.ok()) return f.status();
+    absl::Status s = (*f)->SetLocks(perms);
+    if (!s.ok()) {
+      EXPECT_TRUE(loop_.Run((*f)->Close()).ok());
+      return s;
+    }
+    return f;
+  }
+
+  // Waits until a started qemu-io has taken its locks (it needs a moment to open the image).
+  bool WaitForLock(uint64_t byte) {
+    for (int i = 0; i < 500; ++i) {
+      if (FileHasLockOnByte(image_, byte)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  TestLoop loop_;
+  TempDir dir_;
+  std::string image_;
+};
+
+TEST_F(LockingTest, ReadWriteOpenTakesQemusBytes) {
+  auto f = OpenLocked(false, QemuLockPerms(false, false, false));
+  ASSERT_TRUE(f.ok()) << f.status();
+  for (uint64_t b : {100, 101, 103, 201, 203}) EXPECT_TRUE(FileHasLockOnByte(image_, b)) << b;
+  for (uint64_t b : {102, 200, 202}) EXPECT_FALSE(FileHasLockOnByte(image_, b)) << b;
+  EXPECT_TRUE(loop_.Run((*f)->Close()).ok());
+  EXPECT_FALSE(FileHasLockOnByte(image_, 101));  // released with the descriptor
+}
+
+TEST_F(LockingTest, ReadOnlyAndBackingOpensTakeQemusBytes) {
+  auto ro = OpenLocked(true, QemuLockPerms(true, false, false));
+  ASSERT_TRUE(ro.ok()) << ro.status();
+  for (uint64_t b : {100, 201, 203}) EXPECT_TRUE(FileHasLockOnByte(image_, b)) << b;
+  for (uint64_t b : {101, 103}) EXPECT_FALSE(FileHasLockOnByte(image_, b)) << b;
+  EXPECT_TRUE(loop_.Run((*ro)->Close()).ok());
+
+  auto backing = OpenLocked(true, QemuLockPerms(true, true, false));
+  ASSERT_TRUE(backing.ok()) << backing.status();
+  EXPECT_TRUE(FileHasLockOnByte(image_, 100));
+  for (uint64_t b : {101, 103, 201, 203}) EXPECT_FALSE(FileHasLockOnByte(image_, b)) << b;
+  EXPECT_TRUE(loop_.Run((*backing)->Close()).ok());
+}
+
+TEST_F(LockingTest, QemuRefusesAnImageWeHoldReadWrite) {
+  auto f = OpenLocked(false, QemuLockPerms(false, false, false));
+  ASSERT_TRUE(f.ok()) << f.status();
+  test::CommandResult w = QemuIo({"-c", "write 0 4k", image_});
+  EXPECT_NE(w.exit_code, 0);
+  EXPECT_NE((w.out + w.err).find("lock"), std::string::npos) << w.out << w.err;
+  test::CommandResult info = QemuImg({"info", image_});
+  EXPECT_NE(info.exit_code, 0);
+  EXPECT_NE(info.err.find("lock"), std::string::npos) << info.err;
+  // With --force-share QEMU may still look.
+  test::CommandResult shared = QemuImg({"info", "-U", image_});
+  EXPECT_EQ(shared.exit_code, 0) << shared.err;
+  EXPECT_TRUE(loop_.Run((*f)->Close()).ok());
+  // Released: QEMU can write again.
+  test::CommandResult after = QemuIo({"-c", "write 0 4k", image_});
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+}
+
+TEST_F(LockingTest, WeRefuseAnImageQemuHoldsReadWrite) {
+  BackgroundProcess qemu({"qemu-io", "-c", "sleep 5000", image_});
+  ASSERT_TRUE(qemu.started());
+  ASSERT_TRUE(WaitForLock(203)) << "qemu-io did not lock the image";
+
+  auto rw = OpenLocked(false, QemuLockPerms(false, false, false));
+  ASSERT_FALSE(rw.ok());
+  EXPECT_EQ(rw.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(rw.status().message(),
+            image_ + " is locked for writing by another process (qemu or qedfuse?)");
+
+  // A read-only top-level open does not let others write, so it is refused as well.
+  auto ro = OpenLocked(true, QemuLockPerms(true, false, false));
+  ASSERT_FALSE(ro.ok());
+  EXPECT_NE(ro.status().message().find("by another process"), absl::string_view::npos);
+
+  // Our failed attempts left no lock bytes behind: once qemu-io is gone, opening works.
+  qemu.Stop();
+  auto again = OpenLocked(false, QemuLockPerms(false, false, false));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(loop_.Run((*again)->Close()).ok());
+}
+
+TEST_F(LockingTest, ReadOnlyQemuBlocksOurWriterButNotOurReader) {
+  BackgroundProcess qemu({"qemu-io", "-r", "-c", "sleep 5000", image_});
+  ASSERT_TRUE(qemu.started());
+  ASSERT_TRUE(WaitForLock(201));
+  auto rw = OpenLocked(false, QemuLockPerms(false, false, false));
+  ASSERT_FALSE(rw.ok());
+  EXPECT_NE(rw.status().message().find("is locked for writing"), absl::string_view::npos)
+      << rw.status();
+  auto ro = OpenLocked(true, QemuLockPerms(true, false, false));
+  ASSERT_TRUE(ro.ok()) << ro.status();
+  EXPECT_TRUE(loop_.Run((*ro)->Close()).ok());
+}
+
+TEST_F(LockingTest, TwoOfOurWritersConflict) {
+  auto first = OpenLocked(false, QemuLockPerms(false, false, false));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = OpenLocked(false, QemuLockPerms(false, false, false));
+  ASSERT_FALSE(second.ok());
+  // The second attempt must not have dropped the first one's locks.
+  EXPECT_TRUE(FileHasLockOnByte(image_, 101));
+  EXPECT_TRUE(loop_.Run((*first)->Close()).ok());
+}
+
+TEST_F(LockingTest, OpenImageRefusesAnImageQemuHolds) {
+  std::string raw = dir_.File("disk.raw");
+  ASSERT_EQ(QemuImg({"create", "-q", "-f", "raw", raw, "1M"}).exit_code, 0);
+  BackgroundProcess qemu({"qemu-io", "-r", "-f", "raw", "-c", "sleep 5000", raw});
+  ASSERT_TRUE(qemu.started());
+  image_ = raw;
+  ASSERT_TRUE(WaitForLock(100));
+  // qemu-io -r on raw shares everything (only byte 100): QEMU would open it read-write too.
+  OpenOptions o;
+  o.path = raw;
+  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = loop_.Run(OpenImage(o));
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  EXPECT_TRUE(FileHasLockOnByte(raw, 101));
+  EXPECT_TRUE(loop_.Run((*bb)->Close()).ok());
+}
+
+TEST_F(LockingTest, LockingCanBeDisabled) {
+  BackgroundProcess qemu({"qemu-io", "-c", "sleep 5000", image_});
+  ASSERT_TRUE(qemu.started());
+  ASSERT_TRUE(WaitForLock(203));
+  OpenOptions o;
+  o.path = image_;
+  o.format = "raw";
+  o.read_only = true;
+  o.lock = false;
+  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = loop_.Run(OpenImage(o));
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  EXPECT_TRUE(loop_.Run((*bb)->Close()).ok());
+}
+
+}  // namespace
+}  // namespace qedfuse::block

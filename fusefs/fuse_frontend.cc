@@ -204,7 +204,8 @@ coro::Task<void> FuseFrontend::Shutdown(bool mount_gone) {
   }
   Unmount();
   reader_->signals.cancel();
-  Log(LogLevel::kInfo, "unmounted " + config_.mountpoint);
+  Log(LogLevel::kInfo, absl::StrCat("unmounted ", config_.mountpoint, " (", handled_,
+                                    " data requests, at most ", max_in_flight_, " in flight)"));
 }
 
 coro::Task<void> FuseFrontend::BecomeReady() {
@@ -257,6 +258,15 @@ void FuseFrontend::Unmount() {
   boost::system::error_code ec;
   reader_->fd.close(ec);
   fuse_session_unmount(se_);
+}
+
+std::optional<coro::Gate::Holder> FuseFrontend::EnterHandler() {
+  auto holder = gate_.TryEnter();
+  if (holder) {
+    ++handled_;
+    max_in_flight_ = std::max(max_in_flight_, gate_.count());
+  }
+  return holder;
 }
 
 struct stat FuseFrontend::Attr() const {

@@ -29,6 +29,7 @@
 #include <ctime>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -104,6 +105,8 @@ class FuseFrontend {
   coro::Task<void> HandleFallocate(FuseRequest req, int mode, uint64_t offset, uint64_t length);
   coro::Task<void> HandleLseek(FuseRequest req, uint64_t offset, int whence);
 
+  // Enters the gate for one handler; empty once shutdown has started.
+  std::optional<coro::Gate::Holder> EnterHandler();
   struct stat Attr() const;
   void TouchMtime();
   void LogIoError(const char* op, uint64_t offset, uint64_t length, const std::error_code& ec);
@@ -129,6 +132,8 @@ class FuseFrontend {
   bool shutting_down_ = false;
   int exit_code_ = 0;
   uint64_t io_errors_logged_ = 0;
+  uint64_t handled_ = 0;  // requests that went through a handler coroutine
+  std::size_t max_in_flight_ = 0;
   struct timespec atime_, mtime_, ctime_;
 };
 

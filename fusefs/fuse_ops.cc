@@ -19,6 +19,16 @@
 //    layer (BlockStatus zero && !data); everything else is data. The end is an implicit hole.
 //  - chmod/chown/utimes succeed and return the current attributes (mode and owner are fixed).
 //  - fsync: BlockBackend::Flush(), durable on reply. flush (close): nothing to do.
+//
+// Kernel write-back cache (FUSE_CAP_WRITEBACK_CACHE): on by default with cache=writeback, off with
+// cache=none (whose promise is that a completed write() has reached the image file) and on
+// read-only mounts; -o writeback_cache=off disables it. It makes small buffered writes about 10x
+// faster (dd bs=4k: 133 MB/s vs 12.6 MB/s), at two costs: the kernel owns the file size, so
+// FuseFrontend publishes it once after INIT and a buffered write past the end is accepted by
+// the kernel and only fails at writeback (fsync/close report ENOSPC; O_DIRECT writes fail at
+// once); and data not yet fsynced lives in the kernel until writeback, as on any filesystem
+// (shutdown fsyncs the file before unmounting). O_DIRECT opens get FOPEN_DIRECT_IO and bypass
+// the page cache in both modes.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/statvfs.h>
@@ -183,7 +193,7 @@ const fuse_lowlevel_ops& FuseOpsTable() {
 }
 
 coro::Task<void> FuseFrontend::HandleRead(FuseRequest req, uint64_t offset, std::size_t size) {
-  auto holder = gate_.TryEnter();
+  auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   uint64_t length = backend_.length();
   if (offset >= length || size == 0) co_return req.ReplyBuf(nullptr, 0);
@@ -199,7 +209,7 @@ coro::Task<void> FuseFrontend::HandleRead(FuseRequest req, uint64_t offset, std:
 
 coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset,
                                            block::IoBuffer payload) {
-  auto holder = gate_.TryEnter();
+  auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (config_.read_only) co_return req.ReplyError(EROFS);
   if (payload.size() == 0) co_return req.ReplyWrite(0);
@@ -217,7 +227,7 @@ coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset,
 
 coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, int to_set,
                                              bool has_fh) {
-  auto holder = gate_.TryEnter();
+  auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (to_set & FUSE_SET_ATTR_SIZE) {
     uint64_t want = static_cast<uint64_t>(attr.st_size);
@@ -256,7 +266,7 @@ coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, 
 }
 
 coro::Task<void> FuseFrontend::HandleFsync(FuseRequest req) {
-  auto holder = gate_.TryEnter();
+  auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (config_.read_only) co_return req.ReplyOk();
   Result<void> r = co_await backend_.Flush();
@@ -269,7 +279,7 @@ coro::Task<void> FuseFrontend::HandleFsync(FuseRequest req) {
 
 coro::Task<void> FuseFrontend::HandleFallocate(FuseRequest req, int mode, uint64_t offset,
                                                uint64_t length) {
-  auto holder = gate_.TryEnter();
+  auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (config_.read_only) co_return req.ReplyError(EROFS);
   const bool keep_size = (mode & FALLOC_FL_KEEP_SIZE) != 0;
@@ -301,7 +311,7 @@ coro::Task<void> FuseFrontend::HandleFallocate(FuseRequest req, int mode, uint64
 }
 
 coro::Task<void> FuseFrontend::HandleLseek(FuseRequest req, uint64_t offset, int whence) {
-  auto holder = gate_.TryEnter();
+  auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (whence != SEEK_DATA && whence != SEEK_HOLE) co_return req.ReplyError(EINVAL);
   const uint64_t size = backend_.length();

@@ -21,10 +21,10 @@ run_fio --name=rand4k --rw=randwrite --bs=4k
 log "mixed block sizes (512 B .. 1 MiB), offset 32 MiB"
 run_fio --name=mixed --rw=randwrite --bssplit=512/10:4k/40:64k/30:256k/10:1m/10 --offset=32M \
   --size=64M
-log "sequential 1 MiB write then verify, through cache=none after a remount"
+log "sequential 1 MiB write then verify, through cache=none and aio=threads after a remount"
 unmount_image "$MNT"
 qemu_check_clean "$IMG"
-mount_image --cache=none "$IMG" "$MNT"
+mount_image --cache=none --aio=threads "$IMG" "$MNT"
 run_fio --name=seq1m --rw=write --bs=1m
 unmount_image "$MNT"
 qemu_check_clean "$IMG"

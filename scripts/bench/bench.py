@@ -66,8 +66,8 @@ TARGET_LABEL = {
 PROFILES = {
     # data: set A region; alloc64: set B region; dd: set C bytes; runtime: time-based jobs.
     # repeat: time-based jobs run that many times (targets interleaved); the median counts.
-    "quick": dict(data=1 * GiB, alloc64=2 * GiB, dd=512 * MiB, runtime=4, ramp=1, repeat=1),
-    "full": dict(data=4 * GiB, alloc64=8 * GiB, dd=2 * GiB, runtime=15, ramp=2, repeat=2),
+    "quick": dict(data=1 * GiB, alloc64=2 * GiB, dd=512 * MiB, runtime=4, ramp=0, repeat=1),
+    "full": dict(data=4 * GiB, alloc64=8 * GiB, dd=2 * GiB, runtime=15, ramp=0, repeat=2),
 }
 
 
@@ -286,8 +286,23 @@ TARGET_CLASSES = {"qedfuse": QedfuseTarget, "qsd": QsdTarget, "null": NullTarget
                   "plain": PlainTarget}
 
 
-def fio(args, name, filename, rw, bs, iodepth, size, time_based, extra=()):
-    """Run one fio job; returns a result dict (iops, MiB/s, latency)."""
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads), or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def fio(args, name, filename, rw, bs, iodepth, size, time_based, extra=(), pid=None):
+    """Run one fio job; returns a result dict (iops, MiB/s, latency, daemon CPU per I/O).
+
+    No ramp time: the daemon's CPU time is measured over the whole job and divided by every
+    I/O fio issued."""
     args.fio_seq += 1
     out = os.path.join(args.fio_dir, f"{args.fio_seq:03d}-{name}.json")
     cmd = ["fio", f"--name={name}", f"--filename={filename}", "--ioengine=libaio", "--direct=1",
@@ -301,7 +316,9 @@ def fio(args, name, filename, rw, bs, iodepth, size, time_based, extra=()):
     else:
         cmd.append(f"--runtime={args.cap}")  # safety cap; normally the size ends the job
     cmd += list(extra)
+    cpu0 = cpu_seconds(pid)
     res = run(cmd, check=False, capture=True)
+    cpu1 = cpu_seconds(pid)
     if res.returncode != 0:
         raise Failure(f"fio {name} failed ({res.returncode}): {(res.stderr or '').strip()[-400:]}")
     with open(out) as f:
@@ -318,6 +335,8 @@ def fio(args, name, filename, rw, bs, iodepth, size, time_based, extra=()):
         "lat_mean_us": side["clat_ns"]["mean"] / 1000.0,
         "fio": " ".join(cmd[:-2]),
     }
+    if cpu0 is not None and cpu1 is not None and side["total_ios"]:
+        r["daemon_cpu_us_per_io"] = (cpu1 - cpu0) * 1e6 / side["total_ios"]
     pct = side["clat_ns"].get("percentile") or {}
     if "99.000000" in pct:
         r["lat_p99_us"] = pct["99.000000"] / 1000.0
@@ -334,7 +353,7 @@ def size_bytes(s):
     return int(s)
 
 
-def dd_write(args, path, nbytes):
+def dd_write(args, path, nbytes, pid=None):
     src = args.dd_source
     # The source lives in the page cache so dd measures the target, not the host disk.
     with open(src, "rb") as f:
@@ -344,9 +363,14 @@ def dd_write(args, path, nbytes):
     cmd = ["dd", f"if={src}", f"of={path}", "bs=1M", f"count={count}", "conv=fsync,notrunc",
            "status=none"]
     t0 = time.monotonic()
+    cpu0 = cpu_seconds(pid)
     run(cmd, capture=True)
+    cpu1 = cpu_seconds(pid)
     dt = time.monotonic() - t0
-    return {"iops": count / dt, "mib_s": count / dt, "bytes": nbytes, "runtime_s": dt,
+    extra = {}
+    if cpu0 is not None and cpu1 is not None:
+        extra["daemon_cpu_us_per_io"] = (cpu1 - cpu0) * 1e6 / count  # per MiB written
+    return extra | {"iops": count / dt, "mib_s": count / dt, "bytes": nbytes, "runtime_s": dt,
             "cmd": " ".join(cmd)}
 
 
@@ -491,7 +515,8 @@ def run_all(args, targets, all_res):
             for t, obj in live.items():
                 if wanted("seq-write"):
                     record(t, "seq-write", lambda: fio(args, f"{t}-seq-write", obj.path, "write",
-                                                       "1M", 8, sz, False))
+                                                       "1M", 8, sz, False,
+                                                       pid=obj.daemon_pid()))
                 else:  # the reads need allocated data
                     fio(args, f"{t}-fill", obj.path, "write", "1M", 8, sz, False)
             jobs = [("seq-read", "read", "1M", 8), ("rand-read-qd1", "randread", "4k", 1),
@@ -505,7 +530,7 @@ def run_all(args, targets, all_res):
                         if rw.endswith("read"):
                             settle()
                         sample(t, key, lambda: fio(args, f"{t}-{key}", obj.path, rw, bs, qd, sz,
-                                                   True))
+                                                   True, pid=obj.daemon_pid()))
                 finish(key)
             for t, obj in live.items():
                 record_mem(obj, all_res[t], "set A direct")
@@ -530,7 +555,8 @@ def run_all(args, targets, all_res):
                                 if rw.endswith("read"):
                                     settle()
                                 sample(t, key, lambda: fio(args, f"{t}-{key}", d.dev, rw, "4k",
-                                                           32, sz, True))
+                                                           32, sz, True,
+                                                           pid=live[t].daemon_pid()))
                         finish(key)
                 finally:
                     for d in devs.values():
@@ -547,7 +573,7 @@ def run_all(args, targets, all_res):
             for t, obj in live.items():
                 record(t, "alloc-write-64k", lambda: fio(
                     args, f"{t}-alloc64k", obj.path, "randwrite", "64k", 16,
-                    human(p["alloc64"]), False))
+                    human(p["alloc64"]), False, pid=obj.daemon_pid()))
         finally:
             stop_all(live, "set B end")
 
@@ -558,7 +584,8 @@ def run_all(args, targets, all_res):
         live = start_all(p["dd"], "C", ["dd-write"])
         try:
             for t, obj in live.items():
-                record(t, "dd-write", lambda: dd_write(args, obj.path, p["dd"]))
+                record(t, "dd-write", lambda: dd_write(args, obj.path, p["dd"],
+                                                      pid=obj.daemon_pid()))
         finally:
             stop_all(live, "set C end")
 
@@ -613,6 +640,39 @@ def print_table(all_res, targets, skipped):
                         for i, c in enumerate(r)))
     for t, why in skipped.items():
         print(f"({TARGET_LABEL[t]} skipped: {why})")
+
+
+def print_cpu_table(all_res, targets):
+    """Daemon CPU time per request: far less sensitive to other load on the machine."""
+    daemons = [t for t in targets if t in ("qedfuse", "qsd", "null")]
+    if not daemons:
+        return
+    header = ["daemon CPU us per request"] + [TARGET_LABEL[t] for t in daemons]
+    both = "qedfuse" in daemons and "qsd" in daemons
+    if both:
+        header.append("qsd/qedfuse")
+    rows = []
+    for key, label, kind in WORKLOADS:
+        vals = [(all_res.get(t, {}).get(key) or {}).get("daemon_cpu_us_per_io") for t in daemons]
+        if all(v is None for v in vals):
+            continue
+        row = [label + (" (per MiB)" if key == "dd-write" else "")]
+        row += ["-" if v is None else f"{v:.1f}" for v in vals]
+        if both:
+            q, s_ = vals[daemons.index("qedfuse")], vals[daemons.index("qsd")]
+            row.append(f"{s_ / q:.2f}x" if q and s_ else "-")
+        rows.append(row)
+    if not rows:
+        return
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    print()
+    line = "  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i])
+                     for i, h in enumerate(header))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i])
+                        for i, c in enumerate(r)))
 
 
 def print_memory(all_res, targets):
@@ -803,6 +863,7 @@ def main():
     print(f"Results ({args.mode}, {elapsed:.0f} s; 1 MiB seq jobs at iodepth 8; "
           f"data region {human(args.profile['data'])}, {args.runtime:g} s per timed job):")
     print_table(all_res, targets, skipped)
+    print_cpu_table(all_res, targets)
     print_memory(all_res, targets)
     png = write_chart(args, all_res, targets, out_dir)
     print(f"JSON: {os.path.join(out_dir, 'results.json')}")

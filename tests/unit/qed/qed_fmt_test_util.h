@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
-#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -76,10 +75,14 @@ inline std::string MustRun(const std::string& cmd) {
 // An integer value of a top-level "key": N pair in JSON text; 0 when the key is absent (qemu-img
 // leaves out zero counts).
 inline uint64_t JsonCount(const std::string& json, const std::string& key) {
-  std::smatch m;
-  const std::regex re("\"" + key + "\"\\s*:\\s*([0-9]+)");
-  if (std::regex_search(json, m, re)) return std::stoull(m[1].str());
-  return 0;
+  const std::string quoted = "\"" + key + "\"";
+  std::size_t pos = json.find(quoted);
+  if (pos == std::string::npos) return 0;
+  pos = json.find(':', pos + quoted.size());
+  if (pos == std::string::npos) return 0;
+  pos = json.find_first_not_of(" \t\n", pos + 1);
+  if (pos == std::string::npos) return 0;
+  return std::strtoull(json.c_str() + pos, nullptr, 10);
 }
 
 inline bool JsonHas(const std::string& json, const std::string& key) {

@@ -10,7 +10,8 @@
 # "N passed, N failed, N skipped" over both trees.
 #
 # Environment: JOBS (default 2) bounds build and test parallelism; QEDFUSE_TEST_TREES selects
-# trees ("plain asan", the default, or just one of them).
+# trees ("plain asan", the default, or just one of them); QEDFUSE_BUILD_DIR and
+# QEDFUSE_ASAN_BUILD_DIR override the two build directories (relative to the source root).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +21,8 @@ cd "$root"
 
 jobs=${JOBS:-2}
 trees=${QEDFUSE_TEST_TREES:-plain asan}
+plain_dir=$root/${QEDFUSE_BUILD_DIR:-build}
+asan_dir=$root/${QEDFUSE_ASAN_BUILD_DIR:-build-asan}
 
 # Sanitizer reports abort the test that triggered them, with a stack trace.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1:strict_init_order=1}
@@ -74,15 +77,15 @@ dirs=()
 for t in $trees; do
   case $t in
     plain)
-      run_tree plain "$root/build" --buildtype=debugoptimized
-      dirs+=("$root/build")
+      run_tree plain "$plain_dir" --buildtype=debugoptimized
+      dirs+=("$plain_dir")
       ;;
     asan)
       # -O1: far faster to build than -O2 and several times faster to run than -O0.
-      run_tree asan "$root/build-asan" -Dbuildtype=debug -Doptimization=1 \
+      run_tree asan "$asan_dir" -Dbuildtype=debug -Doptimization=1 \
         -Db_sanitize=address,undefined -Db_lundef=false \
         "-Dcpp_args=['-fno-sanitize-recover=all','-fno-omit-frame-pointer']"
-      dirs+=("$root/build-asan")
+      dirs+=("$asan_dir")
       ;;
     *)
       echo "test.sh: unknown tree '$t' in QEDFUSE_TEST_TREES" >&2

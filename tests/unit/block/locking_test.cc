@@ -181,3 +181,39 @@ TEST_F(LockingTest, LockingCanBeDisabled) {
 
 }  // namespace
 }  // namespace qedfuse::block
+
+namespace qedfuse::block {
+namespace {
+
+// The whole open path (OpenImage on a QED image) takes the same locks.
+class OpenImageLockingTest : public LockingTest {};
+
+TEST_F(OpenImageLockingTest, QemuRefusesAnImageWeHaveOpen) {
+  OpenOptions o;
+  o.path = image_;
+  OpenReport report;
+  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = loop_.Run(OpenImage(o, &report));
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  EXPECT_EQ(report.format, "qed");
+  test::CommandResult w = QemuIo({"-c", "write 0 4k", image_});
+  EXPECT_NE(w.exit_code, 0);
+  EXPECT_NE((w.out + w.err).find("lock"), std::string::npos) << w.out << w.err;
+  EXPECT_TRUE(loop_.Run((*bb)->Close()).ok());
+  test::CommandResult after = QemuIo({"-c", "write 0 4k", image_});
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+}
+
+TEST_F(OpenImageLockingTest, WeRefuseAnImageQemuHasOpen) {
+  BackgroundProcess qemu({"qemu-io", "-c", "sleep 5000", image_});
+  ASSERT_TRUE(qemu.started());
+  ASSERT_TRUE(WaitForLock(203));
+  OpenOptions o;
+  o.path = image_;
+  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = loop_.Run(OpenImage(o));
+  ASSERT_FALSE(bb.ok());
+  EXPECT_EQ(bb.status().message(),
+            image_ + " is locked for writing by another process (qemu or qedfuse?)");
+}
+
+}  // namespace
+}  // namespace qedfuse::block

@@ -220,3 +220,54 @@ TEST_F(OpenTest, ChainDepthIsLimited) {
 
 }  // namespace
 }  // namespace qedfuse::block
+
+#include "support/qemu_tools.h"
+
+namespace qedfuse::block {
+namespace {
+
+using test::QemuImg;
+
+TEST_F(OpenTest, ProbesQedAndReportsTheChain) {
+  QEDFUSE_SKIP_WITHOUT_QEMU();
+  std::string base = dir_.File("base.raw");
+  std::string top = dir_.File("top.qed");
+  ASSERT_EQ(QemuImg({"create", "-q", "-f", "raw", base, "1M"}).exit_code, 0);
+  test::CommandResult r = QemuImg({"create", "-q", "-f", "qed", "-b", base, "-F", "raw", top});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  OpenOptions o;
+  o.path = top;
+  OpenReport report;
+  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = Open(o, &report);
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  EXPECT_EQ(report.format, "qed");
+  ASSERT_EQ(report.chain.size(), 2u);
+  EXPECT_EQ(report.chain[0], top);
+  EXPECT_NE(report.chain[1].find("base.raw"), std::string::npos);
+  EXPECT_EQ((*bb)->length(), 1u << 20);
+  EXPECT_TRUE(loop_.Run((*bb)->Close()).ok());
+}
+
+TEST_F(OpenTest, QedBackingLoopIsRefused) {
+  QEDFUSE_SKIP_WITHOUT_QEMU();
+  std::string a = dir_.File("a.qed");
+  std::string b = dir_.File("b.qed");
+  // -u: do not open the (not yet valid) backing file while creating.
+  ASSERT_EQ(
+      QemuImg({"create", "-q", "-f", "qed", "-u", "-b", "b.qed", "-F", "qed", a, "1M"}).exit_code,
+      0);
+  ASSERT_EQ(
+      QemuImg({"create", "-q", "-f", "qed", "-u", "-b", "a.qed", "-F", "qed", b, "1M"}).exit_code,
+      0);
+  OpenOptions o;
+  o.path = a;
+  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = Open(o);
+  ASSERT_FALSE(bb.ok());
+  EXPECT_NE(bb.status().message().find("backing file loop: "), absl::string_view::npos)
+      << bb.status();
+  EXPECT_NE(bb.status().message().find("a.qed -> "), absl::string_view::npos) << bb.status();
+  EXPECT_NE(bb.status().message().find("b.qed -> "), absl::string_view::npos) << bb.status();
+}
+
+}  // namespace
+}  // namespace qedfuse::block

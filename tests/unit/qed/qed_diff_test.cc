@@ -6,13 +6,17 @@
 //    `qemu-img check` must be clean and `qemu-img compare` must equal the model.
 //  * Concurrent allocating writes into one L2 table and across tables get distinct clusters.
 // The seed is printed; set QEDFUSE_SEED to replay a failure.
+#include <cstring>
 #include <random>
 #include <set>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "block/qed/qed_create.h"
+#include "block/qed/qed_driver.h"
 #include "gtest/gtest.h"
+#include "support/mem_file.h"
 #include "unit/qed/qed_diff_engine.h"
 #include "unit/qed/qed_test_util.h"
 
@@ -116,6 +120,158 @@ const FileCase kFileCases[] = {
     {4096, 4, 10 << 20, Backing::kQed, 1000},
 };
 INSTANTIATE_TEST_SUITE_P(Geometries, DiffRealFile, ::testing::ValuesIn(kFileCases), FileCaseName);
+
+// ---- MemFile: fast, many iterations ----
+
+struct MemCase {
+  uint32_t cs;
+  uint32_t ts;
+  uint64_t size;
+  Backing backing;
+  int rounds;     // each round: a differential run, a check, sometimes close + reopen
+  int io_yields;  // MemFile latency in loop turns (interleavings)
+};
+
+void PrintTo(const MemCase& c, std::ostream* os) {
+  *os << "cs=" << c.cs << " ts=" << c.ts << " size=" << c.size
+      << " backing=" << static_cast<int>(c.backing) << " yields=" << c.io_yields;
+}
+
+std::string MemCaseName(const ::testing::TestParamInfo<MemCase>& info) {
+  const MemCase& c = info.param;
+  const char* b = c.backing == Backing::kNone  ? "nobacking"
+                  : c.backing == Backing::kRaw ? "rawbacking"
+                                               : "qedbacking";
+  return absl::StrCat("cs", c.cs >> 10, "k_ts", c.ts, "_", b, "_y", c.io_yields);
+}
+
+class DiffMemFile : public ::testing::TestWithParam<MemCase> {
+ protected:
+  struct Node {
+    std::unique_ptr<block::BlockBackend> bb;
+    qed::QedDriver* qed = nullptr;
+  };
+  Node Open(std::shared_ptr<test::MemFileState> state, int io_yields) {
+    test::MemFile::Options mo;
+    mo.io_yields = io_yields;
+    block::OpenOptions opts;
+    opts.path = img_;  // the image is in memory; the path resolves the backing name
+    opts.need_check_delay = std::chrono::milliseconds(1);
+    block::ChainContext chain;
+    auto d = loop_.RunSync(qed::QedDriver::Open(
+        std::make_unique<test::MemFile>(std::move(state), mo), opts, chain, nullptr));
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return {};
+    Node n;
+    n.qed = d->get();
+    n.bb = std::make_unique<block::BlockBackend>(std::move(*d));
+    return n;
+  }
+
+  coro::EventLoop loop_;
+  TempDir dir_;
+  std::string img_;
+};
+
+TEST_P(DiffMemFile, RandomOpsMatchModel) {
+  const MemCase c = GetParam();
+  std::mt19937_64 rng(TestSeed(0x3e3f11e));
+  img_ = dir_ / "m.qed";
+  qed::CreateOptions co;
+  co.path = img_;
+  co.size = c.size;
+  co.cluster_size = c.cs;
+  co.table_size = c.ts;
+  Bytes model(c.size, 0);
+  if (c.backing == Backing::kRaw) {
+    // Random content, shorter than the image.
+    Bytes b(c.size / 2 + 512);
+    for (auto& x : b) x = static_cast<uint8_t>(rng());
+    WriteFileBytes(dir_ / "base.raw", b);
+    std::copy(b.begin(), b.end(), model.begin());
+    co.backing_file = "base.raw";
+    co.backing_format = "raw";
+  } else if (c.backing == Backing::kQed) {
+    // A QED backing file written through our own driver (no QEMU needed).
+    qed::CreateOptions bo;
+    bo.path = dir_ / "base.qed";
+    bo.size = c.size / 2 + 3 * 512;
+    bo.cluster_size = 4096;
+    ASSERT_TRUE(qed::CreateImage(bo).ok());
+    auto bb = OpenSync(loop_, bo.path, false);
+    ASSERT_TRUE(bb.ok()) << bb.status();
+    for (int i = 0; i < 20; ++i) {
+      uint64_t off = rng() % *bo.size;
+      uint64_t len = std::min<uint64_t>(1 + rng() % 100000, *bo.size - off);
+      Bytes d = Pattern(len, static_cast<uint8_t>(rng()));
+      ASSERT_TRUE(WriteSync(loop_, **bb, off, d));
+      std::copy(d.begin(), d.end(), model.begin() + static_cast<long>(off));
+    }
+    ASSERT_TRUE(ZeroSync(loop_, **bb, 0, 8192));
+    std::fill(model.begin(), model.begin() + 8192, 0);
+    ASSERT_TRUE(CloseSync(loop_, *bb).ok());
+    co.backing_file = "base.qed";
+    co.backing_format = "qed";
+  }
+  ASSERT_TRUE(qed::CreateImage(co).ok());
+  auto state = test::MemFileState::FromBytes([&] {
+    Bytes f = ReadFileBytes(img_);
+    std::vector<std::byte> v(f.size());
+    std::memcpy(v.data(), f.data(), f.size());
+    return v;
+  }());
+
+  DiffParams p;
+  p.cluster_size = c.cs;
+  p.ops = Scaled(1000, 8, 100);
+  p.max_in_flight = 64;
+  p.max_len = std::min<uint64_t>(3 * c.cs, 256 * 1024);
+  DiffStats stats;
+  Node n = Open(state, c.io_yields);
+  ASSERT_TRUE(n.bb);
+  const int rounds = Scaled(c.rounds, 4, 1);
+  for (int round = 0; round < rounds; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    ASSERT_TRUE(RunDifferential(loop_, *n.bb, model, rng, p, &stats));
+    auto chk = loop_.RunSync(n.qed->Check(false));
+    ASSERT_TRUE(chk) << chk.error().message();
+    ASSERT_EQ(chk->corruptions, 0u) << (chk->messages.empty() ? "" : chk->messages[0]);
+    ASSERT_EQ(chk->leaks, 0u) << "clusters leaked without any crash";
+    if (c.backing != Backing::kNone) {
+      ASSERT_EQ(static_cast<uint8_t>(state->current[16]) & 2, 0) << "NEED_CHECK with backing";
+    }
+    if (round % 2 == 1) {  // persistence across close/reopen
+      ASSERT_TRUE(loop_.RunSync(n.bb->Close()).ok());
+      ASSERT_EQ(static_cast<uint8_t>(state->current[16]) & 2, 0);
+      n = Open(state, c.io_yields);
+      ASSERT_TRUE(n.bb);
+      ASSERT_TRUE(VerifyWhole(loop_, *n.bb, model));
+    }
+  }
+  ASSERT_TRUE(VerifyWhole(loop_, *n.bb, model));
+  ASSERT_TRUE(loop_.RunSync(n.bb->Close()).ok());
+  std::printf("[ stats    ] %s\n", stats.ToString().c_str());
+  RecordProperty("ops", std::to_string(stats.total()));
+
+  // QEMU's view of the final image (written out next to its backing file).
+  if (HaveQemu()) {
+    Bytes f(state->current.size());
+    std::memcpy(f.data(), state->current.data(), f.size());
+    WriteFileBytes(img_, f);
+    WriteFileBytes(dir_ / "model.raw", model);
+    CmdResult chk = QemuImgCheck(img_);
+    EXPECT_EQ(chk.exit_code, 0) << chk.out;
+    CmdResult cmp = QemuCompare(img_, dir_ / "model.raw");
+    EXPECT_EQ(cmp.exit_code, 0) << cmp.out;
+  }
+}
+
+const MemCase kMemCases[] = {
+    {4096, 2, 6 << 20, Backing::kNone, 6, 1},   {4096, 4, 6 << 20, Backing::kRaw, 6, 2},
+    {65536, 4, 12 << 20, Backing::kNone, 6, 0}, {65536, 2, 12 << 20, Backing::kQed, 6, 1},
+    {4096, 16, 6 << 20, Backing::kQed, 4, 3},   {65536, 8, 8 << 20, Backing::kRaw, 4, 1},
+};
+INSTANTIATE_TEST_SUITE_P(Geometries, DiffMemFile, ::testing::ValuesIn(kMemCases), MemCaseName);
 
 // Many concurrent allocating writes into one L2 table and across L2 tables: each gets its own
 // cluster, nothing is lost, and QEMU finds no duplicate references.

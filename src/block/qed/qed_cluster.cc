@@ -40,7 +40,8 @@ bool EntryValidator::ValidCluster(uint64_t off, uint64_t l2_offset) const {
 }
 
 Result<ClusterRun> ScanL2(const Table& l2, uint64_t l2_offset, const EntryValidator& v,
-                          uint64_t pos, uint64_t len) {
+                          uint64_t pos, uint64_t len,
+                          const absl::flat_hash_set<uint64_t>* bad_entries) {
   const Geometry& geo = *v.geo;
   len = std::min(len, BytesToTableEnd(geo, pos));
   const uint64_t in_cluster = geo.in_cluster(pos);
@@ -54,17 +55,19 @@ Result<ClusterRun> ScanL2(const Table& l2, uint64_t l2_offset, const EntryValida
     return ClusterKind::kFound;
   };
 
+  auto valid = [&](uint64_t index, uint64_t e) {
+    return v.ValidCluster(e, l2_offset) &&
+           (bad_entries == nullptr || !bad_entries->contains(l2_offset + index * 8));
+  };
+
   const uint64_t e0 = l2.Get(first);
   const ClusterKind kind = kind_of(e0);
-  if (kind == ClusterKind::kFound && !v.ValidCluster(e0, l2_offset)) {
-    return Unexpected(Errc::kCorruptImage);
-  }
+  if (kind == ClusterKind::kFound && !valid(first, e0)) return Unexpected(Errc::kCorruptImage);
   uint64_t n = 1;
   for (; n < nclusters; ++n) {
     uint64_t e = l2.Get(first + n);
     if (kind_of(e) != kind) break;
-    if (kind == ClusterKind::kFound &&
-        (e != e0 + n * geo.cluster_size || !v.ValidCluster(e, l2_offset))) {
+    if (kind == ClusterKind::kFound && (e != e0 + n * geo.cluster_size || !valid(first + n, e))) {
       break;
     }
   }

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "absl/container/flat_hash_set.h"
 #include "block/qed/qed_format.h"
 #include "block/qed/qed_table.h"
 #include "qedfuse/base/result.h"
@@ -50,7 +51,11 @@ inline uint64_t BytesToTableEnd(const Geometry& geo, uint64_t pos) {
 // Scans the L2 table |l2| (at file offset |l2_offset|) for the run starting at guest offset
 // |pos|, at most |len| bytes (len > 0), never past the table's coverage. On an invalid first
 // entry returns Errc::kCorruptImage; an invalid later entry just ends the run before it.
+// |bad_entries| (optional) holds file offsets of entries known to be invalid although they now
+// pass the validator (they pointed past the end of the file when the image was opened, and the
+// file has grown since).
 Result<ClusterRun> ScanL2(const Table& l2, uint64_t l2_offset, const EntryValidator& v,
-                          uint64_t pos, uint64_t len);
+                          uint64_t pos, uint64_t len,
+                          const absl::flat_hash_set<uint64_t>* bad_entries = nullptr);
 
 }  // namespace qedfuse::qed

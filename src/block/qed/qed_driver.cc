@@ -139,6 +139,7 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     Result<void> r = co_await ReadChild(*file_, header_.l1_table_offset, IoVector(l1_.buffer()));
     if (!r) co_return ToStatus(r.error(), "reading the L1 table");
   }
+  ResetValidation();
 
   if (header_.need_check()) {
     if (report != nullptr && top) report->was_dirty = true;
@@ -213,6 +214,31 @@ EntryValidator QedDriver::Validator() const {
   return v;
 }
 
+void QedDriver::ResetValidation() {
+  validated_file_size_ = file_size_;
+  bad_l1_.clear();
+  scanned_l2_.clear();
+  bad_l2_entries_.clear();
+  const EntryValidator v = Validator();
+  for (uint64_t i = 0; i < l1_.size(); ++i) {
+    const uint64_t e = l1_.Get(i);
+    if (e != 0 && !v.ValidTable(e)) bad_l1_.insert(i);
+  }
+}
+
+void QedDriver::ScanNewL2(uint64_t l2_offset, const Table& table) {
+  // Tables allocated since the validation point hold only entries this driver wrote.
+  if (l2_offset >= validated_file_size_ || !scanned_l2_.insert(l2_offset).second) return;
+  EntryValidator v = Validator();
+  v.file_size = validated_file_size_;
+  for (uint64_t i = 0; i < table.size(); ++i) {
+    const uint64_t e = table.Get(i);
+    if (e > kZeroClusterEntry && !v.ValidCluster(e, l2_offset)) {
+      bad_l2_entries_.insert(l2_offset + i * 8);
+    }
+  }
+}
+
 void QedDriver::ReportCorrupt(uint64_t entry_file_offset, uint64_t value, uint64_t guest_offset,
                               const char* what) {
   if (!reported_corrupt_.insert(entry_file_offset).second) return;
@@ -235,7 +261,7 @@ coro::Task<Result<QedDriver::Lookup>> QedDriver::FindCluster(CoMutex::Guard& loc
       lk.len = len;
       co_return std::move(lk);
     }
-    if (!Validator().ValidTable(l2_off)) {
+    if (bad_l1_.contains(l1i) || !Validator().ValidTable(l2_off)) {
       ReportCorrupt(header_.l1_table_offset + l1i * 8, l2_off, pos, "L1");
       co_return Unexpected(Errc::kCorruptImage);
     }
@@ -247,9 +273,10 @@ coro::Task<Result<QedDriver::Lookup>> QedDriver::FindCluster(CoMutex::Guard& loc
       lock = co_await table_lock_.Lock();
       if (!r) co_return Unexpected(r.error());
       if (l1_.Get(l1i) != l2_off) continue;  // the L1 entry changed while unlocked
+      ScanNewL2(l2_off, t);
       ref = l2_cache_.Insert(l2_off, std::move(t));
     }
-    Result<ClusterRun> run = ScanL2(ref.table(), l2_off, Validator(), pos, len);
+    Result<ClusterRun> run = ScanL2(ref.table(), l2_off, Validator(), pos, len, &bad_l2_entries_);
     if (!run) {
       const uint64_t idx = geo_.l2_index(pos);
       ReportCorrupt(l2_off + idx * 8, ref.table().Get(idx), pos, "L2");
@@ -420,6 +447,7 @@ coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair) {
     l1_.FromVector(l1);
     l2_cache_.Clear();  // repaired tables were rewritten on disk
     if (rep->file_size != 0 && rep->file_size < file_size_) file_size_ = rep->file_size;
+    ResetValidation();
   }
   if (rep->corruptions != 0 || rep->check_errors != 0) {
     suspect_ = header_.need_check() || suspect_;

@@ -148,6 +148,10 @@ class QedDriver final : public block::BlockDriver {
   coro::Task<absl::Status> OpenInternal(const block::OpenOptions& options,
                                         block::ChainContext& chain, block::OpenReport* report);
   EntryValidator Validator() const;
+  // Records which pre-existing L1 entries are invalid against the current file size (at open
+  // and after a repair); L2 tables are scanned the same way when first loaded (ScanNewL2).
+  void ResetValidation();
+  void ScanNewL2(uint64_t l2_offset, const Table& table);
   // Finds the run at |pos| (at most |len| bytes). |lock| must own table_lock_; it may be
   // released and re-taken while an L2 table is loaded.
   coro::Task<Result<Lookup>> FindCluster(coro::CoMutex::Guard& lock, uint64_t pos, uint64_t len);
@@ -215,6 +219,12 @@ class QedDriver final : public block::BlockDriver {
   bool closed_ = false;
   bool suspect_ = false;
 
+  // Entries that pointed past the end of the file when the image was opened stay invalid after
+  // the file grows (otherwise they would alias clusters allocated since).
+  uint64_t validated_file_size_ = 0;
+  absl::flat_hash_set<uint64_t> bad_l1_;          // L1 indices
+  absl::flat_hash_set<uint64_t> scanned_l2_;      // pre-existing tables already scanned
+  absl::flat_hash_set<uint64_t> bad_l2_entries_;  // file offsets of L2 entries
   absl::flat_hash_set<uint64_t> reported_corrupt_;
   Stats stats_;
 };

@@ -121,6 +121,17 @@ TEST_F(QedClusterTest, InvalidLaterEntryEndsTheRunBeforeIt) {
   EXPECT_FALSE(ScanL2(l2_, kL2, v_, 2 * kCs, kCs));
 }
 
+TEST_F(QedClusterTest, KnownBadEntriesAreCorruptEvenIfTheyLookValid) {
+  l2_.Set(0, kData);
+  l2_.Set(1, kData + kCs);
+  absl::flat_hash_set<uint64_t> bad = {kL2 + 1 * 8};  // entry 1 was past EOF at open
+  auto r = ScanL2(l2_, kL2, v_, 0, 4 * kCs, &bad);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->len, kCs);
+  EXPECT_FALSE(ScanL2(l2_, kL2, v_, kCs, kCs, &bad));
+  EXPECT_TRUE(ScanL2(l2_, kL2, v_, kCs, kCs));
+}
+
 TEST_F(QedClusterTest, TableValidity) {
   EXPECT_TRUE(v_.ValidTable(kL2));
   EXPECT_FALSE(v_.ValidTable(kL1));                 // overlaps L1

@@ -286,6 +286,34 @@ TEST_F(QedDriverTest, L2EntryPointingIntoTheL1TableIsCorrupt) {
   EXPECT_EQ(l1_before, l1_after);
 }
 
+// An entry that pointed past the end of the file at open must not become valid when the file
+// grows: it would alias the clusters allocated since.
+TEST_F(QedDriverTest, EntryPastEofStaysInvalidAfterTheFileGrows) {
+  Open(4096 * kM);
+  ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(64 * kK, 1)));  // data 0x50000, L2 0x60000, EOF 0xA0000
+  ASSERT_TRUE(CloseMem(loop_, img_).ok());
+  ASSERT_EQ(FileLen(), 0xA0000u);
+  PutU64(img_.state->current, 0x60000 + 8, 0xA0000);  // L2[1]: the next cluster to be allocated
+  PutU64(img_.state->current, 0x10000 + 8, 0xB0000);  // L1[1]: a table past EOF
+  img_.state->MarkDurable();
+  ASSERT_TRUE(OpenMem(loop_, img_, DefaultOptions()).ok());
+  EXPECT_FALSE(ReadAt(loop_, d(), 64 * kK, 4 * kK));
+  EXPECT_FALSE(ReadAt(loop_, d(), 2048 * kM, 4 * kK));
+  // Grow the file well past both bad offsets.
+  ASSERT_TRUE(WriteAt(loop_, d(), 128 * kK, Fill(1 * kM, 2)));
+  ASSERT_GT(FileLen(), 0xB0000u + 0x40000u);
+  auto r1 = ReadAt(loop_, d(), 64 * kK, 4 * kK);
+  ASSERT_FALSE(r1);
+  EXPECT_EQ(ToErrno(r1.error()), EIO);
+  EXPECT_FALSE(WriteAt(loop_, d(), 64 * kK, Fill(4 * kK, 9)));
+  EXPECT_FALSE(ReadAt(loop_, d(), 2048 * kM, 4 * kK));
+  EXPECT_FALSE(WriteAt(loop_, d(), 2048 * kM, Fill(4 * kK, 9)));
+  auto good = ReadAt(loop_, d(), 128 * kK, 1 * kM);
+  ASSERT_TRUE(good);
+  EXPECT_TRUE(AllEqual(*good, 2));
+  Reopen();  // after a reopen the (now in-file) entries are duplicates: check's business
+}
+
 TEST_F(QedDriverTest, StrictAlignmentAndSmallTransfersOfTheChild) {
   test::MemFile::Options mo;
   mo.request_alignment = 4096;

@@ -3,8 +3,8 @@
 # device) vs a plain file, with the same fio/dd workloads, each target on a fresh image.
 #
 # Usage: scripts/bench.sh [--quick|--full] [--out DIR] [options passed to scripts/bench/bench.py]
-#   --quick         the default: 1 GiB data region, 4 s timed jobs (about 4 minutes in all)
-#   --full          4 GiB data region, 15 s timed jobs
+#   --quick         the default: 1 GiB data region, timed jobs best of 3 x 2 s (under 5 minutes)
+#   --full          4 GiB data region, timed jobs best of 3 x 15 s (about 20 minutes)
 #   --out DIR       where results.json, results.png and the fio JSON go
 #                   (default: ./bench-results/<timestamp>)
 #   --qedfuse PATH  the binary to measure (default: build-bench/fusefs/qedfuse, built in release

@@ -4,7 +4,7 @@
 #
 # Usage: scripts/bench/profile.sh [--target qedfuse|qsd|null] [--workload NAME] [--tool TOOL]
 #                                 [--qedfuse PATH] [--qedfuse-opt OPT]... [--ios N]
-#                                 [--seconds S] [--out DIR]
+#                                 [--seconds S] [--out DIR] [--loop]
 #   workloads: rr1 rr32 rw32 (4 KiB random read/write, qd 1/32, over allocated data),
 #              alloc64 (64 KiB random allocating writes, qd16), seqw (1 MiB sequential
 #              allocating writes, qd8), seqr (1 MiB sequential reads, qd8)
@@ -15,6 +15,7 @@
 #                        instructions per request and the top functions
 #              strace    strace -c -f: system calls per request
 #              none      just the fio result and the daemon's CPU time per request
+#   --loop     run the workload through `losetup --direct-io=on` on the mount
 # Needs root. Everything it mounts or starts is undone on exit.
 set -euo pipefail
 
@@ -27,6 +28,7 @@ qopts=()
 ios=20000
 seconds=5
 out=""
+loop=0
 while (($#)); do
   case $1 in
     --target) target=$2; shift 2 ;;
@@ -38,6 +40,7 @@ while (($#)); do
     --ios) ios=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --loop) loop=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -49,8 +52,10 @@ mkdir -p "$out"
 img=$work/img.qed
 mnt=$work/mnt.raw
 pid=""
+loopdev=""
 cleanup() {
   set +e
+  [[ -z $loopdev ]] || losetup -d "$loopdev"
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid"
     for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -106,9 +111,15 @@ if ((fill)); then
   sync
 fi
 
+dev=$mnt
+if ((loop)); then
+  loopdev=$(losetup -f --show --direct-io=on "$mnt")
+  dev=$loopdev
+fi
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
-job=("${fio_base[@]}" --rw=$rw --bs=$bs --iodepth=$qd --size=$size --output-format=json)
+job=(fio --name=p "--filename=$dev" --ioengine=libaio --direct=1 --fallocate=none --thread --rw=$rw --bs=$bs --iodepth=$qd --size=$size --output-format=json)
 [[ $rw == rand* ]] && job+=(--norandommap)
 case $tool in
   callgrind)
@@ -116,6 +127,7 @@ case $tool in
     "${job[@]}" --number_ios="$ios" --output="$out/fio.json"
     callgrind_control -i off "$pid" >/dev/null
     callgrind_control -d "$pid" >/dev/null
+    [[ -z $loopdev ]] || { losetup -d "$loopdev"; loopdev=""; sleep 0.2; }
     # Unmount rather than signal: valgrind runs a thread's close() of the mounted file (the
     # daemon's shutdown fsync) without releasing its big lock, so the daemon could never answer
     # the FLUSH that close() sends.

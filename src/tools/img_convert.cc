@@ -61,7 +61,8 @@ struct Copier {
   bool in_order = false;
 
   uint64_t next_chunk = 0;  // next chunk index to claim
-  uint64_t next_write = 0;  // chunk index whose turn it is to write (in_order)
+  // In-order writes: every chunk below this index is written or known to be zero.
+  uint64_t next_write = 0;
   coro::CoMutex order_lock;
   coro::CoQueue order_queue;
 
@@ -93,37 +94,47 @@ bool AllZero(const std::byte* p, std::size_t n) {
 
 // Reads chunk |idx| into |buf| (zero-filling ranges the source reports as zeros) and returns
 // the granule-aligned runs, relative to the chunk start, that hold non-zero bytes.
-coro::Task<std::vector<std::pair<uint64_t, uint64_t>>> ReadChunk(Copier* s, uint64_t off,
-                                                                 uint64_t len,
-                                                                 block::IoBuffer* buf) {
-  std::vector<std::pair<uint64_t, uint64_t>> runs;
+struct ChunkData {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // to write, relative to the chunk
+  uint64_t zero_end = 0;  // when the whole chunk reads as zeros: where that zero run ends
+};
+
+coro::Task<ChunkData> ReadChunk(Copier* s, uint64_t off, uint64_t len, block::IoBuffer* buf) {
+  ChunkData out;
+  std::vector<std::pair<uint64_t, uint64_t>>& runs = out.runs;
   bool any_data = false;
   uint64_t pos = off;
   while (pos < off + len && !s->failed) {
-    auto st = co_await s->src->GetStatus(pos, off + len - pos);
+    // The first query looks to the end of the image, so that one call can reveal a long zero
+    // run (an unallocated L2 range, a hole) that the caller then skips in one step.
+    uint64_t want = pos == off ? s->length - pos : off + len - pos;
+    auto st = co_await s->src->GetStatus(pos, want);
     if (!st) {
       s->Fail(absl::StrFormat("error while reading block status at offset %llu: %s",
                               static_cast<unsigned long long>(pos), st.error().message()));
-      co_return runs;
+      co_return out;
     }
     uint64_t n = std::min<uint64_t>(std::max<uint64_t>(st->length, 1), off + len - pos);
     std::byte* dst = buf->data() + (pos - off);
     if (st->zero) {
-      if (pos == off && n == len) co_return runs;  // the whole chunk reads as zeros
+      if (pos == off && n == len) {  // the whole chunk reads as zeros
+        out.zero_end = off + std::min(st->length, want);
+        co_return out;
+      }
       std::memset(dst, 0, n);
     } else {
       auto r = co_await s->src->Read(pos, block::IoVector(dst, n));
       if (!r) {
         s->Fail(absl::StrFormat("error while reading at byte %llu: %s",
                                 static_cast<unsigned long long>(pos), r.error().message()));
-        co_return runs;
+        co_return out;
       }
       if (*r < n) std::memset(dst + *r, 0, n - *r);
       any_data = true;
     }
     pos += n;
   }
-  if (!any_data) co_return runs;
+  if (!any_data) co_return out;
   for (uint64_t g = 0; g < len; g += s->granule) {
     uint64_t n = std::min(s->granule, len - g);
     if (AllZero(buf->data() + g, n)) continue;
@@ -133,7 +144,7 @@ coro::Task<std::vector<std::pair<uint64_t, uint64_t>>> ReadChunk(Copier* s, uint
       runs.emplace_back(g, n);
     }
   }
-  co_return runs;
+  co_return out;
 }
 
 coro::Task<void> CopyWorker(Copier* s) {
@@ -143,12 +154,24 @@ coro::Task<void> CopyWorker(Copier* s) {
     uint64_t off = idx * s->chunk;
     if (off >= s->length) break;
     uint64_t len = std::min(s->chunk, s->length - off);
-    auto runs = co_await ReadChunk(s, off, len, &buf);
-    if (s->in_order) {
-      coro::CoMutex::Guard g = co_await s->order_lock.Lock();
-      while (s->next_write != idx && !s->failed) co_await s->order_queue.Wait(g);
+    ChunkData chunk = co_await ReadChunk(s, off, len, &buf);
+    // Chunks wholly inside a zero run that reaches past this one need no work: skip them by
+    // moving the shared cursor (chunks other workers already claimed are zero too).
+    uint64_t skip_to = idx + 1;
+    if (chunk.zero_end > off + len) {
+      skip_to = chunk.zero_end / s->chunk;
+      if (skip_to > s->next_chunk) {
+        s->done += (skip_to - s->next_chunk) * s->chunk;
+        s->next_chunk = skip_to;
+      }
     }
-    for (const auto& [rel, n] : runs) {
+    if (s->in_order) {
+      // Writes are issued in chunk order: wait until every earlier chunk has been written or
+      // was found to be zero.
+      coro::CoMutex::Guard g = co_await s->order_lock.Lock();
+      while (s->next_write < idx && !s->failed) co_await s->order_queue.Wait(g);
+    }
+    for (const auto& [rel, n] : chunk.runs) {
       if (s->failed) break;
       auto w = co_await s->dst->Write(off + rel, block::IoVector(buf.data() + rel, n));
       if (!w) {
@@ -158,7 +181,7 @@ coro::Task<void> CopyWorker(Copier* s) {
     }
     if (s->in_order) {
       coro::CoMutex::Guard g = co_await s->order_lock.Lock();
-      s->next_write = idx + 1;
+      s->next_write = std::max({s->next_write, idx + 1, skip_to});
       s->order_queue.WakeAll();
     }
     s->done += len;

@@ -80,6 +80,18 @@ qemu-img convert -O raw ov.qed ref.raw
 cmp flat.raw ref.raw || fail "qed+backing -> raw differs from qemu-img convert"
 expect_rc 0 qemu-img check flat.qed
 
+log "huge sparse image: long zero runs are skipped, data in between and at the end is kept"
+qemu-img create -q -f qed sparse.qed 1T
+qemu-io -c 'write -P 1 0 1M' -c 'write -P 2 500G 3M' -c 'write -P 3 1023G 1M' \
+  -c 'write -P 4 1073741823k 1k' sparse.qed >/dev/null
+expect_rc 0 "$QEDIMG" convert -O qed sparse.qed sparse2.qed
+qemu-img compare sparse.qed sparse2.qed >/dev/null || fail "sparse qed -> qed differs"
+expect_rc 0 qemu-img check sparse2.qed
+expect_rc 0 "$QEDIMG" convert -O raw sparse2.qed sparse.raw
+qemu-img compare -f qed -F raw sparse.qed sparse.raw >/dev/null || fail "sparse qed -> raw differs"
+[ "$(du -k sparse.raw | cut -f1)" -lt 16384 ] || fail "sparse raw output is not sparse"
+rm -f sparse.raw
+
 log "odd source size (not a multiple of 512) and a zero-length source"
 head -c 1000001 /dev/urandom >odd.raw
 expect_rc 0 "$QEDIMG" convert -O qed odd.raw odd.qed

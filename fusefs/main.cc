@@ -10,7 +10,6 @@
 // when the mount is live (`qedfuse img.qed disk.raw && losetup -f --show disk.raw` needs no
 // sleep), or exits non-zero after the child has printed why it failed.
 #include <fcntl.h>
-#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -316,13 +315,4 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace qedfuse::fusefs
 
-int main(int argc, char** argv) {
-  // Payload buffers are allocated per request, up to max_write (1 MiB). By default glibc serves
-  // such sizes with mmap, or trims the freed heap top back to the kernel, so every large request
-  // page-faulted its buffer in afresh: half the daemon's CPU time on 1 MiB writes
-  // (scripts/bench/profile.sh --workload seqw). Keep them in the heap, and the heap resident;
-  // what stays resident is bounded by the requests in flight at the peak.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
-  return qedfuse::fusefs::Main(argc, argv);
-}
+int main(int argc, char** argv) { return qedfuse::fusefs::Main(argc, argv); }

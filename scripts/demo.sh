@@ -92,11 +92,10 @@ else
   run "$root/scripts/install-deps.sh"
 
   step "Building qedfuse and qedimg in build/"
-  if [[ -f "$root/build/meson-private/coredata.dat" ]]; then
-    run meson setup --reconfigure "$root/build" "$root" --buildtype=debugoptimized >/dev/null
-  else
-    run meson setup "$root/build" "$root" --buildtype=debugoptimized >/dev/null
-  fi
+  setup=(meson setup "$root/build" "$root" --buildtype=debugoptimized)
+  [[ -f "$root/build/meson-private/coredata.dat" ]] && setup+=(--reconfigure)
+  printf '$ %s\n' "${setup[*]}"
+  "${setup[@]}" >/dev/null  # the summary is long; errors still go to stderr
   run ninja -C "$root/build" -j "${JOBS:-2}" fusefs/qedfuse src/tools/qedimg
   qedfuse=$root/build/fusefs/qedfuse
   qedimg=$root/build/src/tools/qedimg

@@ -104,7 +104,10 @@ struct FuseOps {
       return r.ReplyError(EROFS);
     }
     // O_DIRECT bypasses the kernel page cache entirely; everything else may keep cached pages
-    // across opens, as no one but us modifies the image.
+    // across opens, as no one but us modifies the image. Coherence with buffered descriptors
+    // (dirty pages written back before a FOPEN_DIRECT_IO read or write, stale pages dropped) is
+    // checked by tests/integration/coherence_test.sh; the kernel's generic O_DIRECT path would
+    // give it too, but turns a write straddling the end of the device into EIO, not a short write.
     fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
     fi->keep_cache = fi->direct_io ? 0 : 1;
     r.ReplyOpen(*fi);

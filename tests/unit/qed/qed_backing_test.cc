@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
+#include "support/qemu_tools.h"
 #include "unit/qed/qed_test_util.h"
 
 namespace qedfuse::qedtest {
@@ -153,6 +154,9 @@ TEST_F(QedBacking, DepthThreeChain) {
   auto model = QemuConvertToRaw(top, dir_ / "model.raw");
   ASSERT_TRUE(model);
   const uint64_t mid_hash = HashFile(mid), base_hash = HashFile(dir_ / "img/base.raw");
+  absl::Status mst;
+  std::vector<test::MapExtent> map = test::QemuImgMapJson(top, &mst, "qed");
+  ASSERT_TRUE(mst.ok()) << mst;
 
   ScopedChdir cd(dir_ / "elsewhere");
   block::OpenReport rep;
@@ -162,6 +166,17 @@ TEST_F(QedBacking, DepthThreeChain) {
   auto all = ReadAll(loop_, **bb);
   ASSERT_TRUE(all);
   ASSERT_EQ(FirstDiff(all->data(), model->data(), model->size()), -1);
+  // Block status through the chain agrees with qemu-img map (depth, present, data, zero).
+  for (const test::MapExtent& e : map) {
+    SCOPED_TRACE(absl::StrCat("extent ", e.start, "+", e.length));
+    auto st = loop_.RunSync((*bb)->GetStatus(e.start, e.length));
+    ASSERT_TRUE(st) << st.error().message();
+    EXPECT_LE(st->length, e.length);
+    EXPECT_EQ(st->depth, e.depth);
+    EXPECT_EQ(st->present, e.present);
+    EXPECT_EQ(st->data, e.data);
+    EXPECT_EQ(st->zero, e.zero);
+  }
 
   std::mt19937_64 rng(TestSeed(0xdee3));
   for (int i = 0; i < 40; ++i) {

@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "block/qed/qed_create.h"
 #include "gtest/gtest.h"
+#include "support/qemu_tools.h"
 #include "unit/qed/qed_test_util.h"
 
 namespace qedfuse::qedtest {
@@ -179,6 +180,51 @@ TEST_P(QemuWritesWeRead, ByteIdenticalToConvert) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   ASSERT_EQ(r.out.find("error"), std::string::npos) << r.out;
   ExpectSameAsConvert(loop_, img, dir / "q.raw", Windows(ops, size, g.cs));
+}
+
+// Our block status (what `qedimg map` and SEEK_DATA/SEEK_HOLE use) agrees with `qemu-img map`:
+// data/zero/present flags, depth, and the host offset of data clusters.
+TEST_P(QemuWritesWeRead, BlockStatusMatchesQemuMap) {
+  QEDTEST_REQUIRE_QEMU();
+  const Geo g = GetParam();
+  TempDir dir;
+  const std::string img = dir / "q.qed";
+  const uint64_t size = VirtualSize(g);
+  ASSERT_EQ(
+      Shell(absl::StrFormat("qemu-img create -q -f qed -o cluster_size=%d,table_size=%d %s %d",
+                            g.cs, g.ts, Quote(img), size))
+          .exit_code,
+      0);
+  std::vector<Op> ops = ScriptedOps(g, size);
+  ASSERT_EQ(Shell("qemu-io -f qed" + QemuIoCommands(ops) + " " + Quote(img)).exit_code, 0);
+  absl::Status mst;
+  std::vector<test::MapExtent> map = test::QemuImgMapJson(img, &mst, "qed");
+  ASSERT_TRUE(mst.ok()) << mst;
+  ASSERT_FALSE(map.empty());
+  auto bb = OpenSync(loop_, img, true);
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  int compared = 0;
+  for (const test::MapExtent& e : map) {
+    const uint64_t end = e.start + e.length;
+    for (uint64_t p : {e.start, (end - 1) & ~uint64_t{511}}) {
+      SCOPED_TRACE(absl::StrCat("extent ", e.start, "+", e.length, " at ", p));
+      auto st = loop_.RunSync((*bb)->GetStatus(p, end - p));
+      ASSERT_TRUE(st) << st.error().message();
+      EXPECT_GT(st->length, 0u);
+      EXPECT_LE(p + st->length, end) << "our extent runs past qemu's";
+      EXPECT_EQ(st->depth, e.depth);
+      EXPECT_EQ(st->present, e.present);
+      EXPECT_EQ(st->data, e.data);
+      EXPECT_EQ(st->zero, e.zero);
+      if (e.offset && e.data) {
+        ASSERT_TRUE(st->offset.has_value());
+        EXPECT_EQ(*st->offset, *e.offset + (p - e.start));
+      }
+      ++compared;
+    }
+  }
+  EXPECT_TRUE(CloseSync(loop_, *bb).ok());
+  EXPECT_GT(compared, 2);
 }
 
 // The same, with a random workload written by qemu-io over the whole (small) disk, compared in

@@ -128,10 +128,14 @@ case $tool in
     callgrind_control -i off "$pid" >/dev/null
     callgrind_control -d "$pid" >/dev/null
     [[ -z $loopdev ]] || { losetup -d "$loopdev"; loopdev=""; sleep 0.2; }
-    # Unmount rather than signal: valgrind runs a thread's close() of the mounted file (the
-    # daemon's shutdown fsync) without releasing its big lock, so the daemon could never answer
-    # the FLUSH that close() sends.
-    fusermount3 -u "$mnt"
+    if [[ $target == qedfuse ]]; then
+      # Unmount rather than signal: valgrind runs a thread's close() of the mounted file (the
+      # daemon's shutdown fsync) without releasing its big lock, so the daemon could never
+      # answer the FLUSH that close() sends.
+      fusermount3 -u "$mnt"
+    else
+      kill -TERM "$pid"  # qemu-storage-daemon does not exit when its export is unmounted
+    fi
     ;;
   perf)
     perf record -e cpu-clock -g -p "$pid" -o "$out/perf.data" -- sleep "$seconds" \

@@ -34,7 +34,8 @@ bool HaveQemuIo();
 CommandResult QemuImg(const std::vector<std::string>& args);
 CommandResult QemuIo(const std::vector<std::string>& args);
 
-// `qemu-img check --output=json [-r all] image`.
+// `qemu-img check --output=json [-r all] image`. Fields QEMU leaves out (it omits zero
+// corruption/leak counts, and QED reports no image-end-offset) read as 0.
 struct QemuCheck {
   int exit_code = -1;
   bool parsed = false;

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "block/debug/fault_injection_driver.h"
 #include "block/qed/qed_check.h"
 #include "block/qed/qed_create.h"
 #include "block/qed/qed_driver.h"
@@ -331,10 +332,12 @@ void PrintTo(const Geometry& g, std::ostream* os) {
   *os << "cs=" << g.cs << " ts=" << g.ts << " backing=" << static_cast<int>(g.backing);
 }
 
+// QedDriver -> PowerCut -> FaultInjectionDriver -> MemFile; both filters are inert until told.
 struct Opened {
   std::unique_ptr<block::BlockBackend> bb;
   qed::QedDriver* qed = nullptr;
   PowerCut* cut = nullptr;
+  block::FaultInjectionDriver* fi = nullptr;
   MemFile* mem = nullptr;
 };
 
@@ -391,7 +394,9 @@ class QedCrash : public ::testing::TestWithParam<Geometry> {
     mo.read_only = read_only;
     auto mem = std::make_unique<MemFile>(std::move(state), mo);
     o.mem = mem.get();
-    auto cut = std::make_unique<PowerCut>(std::move(mem));
+    auto fi = std::make_unique<block::FaultInjectionDriver>(std::move(mem));
+    o.fi = fi.get();
+    auto cut = std::make_unique<PowerCut>(std::move(fi));
     o.cut = cut.get();
     block::OpenOptions opts;
     opts.path = img_path_;  // resolves the backing name; the image itself is in memory
@@ -748,6 +753,81 @@ TEST_P(QedCrash, InjectedEioAtEveryStep) {
   std::printf("[ eio      ] %" PRIu64 " fault runs checked, %" PRIu64
               " requests failed as expected\n[ eio      ] faults per step:%s\n",
               checked, request_errors, summary.c_str());
+}
+
+// The shared FaultInjectionDriver states faults the way blkdebug does: "after the k-th
+// announcement of event E, the device dies" (fail_everything_after). For every occurrence of
+// every event in the workload (close included), the run goes on against a dead device; then the
+// crash images (durable alone, durable plus random subsets of what was pending) must reopen
+// consistent with every flushed write intact.
+TEST_P(QedCrash, DeviceDiesAfterEveryDebugEvent) {
+  const uint64_t seed = TestSeed(0xdead);
+  std::mt19937_64 rng(seed);
+  uint64_t base[block::kDebugEventCount], end[block::kDebugEventCount];
+  {
+    auto state = MemFileState::FromBytes(initial_file_);
+    Opened o = Open(state, false);
+    ASSERT_TRUE(o.bb);
+    for (int e = 0; e < block::kDebugEventCount; ++e) {
+      base[e] = o.fi->event_count(static_cast<DebugEvent>(e));
+    }
+    auto run = RunWorkload(o);
+    ASSERT_TRUE(loop_.RunSync(o.bb->Close()).ok());
+    for (int e = 0; e < block::kDebugEventCount; ++e) {
+      end[e] = o.fi->event_count(static_cast<DebugEvent>(e));
+    }
+  }
+  const int kRandomImages = kSanitized ? 1 : 2;
+  uint64_t states_before = stats_.states;
+  std::map<std::string, int> per_event;
+  for (int e = 0; e < block::kDebugEventCount; ++e) {
+    const DebugEvent ev = static_cast<DebugEvent>(e);
+    for (uint64_t k = 0; k < end[e] - base[e]; ++k) {
+      const std::string name(block::DebugEventName(ev));
+      SCOPED_TRACE(absl::StrCat("device dies after occurrence ", k, " of ", name));
+      auto state = MemFileState::FromBytes(initial_file_);
+      Opened o = Open(state, false);
+      ASSERT_TRUE(o.bb);
+      block::FaultRule rule;
+      rule.event = ev;
+      rule.error = EIO;
+      rule.skip = static_cast<int>(k);
+      rule.fail_everything_after = true;
+      o.fi->AddRule(rule);
+      auto run = RunWorkload(o);
+      absl::Status cst = loop_.RunSync(o.bb->Close());
+      ASSERT_TRUE(o.fi->dead()) << "the rule never fired";
+      EXPECT_FALSE(cst.ok()) << "close succeeded on a dead device";
+      CheckRunReads(*run);
+      uint64_t last_flush_issue = 0;
+      for (const auto& r : run->ops) {
+        if (r->op.kind == OpKind::kFlush && r->ok) {
+          last_flush_issue = std::max(last_flush_issue, r->issue_seq);
+        }
+      }
+      auto stable = [last_flush_issue](const OpRecord& r) {
+        return r.ok && r.done_seq < last_flush_issue;
+      };
+      auto v = Ptrs(*run);
+      std::vector<std::pair<std::string, std::vector<std::byte>>> images;
+      images.emplace_back("durable only", state->durable);
+      for (int i = 0; i < kRandomImages; ++i) {
+        uint64_t s = rng();
+        images.emplace_back(absl::StrCat("random subset, seed ", s), state->CrashImage(s));
+      }
+      for (auto& [what, img] : images) {
+        ASSERT_TRUE(CheckImageAfter(std::move(img), v, stable, what)) << "QEDFUSE_SEED=" << seed;
+        ++per_event[name];
+      }
+    }
+  }
+  std::string summary;
+  for (auto& [l, c] : per_event) absl::StrAppend(&summary, " ", l, "=", c);
+  std::printf("[ died     ] %" PRIu64
+              " crash states checked after a device death at a debug "
+              "event\n[ died     ] states per event:%s\n",
+              stats_.states - states_before, summary.c_str());
+  RecordProperty("crash_states", std::to_string(stats_.states - states_before));
 }
 
 const Geometry kGeometries[] = {

@@ -146,7 +146,10 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     if (!read_only_ && !options.for_check) {
       // The image was not closed cleanly: repair before accepting I/O. Corruptions that remain
       // keep NEED_CHECK set (suspect_); a check that could not read the image fails the open.
-      Result<CheckReport> rep = co_await RunCheck(/*repair=*/true);
+      // Trailing clusters leaked by the crash (reserved at EOF, never linked) are cut off, so
+      // the repaired image checks clean; leaks inside the file stay (QEMU never fixes them).
+      Result<CheckReport> rep =
+          co_await RunCheck(/*repair=*/true, /*truncate_trailing_leaks=*/true);
       if (!rep) co_return ToStatus(rep.error(), "consistency check of the dirty image");
       if (rep->check_errors != 0) {
         co_return absl::DataLossError(absl::StrFormat(
@@ -437,16 +440,23 @@ coro::Task<Result<void>> QedDriver::Truncate(uint64_t new_length) {
   co_return r;
 }
 
-coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair) {
+coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair, bool truncate_trailing_leaks) {
   std::vector<uint64_t> l1 = l1_.ToVector();
   CheckOptions opts;
   opts.repair = repair;
+  // CheckImage truncates only when no corruption remains and no I/O error happened.
+  opts.truncate_trailing_leaks = repair && truncate_trailing_leaks;
   Result<CheckReport> rep = co_await CheckImage(*file_, header_, geo_, l1, file_size_, opts);
   if (!rep) co_return rep;
   if (repair) {
     l1_.FromVector(l1);
     l2_cache_.Clear();  // repaired tables were rewritten on disk
-    if (rep->file_size != 0 && rep->file_size < file_size_) file_size_ = rep->file_size;
+    if (rep->leaks_fixed != 0) {
+      // The file was truncated: new clusters must be allocated at its real end.
+      file_size_ = file_->length() / geo_.cluster_size * geo_.cluster_size;
+    } else if (rep->file_size != 0 && rep->file_size < file_size_) {
+      file_size_ = rep->file_size;
+    }
     ResetValidation();
   }
   if (rep->corruptions != 0 || rep->check_errors != 0) {

@@ -165,7 +165,7 @@ class QedDriver final : public block::BlockDriver {
   coro::Task<Result<void>> FlushFile();
   coro::Task<void> NeedCheckLoop(coro::Gate::Holder holder);
   coro::Task<void> ClearNeedCheckOnTimer();
-  coro::Task<Result<CheckReport>> RunCheck(bool repair);
+  coro::Task<Result<CheckReport>> RunCheck(bool repair, bool truncate_trailing_leaks = false);
 
   // ---- qed_write.cc ----
   using RequestId = uint64_t;

@@ -7,6 +7,7 @@
 
 #include "qed_driver_test_util.h"
 #include "qedfuse/block/open.h"
+#include "qemu_tools.h"
 
 namespace qedfuse::qedunit {
 namespace {
@@ -244,6 +245,57 @@ TEST(QedNeedCheckFileTest, NeverSetWithBackingFile) {
   EXPECT_EQ(d->stats().need_check_sets, 0u);
   ASSERT_TRUE(loop.RunSync((*bb)->Close()).ok());
   EXPECT_EQ(U64At(ReadPath(co.path), 16), 0x05u);
+}
+
+// A crash after clusters were reserved at EOF (data written, L2 never updated) leaves leaked
+// clusters at the end of the file; the dirty read-write open cuts them off so the image checks
+// clean, and later allocations start at the new end of the file.
+TEST(QedNeedCheckFileTest, DirtyOpenTruncatesTrailingLeaks) {
+  test::TempDir dir;
+  qed::CreateOptions co;
+  co.path = dir.File("img.qed");
+  co.size = 16 * kM;
+  ASSERT_TRUE(qed::CreateImage(co).ok());
+  coro::EventLoop loop;
+  block::OpenOptions o;
+  o.path = co.path;
+  o.need_check_delay = std::chrono::hours(1);
+  Bytes data = Fill(64 * kK, 0x33);
+  {
+    auto bb = loop.RunSync(block::OpenImage(o));
+    ASSERT_TRUE(bb.ok()) << bb.status();
+    ASSERT_TRUE(loop.RunSync((*bb)->Write(0, block::IoVector(data.data(), data.size()))));
+    ASSERT_TRUE(loop.RunSync((*bb)->Close()).ok());
+  }
+  const uint64_t clean_size = ReadPath(co.path).size();
+  {
+    // Simulated crash: three leaked clusters past the last used one, NEED_CHECK set.
+    int fd = ::open(co.path.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(clean_size + 3 * 64 * kK)), 0);
+    uint64_t features = 0;
+    ASSERT_EQ(::pread(fd, &features, 8, 16), 8);
+    features |= kNeedCheck;
+    ASSERT_EQ(::pwrite(fd, &features, 8, 16), 8);
+    ::close(fd);
+  }
+  if (test::HaveQemuImg()) {
+    test::QemuCheck before = test::QemuImgCheckJson(co.path);
+    EXPECT_EQ(before.leaks, 3) << before.output;
+  }
+  block::OpenReport rep;
+  auto bb = loop.RunSync(block::OpenImage(o, &rep));
+  ASSERT_TRUE(bb.ok()) << bb.status();
+  EXPECT_TRUE(rep.repaired);
+  EXPECT_EQ(ReadPath(co.path).size(), clean_size);
+  // The next allocation lands at the truncated end, not past the removed clusters.
+  ASSERT_TRUE(loop.RunSync((*bb)->Write(1 * kM, block::IoVector(data.data(), data.size()))));
+  ASSERT_TRUE(loop.RunSync((*bb)->Close()).ok());
+  EXPECT_EQ(ReadPath(co.path).size(), clean_size + 64 * kK);
+  if (!test::HaveQemuImg()) GTEST_SKIP() << "qemu-img not installed";
+  test::QemuCheck chk = test::QemuImgCheckJson(co.path);
+  EXPECT_EQ(chk.exit_code, 0) << chk.output;
+  EXPECT_EQ(chk.leaks, 0) << chk.output;
 }
 
 }  // namespace

@@ -260,10 +260,13 @@ coro::Task<Result<void>> QedDriver::UpdateL2(CoMutex::Guard& lock, Lookup& lk, u
     if (!r) co_return r;
     // The table enters the cache only now that it is on disk; it is pinned until linked.
     L2Ref ref = l2_cache_.Insert(l2_off, std::move(table));
+    // The L1 entry is set in memory before its write, so the table lock stays held across that
+    // write (a small metadata write; data I/O never runs under the lock). Were it released, a
+    // concurrent request could find the new table, write in place into a cluster it maps and be
+    // acknowledged, and a failed L1 write would then roll the entry back and make that
+    // acknowledged data unreachable.
     l1_.Set(l1i, l2_off);
-    lock.Release();
     r = co_await tables_->WriteEntries(header_.l1_table_offset, l1_, l1i, 1, DebugEvent::kL1Update);
-    lock = co_await table_lock_.Lock();
     if (!r) {
       l1_.Set(l1i, 0);  // leak the table rather than trust an entry of unknown durability
       l2_cache_.Erase(l2_off);
@@ -271,18 +274,19 @@ coro::Task<Result<void>> QedDriver::UpdateL2(CoMutex::Guard& lock, Lookup& lk, u
     co_return r;
   }
 
-  // Existing table: update the cached copy (readers may use the new entries at once: the data
-  // they point at is already written) and write through the granules that hold them.
+  // Existing table: update the cached copy and write through the granules that hold the new
+  // entries. The table lock stays held across that write (small; data I/O never runs under the
+  // lock): no other request may see the new entries before they are on disk. Otherwise one could
+  // write in place into the new cluster and be acknowledged, and the rollback after a failed
+  // table write would make that acknowledged data unreachable.
   Table& table = lk.l2.table();
   std::vector<uint64_t> old(n);
   for (uint64_t i = 0; i < n; ++i) {
     old[i] = table.Get(idx + i);
     table.Set(idx + i, entry(i));
   }
-  lock.Release();
   Result<void> r =
       co_await tables_->WriteEntries(lk.l2.offset(), table, idx, n, DebugEvent::kL2Update);
-  lock = co_await table_lock_.Lock();
   if (!r) {
     // Keep the cache equal to what the disk most likely holds; the new clusters leak.
     for (uint64_t i = 0; i < n; ++i) table.Set(idx + i, old[i]);

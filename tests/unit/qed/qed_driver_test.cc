@@ -7,6 +7,7 @@
 #include <random>
 
 #include "absl/strings/str_format.h"
+#include "block/debug/fault_injection_driver.h"
 #include "qed_driver_test_util.h"
 #include "qedfuse/block/open.h"
 #include "qemu_tools.h"
@@ -375,6 +376,72 @@ TEST_F(QedDriverTest, CheckOfOpenImageIsClean) {
   EXPECT_EQ(c->leaks, 0u);
   EXPECT_EQ(c->check_errors, 0u);
   EXPECT_EQ(HeaderFeatures(*img_.state) & qed::kFeatureNeedCheck, 0u);
+}
+
+// ---- metadata write failures with concurrent requests ----
+
+coro::Task<void> TrackedWrite(qed::QedDriver* d, uint64_t off, Bytes data, bool* done, bool* ok) {
+  Result<void> r = co_await d->Write(off, block::IoVector(data.data(), data.size()));
+  *ok = static_cast<bool>(r);
+  *done = true;
+}
+
+// QedDriver -> |outer| (holds I/O) -> |inner| (fails I/O) -> MemFile; both filters see the
+// driver's debug events.
+struct FaultStack {
+  std::shared_ptr<test::MemFileState> state;
+  std::unique_ptr<qed::QedDriver> drv;
+  block::FaultInjectionDriver* outer = nullptr;
+  block::FaultInjectionDriver* inner = nullptr;
+};
+
+void OpenFaultStack(coro::EventLoop& loop, FaultStack& s, qed::QedTuning tuning = {}) {
+  test::MemFile::Options mo;
+  mo.io_yields = 1;
+  auto inner =
+      std::make_unique<block::FaultInjectionDriver>(std::make_unique<test::MemFile>(s.state, mo));
+  s.inner = inner.get();
+  auto outer = std::make_unique<block::FaultInjectionDriver>(std::move(inner));
+  s.outer = outer.get();
+  block::ChainContext chain;
+  block::OpenOptions o = DefaultOptions();
+  o.need_check_delay = std::chrono::hours(1);
+  chain.names.push_back(o.path);
+  chain.depth = 1;
+  auto d = loop.RunSync(qed::QedDriver::Open(std::move(outer), o, chain, nullptr, tuning));
+  ASSERT_TRUE(d.ok()) << d.status();
+  s.drv = std::move(*d);
+}
+
+// A new L2 entry must not be visible to other requests before it is on disk: a write to the
+// same cluster that overlaps a failing L2 update must not be acknowledged into a cluster the
+// rollback then unlinks.
+TEST(QedMetadataFailureTest, FailedL2UpdateLosesNoAcknowledgedWrite) {
+  coro::EventLoop loop;
+  FaultStack s;
+  s.state = test::MemFileState::FromBytes(NewImageBytes(16 * kM));
+  OpenFaultStack(loop, s);
+  ASSERT_TRUE(WriteAt(loop, *s.drv, 0, Fill(4 * kK, 1)));  // the L2 table exists from now on
+  s.outer->AddRule({.event = block::DebugEvent::kL2Update, .suspend = true, .tag = "l2"});
+  s.inner->AddRule({.event = block::DebugEvent::kL2Update, .error = EIO});
+  bool a_done = false, a_ok = false, b_done = false, b_ok = false;
+  coro::Spawn(TrackedWrite(s.drv.get(), 64 * kK, Fill(4 * kK, 0xa), &a_done, &a_ok));
+  while (!s.outer->IsSuspended("l2")) ASSERT_GT(loop.RunOne(), 0u);
+  // While A's L2 update is held, B writes into the cluster A is linking.
+  coro::Spawn(TrackedWrite(s.drv.get(), 64 * kK + 8 * kK, Fill(4 * kK, 0xb), &b_done, &b_ok));
+  for (int i = 0; i < 200 && !b_done; ++i) loop.RunOne();
+  s.outer->Resume("l2");  // A's L2 update now fails with EIO
+  while (!a_done || !b_done) ASSERT_GT(loop.RunOne(), 0u);
+  EXPECT_FALSE(a_ok);
+  ASSERT_TRUE(b_ok);
+  // B was acknowledged: its data must be readable.
+  auto r = ReadAt(loop, *s.drv, 64 * kK + 8 * kK, 4 * kK);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(AllEqual(*r, 0xb));
+  auto c = loop.RunSync(s.drv->Check(false));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->corruptions, 0u);
+  ASSERT_TRUE(loop.RunSync(s.drv->Close()).ok());
 }
 
 // ---- real files: backing chains and the QEMU oracle ----

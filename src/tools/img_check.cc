@@ -207,23 +207,15 @@ int CheckCommand(int argc, char** argv) {
       case 'p':
         progress_flag = true;
         break;
-      case kOptOutput: {
-        auto f = ParseOutputFormat(optarg);
-        if (!f) {
-          Error("--output must be used with human or json as argument.");
-          return kExitFailure;
-        }
-        args.output = *f;
+      case kOptOutput:
+        if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
         break;
-      }
       default:
         PrintUsage("check", true);
         return kExitFailure;
     }
   }
-  if (optind != argc - 1) {
-    Error(optind >= argc ? "Expecting one image file name" : "Too many arguments");
-    PrintUsage("check", true);
+  if (!CheckOperandCount("check", argc - optind, 1, "Expecting one image file name")) {
     return kExitFailure;
   }
   args.image = argv[optind];
@@ -231,10 +223,7 @@ int CheckCommand(int argc, char** argv) {
     Error("--force-share/-U is not allowed together with -r");
     return kExitFailure;
   }
-  if (!args.format.empty() && args.format != "qed" && args.format != "raw") {
-    Error("Unknown file format '" + args.format + "' (supported: qed, raw)");
-    return kExitFailure;
-  }
+  if (!CheckFormatName(args.format)) return kExitFailure;
   // The progress indicator shares stdout with the report: only for human output, never quiet.
   args.progress =
       (args.progress || progress_flag) && args.output == OutputFormat::kHuman && !args.quiet;

@@ -330,20 +330,14 @@ int ConvertCommand(int argc, char** argv) {
         return kExitFailure;
     }
   }
-  if (argc - optind != 2) {
-    Error(argc - optind < 2 ? "Expecting a source and a destination file name"
-                            : "Too many arguments (convert takes one source)");
-    PrintUsage("convert", true);
+  if (!CheckOperandCount("convert", argc - optind, 2,
+                         "Expecting a source and a destination file name",
+                         "Too many arguments (convert takes one source)")) {
     return kExitFailure;
   }
   args.src = argv[optind];
   args.dst = argv[optind + 1];
-  for (const std::string* f : {&args.src_format, &args.dst_format}) {
-    if (!f->empty() && *f != "qed" && *f != "raw") {
-      Error("Unknown file format '" + *f + "' (supported: qed, raw)");
-      return kExitFailure;
-    }
-  }
+  if (!CheckFormatName(args.src_format) || !CheckFormatName(args.dst_format)) return kExitFailure;
   qed::CreateOptions create;
   if (args.dst_format == "raw" && !args.option_lists.empty()) {
     Error("-o options apply to a QED target only (-O qed)");

@@ -183,30 +183,19 @@ int InfoCommand(int argc, char** argv) {
       case kOptBackingChain:
         args.backing_chain = true;
         break;
-      case kOptOutput: {
-        auto f = ParseOutputFormat(optarg);
-        if (!f) {
-          Error(absl::StrFormat("--output must be used with human or json as argument."));
-          return kExitFailure;
-        }
-        args.output = *f;
+      case kOptOutput:
+        if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
         break;
-      }
       default:
         PrintUsage("info", true);
         return kExitFailure;
     }
   }
-  if (optind != argc - 1) {
-    Error(optind >= argc ? "Expecting one image file name" : "Too many arguments");
-    PrintUsage("info", true);
+  if (!CheckOperandCount("info", argc - optind, 1, "Expecting one image file name")) {
     return kExitFailure;
   }
   args.image = argv[optind];
-  if (!args.format.empty() && args.format != "qed" && args.format != "raw") {
-    Error("Unknown file format '" + args.format + "' (supported: qed, raw)");
-    return kExitFailure;
-  }
+  if (!CheckFormatName(args.format)) return kExitFailure;
   coro::EventLoop loop;
   return loop.RunSync(RunInfo(std::move(args)));
 }

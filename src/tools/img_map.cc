@@ -197,15 +197,9 @@ int MapCommand(int argc, char** argv) {
       case 'U':
         args.force_share = true;
         break;
-      case kOptOutput: {
-        auto f = ParseOutputFormat(optarg);
-        if (!f) {
-          Error("--output must be used with human or json as argument.");
-          return kExitFailure;
-        }
-        args.output = *f;
+      case kOptOutput:
+        if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
         break;
-      }
       case kOptStart: {
         auto v = ParseSize(optarg);
         if (!v) {
@@ -229,16 +223,11 @@ int MapCommand(int argc, char** argv) {
         return kExitFailure;
     }
   }
-  if (optind != argc - 1) {
-    Error(optind >= argc ? "Expecting one image file name" : "Too many arguments");
-    PrintUsage("map", true);
+  if (!CheckOperandCount("map", argc - optind, 1, "Expecting one image file name")) {
     return kExitFailure;
   }
   args.image = argv[optind];
-  if (!args.format.empty() && args.format != "qed" && args.format != "raw") {
-    Error("Unknown file format '" + args.format + "' (supported: qed, raw)");
-    return kExitFailure;
-  }
+  if (!CheckFormatName(args.format)) return kExitFailure;
   coro::EventLoop loop;
   return loop.RunSync(RunMap(std::move(args)));
 }

@@ -131,17 +131,12 @@ int ResizeCommand(int argc, char** argv) {
     argv[optind + 1] = argv[optind];
     ++optind;
   }
-  if (argc - optind != 2) {
-    Error(argc - optind < 2 ? "Expecting image file name and size" : "Too many arguments");
-    PrintUsage("resize", true);
+  if (!CheckOperandCount("resize", argc - optind, 2, "Expecting image file name and size")) {
     return kExitFailure;
   }
   args.image = argv[optind];
   args.size_text = argv[optind + 1];
-  if (!args.format.empty() && args.format != "qed" && args.format != "raw") {
-    Error("Unknown file format '" + args.format + "' (supported: qed, raw)");
-    return kExitFailure;
-  }
+  if (!CheckFormatName(args.format)) return kExitFailure;
   coro::EventLoop loop;
   return loop.RunSync(RunResize(std::move(args)));
 }

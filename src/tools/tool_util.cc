@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "tools/commands.h"
 
 namespace qedfuse::tools {
 namespace {
@@ -23,6 +24,30 @@ void Error(const absl::Status& status) {
   std::string msg(status.message());
   if (msg.empty()) msg = status.ToString();
   Error(msg);
+}
+
+bool ParseOutputOption(const char* text, OutputFormat* out) {
+  std::optional<OutputFormat> f = ParseOutputFormat(text);
+  if (!f) {
+    Error("--output must be used with human or json as argument.");
+    return false;
+  }
+  *out = *f;
+  return true;
+}
+
+bool CheckOperandCount(const char* command, int operands, int count, const char* too_few,
+                       const char* too_many) {
+  if (operands == count) return true;
+  Error(operands < count ? too_few : too_many);
+  PrintUsage(command, true);
+  return false;
+}
+
+bool CheckFormatName(const std::string& format) {
+  if (format.empty() || format == "qed" || format == "raw") return true;
+  Error("Unknown file format '" + format + "' (supported: qed, raw)");
+  return false;
 }
 
 std::optional<uint64_t> ParseSize(std::string_view text) {

@@ -82,6 +82,18 @@ enum class OutputFormat { kHuman, kJson };
 // Parses the value of --output; nullopt if it is neither "human" nor "json".
 std::optional<OutputFormat> ParseOutputFormat(std::string_view text);
 
+// Argument checks shared by the subcommands. Each prints its own error (and, for operand
+// counts, the subcommand's usage on stderr) and returns false; the caller then exits with
+// kExitFailure.
+
+// The value of --output: "human" or "json".
+bool ParseOutputOption(const char* text, OutputFormat* out);
+// Exactly |count| operands left after the options (argv[optind..argc)).
+bool CheckOperandCount(const char* command, int operands, int count, const char* too_few,
+                       const char* too_many = "Too many arguments");
+// A -f/-O format name: empty (probe), "qed" or "raw".
+bool CheckFormatName(const std::string& format);
+
 // A qemu-img style progress indicator: "    (12.34/100%)\r" on stdout, rewritten at most once
 // per percent-hundredth, and a newline on Finish(). Disabled unless |enabled|.
 class Progress {

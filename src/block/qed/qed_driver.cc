@@ -271,11 +271,15 @@ coro::Task<Result<QedDriver::Lookup>> QedDriver::FindCluster(CoMutex::Guard& loc
     L2Ref ref = l2_cache_.Find(l2_off);
     if (!ref) {
       Table t(geo_.table_nelems);
+      const uint64_t gen = l2_generation_;
       lock.Release();
       Result<void> r = co_await tables_->Read(l2_off, t, DebugEvent::kL2Load);
       lock = co_await table_lock_.Lock();
       if (!r) co_return Unexpected(r.error());
       if (l1_.Get(l1i) != l2_off) continue;  // the L1 entry changed while unlocked
+      // A table changed while unlocked: our copy may predate it. Look again (a hit uses the
+      // cached copy, a miss reads the table anew).
+      if (l2_generation_ != gen) continue;
       ScanNewL2(l2_off, t);
       ref = l2_cache_.Insert(l2_off, std::move(t));
     }
@@ -451,6 +455,7 @@ coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair, bool truncate_t
   if (repair) {
     l1_.FromVector(l1);
     l2_cache_.Clear();  // repaired tables were rewritten on disk
+    ++l2_generation_;
     if (rep->leaks_fixed != 0) {
       // The file was truncated: new clusters must be allocated at its real end.
       file_size_ = file_->length() / geo_.cluster_size * geo_.cluster_size;

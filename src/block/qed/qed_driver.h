@@ -201,6 +201,11 @@ class QedDriver final : public block::BlockDriver {
   uint64_t file_size_ = 0;
   Table l1_;
   L2Cache l2_cache_;
+  // Bumped whenever a table's contents change under a reference that a concurrent miss could
+  // not see (an entry update or its rollback, a dropped table, a repair). A lookup that read a
+  // table while unlocked inserts it only if this did not move, so a slow read can never put a
+  // copy older than an update (whose table was evicted meanwhile) back into the cache.
+  uint64_t l2_generation_ = 0;
   std::unique_ptr<TableIo> tables_;
 
   coro::CoMutex table_lock_;

@@ -270,6 +270,7 @@ coro::Task<Result<void>> QedDriver::UpdateL2(CoMutex::Guard& lock, Lookup& lk, u
     if (!r) {
       l1_.Set(l1i, 0);  // leak the table rather than trust an entry of unknown durability
       l2_cache_.Erase(l2_off);
+      ++l2_generation_;
     }
     co_return r;
   }
@@ -281,6 +282,7 @@ coro::Task<Result<void>> QedDriver::UpdateL2(CoMutex::Guard& lock, Lookup& lk, u
   // table write would make that acknowledged data unreachable.
   Table& table = lk.l2.table();
   std::vector<uint64_t> old(n);
+  ++l2_generation_;  // readers that missed this table meanwhile must not insert an older copy
   for (uint64_t i = 0; i < n; ++i) {
     old[i] = table.Get(idx + i);
     table.Set(idx + i, entry(i));
@@ -290,6 +292,7 @@ coro::Task<Result<void>> QedDriver::UpdateL2(CoMutex::Guard& lock, Lookup& lk, u
   if (!r) {
     // Keep the cache equal to what the disk most likely holds; the new clusters leak.
     for (uint64_t i = 0; i < n; ++i) table.Set(idx + i, old[i]);
+    ++l2_generation_;
   }
   co_return r;
 }

@@ -444,6 +444,104 @@ TEST(QedMetadataFailureTest, FailedL2UpdateLosesNoAcknowledgedWrite) {
   ASSERT_TRUE(loop.RunSync(s.drv->Close()).ok());
 }
 
+// Forwards to a MemFile; the first read after a kL2Load event copies its data at issue time and
+// then stays suspended until released: a slow L2 table read.
+class SlowL2LoadFile final : public block::BlockDriver {
+ public:
+  explicit SlowL2LoadFile(std::unique_ptr<block::BlockDriver> child) : child_(std::move(child)) {}
+  bool armed = false;    // hold the next L2 load
+  bool holding = false;  // a read is held
+  bool release = false;
+  std::string_view format_name() const override { return "slow-l2"; }
+  block::BlockLimits limits() const override { return child_->limits(); }
+  uint64_t length() const override { return child_->length(); }
+  bool read_only() const override { return child_->read_only(); }
+  void Annotate(block::DebugEvent e) override {
+    if (armed && e == block::DebugEvent::kL2Load) {
+      armed = false;
+      hold_next_ = true;
+    }
+  }
+  coro::Task<Result<void>> Read(uint64_t offset, block::IoVector iov) override {
+    const bool hold = hold_next_;
+    hold_next_ = false;
+    Result<void> r = co_await child_->Read(offset, iov);
+    if (hold) {
+      holding = true;
+      while (!release) co_await coro::EventLoop::Current().Yield();
+      holding = false;
+    }
+    co_return r;
+  }
+  coro::Task<Result<void>> Write(uint64_t offset, block::IoVector iov) override {
+    co_return co_await child_->Write(offset, iov);
+  }
+  coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len,
+                                       block::ZeroFlags flags) override {
+    co_return co_await child_->WriteZeroes(offset, len, flags);
+  }
+  coro::Task<Result<void>> Flush() override { co_return co_await child_->Flush(); }
+  coro::Task<Result<block::BlockStatus>> GetStatus(uint64_t offset, uint64_t len) override {
+    co_return co_await child_->GetStatus(offset, len);
+  }
+  coro::Task<Result<void>> Truncate(uint64_t n) override { co_return co_await child_->Truncate(n); }
+  coro::Task<absl::Status> Close() override { co_return co_await child_->Close(); }
+
+ private:
+  std::unique_ptr<block::BlockDriver> child_;
+  bool hold_next_ = false;
+};
+
+coro::Task<void> TrackedRead(qed::QedDriver* d, uint64_t off, std::size_t n, bool* done) {
+  Bytes b(n);
+  Result<void> r = co_await d->Read(off, block::IoVector(b.data(), b.size()));
+  EXPECT_TRUE(r);
+  *done = true;
+}
+
+// With a one-table cache: X misses table T and reads it slowly; meanwhile Y loads T, allocates
+// into it, and T is evicted by a lookup in another table. X's copy predates Y's entry and must
+// not enter the cache.
+TEST(QedL2CacheRaceTest, SlowL2LoadDoesNotInsertAStaleTable) {
+  coro::EventLoop loop;
+  auto state = test::MemFileState::FromBytes(NewImageBytes(64 * kM, 4096, 2));
+  {
+    MemImage img;
+    img.state = state;
+    ASSERT_TRUE(OpenMem(loop, img, DefaultOptions()).ok());
+    ASSERT_TRUE(WriteAt(loop, *img.drv, 0, Fill(4 * kK, 1)));        // table T (L1 index 0)
+    ASSERT_TRUE(WriteAt(loop, *img.drv, 32 * kM, Fill(4 * kK, 2)));  // table U (L1 index 1)
+    ASSERT_TRUE(CloseMem(loop, img).ok());
+  }
+  test::MemFile::Options mo;
+  mo.io_yields = 1;
+  auto slow = std::make_unique<SlowL2LoadFile>(std::make_unique<test::MemFile>(state, mo));
+  SlowL2LoadFile* hook = slow.get();
+  block::ChainContext chain;
+  block::OpenOptions o = DefaultOptions();
+  chain.names.push_back(o.path);
+  chain.depth = 1;
+  qed::QedTuning tuning;
+  tuning.l2_cache_bytes = 1;
+  tuning.l2_cache_min_entries = 1;
+  tuning.l2_cache_max_entries = 1;
+  auto d = loop.RunSync(qed::QedDriver::Open(std::move(slow), o, chain, nullptr, tuning));
+  ASSERT_TRUE(d.ok()) << d.status();
+  qed::QedDriver* drv = d->get();
+  hook->armed = true;
+  bool x_done = false;
+  coro::Spawn(TrackedRead(drv, 0, 4 * kK, &x_done));
+  while (!hook->holding) ASSERT_GT(loop.RunOne(), 0u);
+  ASSERT_TRUE(WriteAt(loop, *drv, 64 * kK, Fill(4 * kK, 0x77)));  // Y: allocates into T
+  ASSERT_TRUE(ReadAt(loop, *drv, 32 * kM, 4 * kK));               // evicts T
+  hook->release = true;
+  while (!x_done) ASSERT_GT(loop.RunOne(), 0u);
+  auto r = ReadAt(loop, *drv, 64 * kK, 4 * kK);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(AllEqual(*r, 0x77));
+  ASSERT_TRUE(loop.RunSync(drv->Close()).ok());
+}
+
 // ---- real files: backing chains and the QEMU oracle ----
 
 Bytes ReadBackend(coro::EventLoop& loop, block::BlockBackend& bb, uint64_t off, uint64_t len) {

@@ -157,15 +157,26 @@ coro::Task<Result<void>> BlockBackend::Write(uint64_t offset, IoVector iov) {
   uint64_t len = iov.size();
   if (offset > g.length || len > g.length - offset) co_return Unexpected(Errc::kOutOfRange);
   if (len == 0) co_return Ok();
-  uint64_t end = offset + len;
+  const uint64_t end = offset + len;
 
-  bool head_partial = offset % g.align != 0;
-  bool tail_partial = end % g.align != 0 && end != g.length;
-  bool rmw = head_partial || tail_partial;
-  uint64_t track_begin = rmw ? AlignDown(offset, g.align) : offset;
-  uint64_t track_end = rmw ? std::min(AlignUp(end, g.align), g.length) : end;
-  RequestTracker::Request req(s.tracker, track_begin, track_end, rmw);
-  co_await req.WaitForConflicts();
+  // A grow may complete while this request waits; it changes whether the tail is partial (a
+  // tail that ended at the old length now needs a read-modify-write), so the request is tracked
+  // again with the new length.
+  std::optional<RequestTracker::Request> req;
+  for (;;) {
+    const bool head_partial = offset % g.align != 0;
+    const bool tail_partial = end % g.align != 0 && end != g.length;
+    const bool rmw = head_partial || tail_partial;
+    const uint64_t track_begin = rmw ? AlignDown(offset, g.align) : offset;
+    const uint64_t track_end = rmw ? std::min(AlignUp(end, g.align), g.length) : end;
+    req.emplace(s.tracker, track_begin, track_end, rmw);
+    co_await req->WaitForConflicts();
+    const uint64_t before = g.length;
+    g = GeometryOf(*s.root);
+    if (offset > g.length || len > g.length - offset) co_return Unexpected(Errc::kOutOfRange);
+    if (g.length == before) break;
+    req.reset();
+  }
 
   uint64_t pos = offset;
   while (pos < end) {
@@ -194,13 +205,23 @@ coro::Task<Result<void>> BlockBackend::WriteZeroes(uint64_t offset, uint64_t len
   Geometry g = GeometryOf(*s.root);
   if (offset >= g.length || len == 0) co_return Ok();
   len = std::min(len, g.length - offset);
-  uint64_t end = offset + len;
+  const uint64_t end = offset + len;
 
-  bool rmw = offset % g.align != 0 || (end % g.align != 0 && end != g.length);
-  uint64_t track_begin = rmw ? AlignDown(offset, g.align) : offset;
-  uint64_t track_end = rmw ? std::min(AlignUp(end, g.align), g.length) : end;
-  RequestTracker::Request req(s.tracker, track_begin, track_end, rmw);
-  co_await req.WaitForConflicts();
+  // As in Write(): track again when a grow completed while waiting (the length is never
+  // reduced, so the clamped range stays inside the device).
+  std::optional<RequestTracker::Request> req;
+  for (;;) {
+    const bool rmw = offset % g.align != 0 || (end % g.align != 0 && end != g.length);
+    const uint64_t track_begin = rmw ? AlignDown(offset, g.align) : offset;
+    const uint64_t track_end = rmw ? std::min(AlignUp(end, g.align), g.length) : end;
+    req.emplace(s.tracker, track_begin, track_end, rmw);
+    co_await req->WaitForConflicts();
+    const uint64_t before = g.length;
+    g = GeometryOf(*s.root);
+    if (end > g.length) co_return Unexpected(Errc::kOutOfRange);
+    if (g.length == before) break;
+    req.reset();
+  }
 
   uint64_t pos = offset;
   while (pos < end) {

@@ -323,5 +323,47 @@ TEST_F(BlockBackendTest, CloseRefusesNewRequestsAndIsIdempotent) {
   ASSERT_FALSE(loop_.Run(backend_->Flush()));
 }
 
+coro::Task<void> TrackWrite(BlockBackend* b, uint64_t off, std::vector<std::byte> data,
+                            Result<void>* out, bool* done) {
+  *out = co_await b->Write(off, IoVector(data.data(), data.size()));
+  *done = true;
+}
+
+coro::Task<void> TrackGrow(BlockBackend* b, uint64_t len, Result<void>* out, bool* done) {
+  *out = co_await b->Truncate(len);
+  *done = true;
+}
+
+coro::Task<void> TrackZero(BlockBackend* b, uint64_t off, uint64_t len, Result<void>* out,
+                           bool* done) {
+  *out = co_await b->WriteZeroes(off, len, ZeroFlags::kNone);
+  *done = true;
+}
+
+// A write whose unaligned tail ended at the device end waits behind a grow: after the grow the
+// tail is partial and must be read-modify-written (the child refuses an unaligned tail that is
+// not at its end).
+TEST_F(BlockBackendTest, WriteAndZeroesWaitingBehindAGrowUseTheNewLength) {
+  MemFile::Options opts;
+  opts.request_alignment = 4096;
+  opts.io_yields = 2;
+  Make(6000, opts);
+  Result<void> w1 = Ok(), grow = Ok(), w2 = Ok(), z = Ok();
+  bool w1_done = false, grow_done = false, w2_done = false, z_done = false;
+  coro::Spawn(TrackWrite(backend_.get(), 4096, Fill(1904, 0x11), &w1, &w1_done));
+  coro::Spawn(TrackGrow(backend_.get(), 16384, &grow, &grow_done));
+  coro::Spawn(TrackWrite(backend_.get(), 4096, Fill(1904, 0xee), &w2, &w2_done));
+  coro::Spawn(TrackZero(backend_.get(), 5000, 1000, &z, &z_done));
+  while (!w1_done || !grow_done || !w2_done || !z_done) ASSERT_GT(loop_.Step(), 0u);
+  EXPECT_TRUE(w1);
+  EXPECT_TRUE(grow);
+  EXPECT_TRUE(w2);
+  EXPECT_TRUE(z);
+  ASSERT_EQ(state_->current.size(), 16384u);
+  EXPECT_EQ(Bytes(4096, 904), Fill(904, 0xee));
+  EXPECT_EQ(Bytes(5000, 1000), Fill(1000, 0));
+  EXPECT_EQ(Bytes(6000, 10384), Fill(10384, 0));
+}
+
 }  // namespace
 }  // namespace qedfuse::block

@@ -131,6 +131,18 @@ struct FtruncateJob {
   }
 };
 
+// lseek(SEEK_DATA/SEEK_HOLE) may block on the file system (extent maps): it runs in the pool.
+struct LseekJob {
+  int fd;
+  off_t offset;
+  int whence;
+  off_t* result;  // trivially destructible captures only (see Offload in blocking_pool.h)
+  SysResult operator()() const {
+    *result = ::lseek(fd, offset, whence);
+    return {*result < 0 ? -1 : 0, *result < 0 ? errno : 0};
+  }
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<FileProtocol>> FileProtocol::Open(
@@ -333,8 +345,10 @@ coro::Task<Result<BlockStatus>> FileProtocol::GetStatus(uint64_t offset, uint64_
   }
   len = std::min(len, size_ - offset);
   st.length = len;
-  off_t data = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
-  if (data < 0 && errno == ENXIO) {
+  off_t data = -1;
+  SysResult dr = co_await FileBlockingPool().Offload(
+      LseekJob{fd_, static_cast<off_t>(offset), SEEK_DATA, &data});
+  if (data < 0 && dr.err == ENXIO) {
     st.zero = true;  // a hole up to the end of the file
     co_return st;
   }
@@ -348,7 +362,10 @@ coro::Task<Result<BlockStatus>> FileProtocol::GetStatus(uint64_t offset, uint64_
     st.length = std::min<uint64_t>(static_cast<uint64_t>(data) - offset, len);
     co_return st;
   }
-  off_t hole = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
+  off_t hole = -1;
+  SysResult hr = co_await FileBlockingPool().Offload(
+      LseekJob{fd_, static_cast<off_t>(offset), SEEK_HOLE, &hole});
+  (void)hr;  // on failure |hole| stays negative: the run is data up to |len|
   st.data = true;
   st.offset = offset;
   if (hole > 0 && static_cast<uint64_t>(hole) > offset) {

@@ -307,6 +307,20 @@ TEST_P(FileProtocolTest, StatusFollowsDataAndHoles) {
   Close(f);
 }
 
+// SEEK_DATA/SEEK_HOLE run in the blocking pool, never on the loop thread: the status request
+// suspends instead of completing inline.
+TEST_P(FileProtocolTest, StatusLookupIsOffloaded) {
+  MakeFile(path_, 1 << 20);
+  auto f = Open();
+  ASSERT_TRUE(f);
+  coro::Task<Result<BlockStatus>> t = f->GetStatus(0, 1 << 20);
+  EXPECT_FALSE(t.done());
+  Result<BlockStatus> st = loop_.Run(std::move(t));
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->zero);
+  Close(f);
+}
+
 TEST_P(FileProtocolTest, TruncateChangesTheSize) {
   MakeFile(path_, 65536);
   auto f = Open();

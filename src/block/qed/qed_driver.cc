@@ -541,7 +541,13 @@ coro::Task<void> QedDriver::ClearNeedCheckOnTimer() {
 }
 
 coro::Task<absl::Status> QedDriver::Close() {
+  if (close_started_) {
+    // A concurrent (or repeated) Close: wait for the first one and report its outcome.
+    while (!closed_) co_await coro::EventLoop::Current().Yield();
+    co_return close_status_;
+  }
   if (closed_) co_return absl::OkStatus();
+  close_started_ = true;
   closing_ = true;
   if (loop_started_) {
     need_check_timer_.Close();
@@ -563,6 +569,7 @@ coro::Task<absl::Status> QedDriver::Close() {
   }
   absl::Status f = co_await file_->Close();
   if (st.ok()) st = f;
+  close_status_ = st;
   closed_ = true;
   co_return st;
 }

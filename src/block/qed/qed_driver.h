@@ -222,6 +222,8 @@ class QedDriver final : public block::BlockDriver {
   bool loop_started_ = false;
   bool closing_ = false;
   bool closed_ = false;
+  bool close_started_ = false;  // a second, concurrent Close() waits for the first
+  absl::Status close_status_;
   bool suspect_ = false;
 
   // Entries that pointed past the end of the file when the image was opened stay invalid after

@@ -542,6 +542,27 @@ TEST(QedL2CacheRaceTest, SlowL2LoadDoesNotInsertAStaleTable) {
   ASSERT_TRUE(loop.RunSync(drv->Close()).ok());
 }
 
+coro::Task<void> TrackedClose(qed::QedDriver* d, absl::Status* out, bool* done) {
+  *out = co_await d->Close();
+  *done = true;
+}
+
+TEST_F(QedDriverTest, ConcurrentCloseWaitsForTheFirst) {
+  test::MemFile::Options mo;
+  mo.io_yields = 2;
+  Open(16 * kM, 65536, 4, false, mo);
+  ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(4 * kK, 1)));  // Close has a flush and a header write
+  absl::Status a = absl::UnknownError("unset"), b = absl::UnknownError("unset");
+  bool a_done = false, b_done = false;
+  coro::Spawn(TrackedClose(&d(), &a, &a_done));
+  coro::Spawn(TrackedClose(&d(), &b, &b_done));
+  while (!a_done || !b_done) ASSERT_GT(loop_.RunOne(), 0u);
+  EXPECT_TRUE(a.ok()) << a;
+  EXPECT_TRUE(b.ok()) << b;
+  EXPECT_EQ(DurableFeatures(*img_.state) & qed::kFeatureNeedCheck, 0u);
+  img_.drv.reset();
+}
+
 // ---- real files: backing chains and the QEMU oracle ----
 
 Bytes ReadBackend(coro::EventLoop& loop, block::BlockBackend& bb, uint64_t off, uint64_t len) {

@@ -71,6 +71,27 @@ struct BlockBackend::Impl {
     co_return Ok();
   }
 
+  // Tracks the write [offset, end) against overlapping requests (serialising when it needs a
+  // read-modify-write) and waits for older conflicting ones. A grow may complete while it waits;
+  // it changes whether the tail is partial (a tail that ended at the old length now needs a
+  // read-modify-write), so the request is tracked again with the new length. On return |g| is
+  // the current geometry and |req| holds the range until the caller finishes.
+  coro::Task<Result<void>> TrackWrite(uint64_t offset, uint64_t end, Geometry& g,
+                                      std::optional<RequestTracker::Request>& req) {
+    for (;;) {
+      const bool rmw = offset % g.align != 0 || (end % g.align != 0 && end != g.length);
+      const uint64_t track_begin = rmw ? AlignDown(offset, g.align) : offset;
+      const uint64_t track_end = rmw ? std::min(AlignUp(end, g.align), g.length) : end;
+      req.emplace(tracker, track_begin, track_end, rmw);
+      co_await req->WaitForConflicts();
+      const uint64_t before = g.length;
+      g = GeometryOf(*root);
+      if (end > g.length) co_return Unexpected(Errc::kOutOfRange);
+      if (g.length == before) co_return Ok();
+      req.reset();
+    }
+  }
+
   coro::Task<Result<void>> WritePiece(uint64_t pos, uint64_t n, IoVector src, std::size_t src_off) {
     IoVector source = src.Slice(src_off, n);
     if (MemoryAligned(source, root->limits())) {
@@ -159,24 +180,8 @@ coro::Task<Result<void>> BlockBackend::Write(uint64_t offset, IoVector iov) {
   if (len == 0) co_return Ok();
   const uint64_t end = offset + len;
 
-  // A grow may complete while this request waits; it changes whether the tail is partial (a
-  // tail that ended at the old length now needs a read-modify-write), so the request is tracked
-  // again with the new length.
   std::optional<RequestTracker::Request> req;
-  for (;;) {
-    const bool head_partial = offset % g.align != 0;
-    const bool tail_partial = end % g.align != 0 && end != g.length;
-    const bool rmw = head_partial || tail_partial;
-    const uint64_t track_begin = rmw ? AlignDown(offset, g.align) : offset;
-    const uint64_t track_end = rmw ? std::min(AlignUp(end, g.align), g.length) : end;
-    req.emplace(s.tracker, track_begin, track_end, rmw);
-    co_await req->WaitForConflicts();
-    const uint64_t before = g.length;
-    g = GeometryOf(*s.root);
-    if (offset > g.length || len > g.length - offset) co_return Unexpected(Errc::kOutOfRange);
-    if (g.length == before) break;
-    req.reset();
-  }
+  QEDFUSE_CO_TRY(co_await s.TrackWrite(offset, end, g, req));
 
   uint64_t pos = offset;
   while (pos < end) {
@@ -207,21 +212,8 @@ coro::Task<Result<void>> BlockBackend::WriteZeroes(uint64_t offset, uint64_t len
   len = std::min(len, g.length - offset);
   const uint64_t end = offset + len;
 
-  // As in Write(): track again when a grow completed while waiting (the length is never
-  // reduced, so the clamped range stays inside the device).
   std::optional<RequestTracker::Request> req;
-  for (;;) {
-    const bool rmw = offset % g.align != 0 || (end % g.align != 0 && end != g.length);
-    const uint64_t track_begin = rmw ? AlignDown(offset, g.align) : offset;
-    const uint64_t track_end = rmw ? std::min(AlignUp(end, g.align), g.length) : end;
-    req.emplace(s.tracker, track_begin, track_end, rmw);
-    co_await req->WaitForConflicts();
-    const uint64_t before = g.length;
-    g = GeometryOf(*s.root);
-    if (end > g.length) co_return Unexpected(Errc::kOutOfRange);
-    if (g.length == before) break;
-    req.reset();
-  }
+  QEDFUSE_CO_TRY(co_await s.TrackWrite(offset, end, g, req));
 
   uint64_t pos = offset;
   while (pos < end) {

@@ -29,6 +29,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "block/qed/qed_driver.h"
+#include "fusefs/debug_hooks.h"
 #include "fusefs/fuse_frontend.h"
 #include "fusefs/log.h"
 #include "fusefs/mount_options.h"
@@ -189,6 +190,14 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd) {
   oo.cache = o.cache;
   oo.lock = true;
   if (o.need_check_delay) oo.need_check_delay = *o.need_check_delay;
+  absl::Status hooks = absl::OkStatus();
+  if (!o.debug_log_writes.empty()) hooks = InstallWriteLog(o.debug_log_writes, &oo);
+  if (hooks.ok() && !o.debug_faults.empty()) hooks = InstallFaults(o.debug_faults, &oo);
+  if (!hooks.ok()) {
+    Log(LogLevel::kError, std::string(hooks.message()));
+    RemoveCreatedMountpoint(paths);
+    return kExitFailure;
+  }
   block::OpenReport report;
   auto opened = loop.RunSync(block::OpenImage(oo, &report));
   if (!opened.ok()) {

@@ -167,7 +167,21 @@ absl::Status SetWritebackFlag(MountOptions& o, string_view value) {
   return absl::OkStatus();
 }
 
+absl::Status SetDebugLogWrites(MountOptions& o, string_view v) {
+  if (v.empty()) return Bad("--debug-log-writes needs a file name");
+  o.debug_log_writes = S(v);
+  return absl::OkStatus();
+}
+
+absl::Status AddDebugFault(MountOptions& o, string_view v) {
+  if (v.empty()) return Bad("--debug-fault needs a rule");
+  o.debug_faults.push_back(S(v));
+  return absl::OkStatus();
+}
+
 constexpr ValueOption kValueOptions[] = {
+    {"--debug-log-writes", SetDebugLogWrites},
+    {"--debug-fault", AddDebugFault},
     {"--cache", SetCache},
     {"--aio", SetAio},
     {"--format", SetFormat},

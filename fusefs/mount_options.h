@@ -36,6 +36,13 @@ struct MountOptions {
   bool debug = false;       // -d: log every request to stderr (implies foreground)
   bool allow_other = false;
 
+  // Testing aids, documented in qedfuse(1) under DEBUGGING OPTIONS.
+  // --debug-log-writes=FILE: record every write and flush reaching the image file, and every
+  // guest write and fsync, in FILE (for crash-state replay; see tests/crash_sweep).
+  std::string debug_log_writes;
+  // --debug-fault=RULE (repeatable): fail chosen image-file operations (fault injection).
+  std::vector<std::string> debug_faults;
+
   // Mount options handed to libfuse/the kernel verbatim (nosuid, nodev, fsname=..., ...).
   std::vector<std::string> fuse_options;
 

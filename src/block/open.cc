@@ -105,7 +105,9 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
   chain.seen.push_back(id);
   chain.names.push_back(path);
   ++chain.depth;
-  co_return co_await format->open(std::move(file), options, chain, report);
+  std::unique_ptr<BlockDriver> node = std::move(file);
+  if (!is_backing && options.wrap_image_file) node = options.wrap_image_file(std::move(node));
+  co_return co_await format->open(std::move(node), options, chain, report);
 }
 
 coro::Task<absl::StatusOr<std::unique_ptr<BlockBackend>>> OpenImage(const OpenOptions& options,
@@ -113,7 +115,9 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockBackend>>> OpenImage(const OpenOp
   ChainContext chain;
   absl::StatusOr<std::unique_ptr<BlockDriver>> root = co_await OpenDriver(options, chain, report);
   if (!root.ok()) co_return root.status();
-  co_return std::make_unique<BlockBackend>(*std::move(root));
+  std::unique_ptr<BlockDriver> top = *std::move(root);
+  if (options.wrap_top) top = options.wrap_top(std::move(top));
+  co_return std::make_unique<BlockBackend>(std::move(top));
 }
 
 }  // namespace qedfuse::block

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,14 @@ struct OpenOptions {
   bool for_check = false;
   // Longest backing chain accepted (a loop is refused separately, by file identity).
   int max_chain_depth = 64;
+
+  // Debugging and test hooks (qedfuse --debug-* options): wrap a node of the top image in a
+  // filter driver. |wrap_image_file| receives the top image's protocol node (the file, below the
+  // format driver; backing files are not wrapped); |wrap_top| receives the top format driver
+  // before it goes into the BlockBackend. Unset: nothing is wrapped.
+  using WrapFn = std::function<std::unique_ptr<BlockDriver>(std::unique_ptr<BlockDriver>)>;
+  WrapFn wrap_image_file;
+  WrapFn wrap_top;
 };
 
 // What happened while opening, for the caller to report.

@@ -46,12 +46,12 @@ struct OpenOptions {
 
 // What happened while opening, for the caller to report.
 struct OpenReport {
-  std::string format;                      // of the top image
-  std::vector<std::string> chain;          // resolved file names, top first
-  bool was_dirty = false;                  // NEED_CHECK was set on disk
-  bool repaired = false;                   // a repair ran at open
-  std::string repair_summary;              // human-readable, e.g. "fixed 1 corruption"
-  std::string aio;                         // "io_uring" or "threads"
+  std::string format;              // of the top image
+  std::vector<std::string> chain;  // resolved file names, top first
+  bool was_dirty = false;          // NEED_CHECK was set on disk
+  bool repaired = false;           // a repair ran at open
+  std::string repair_summary;      // human-readable, e.g. "fixed 1 corruption"
+  std::string aio;                 // "io_uring" or "threads"
 };
 
 coro::Task<absl::StatusOr<std::unique_ptr<BlockBackend>>> OpenImage(const OpenOptions& options,

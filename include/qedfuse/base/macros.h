@@ -18,8 +18,8 @@
     }                                                               \
   } while (0)
 
-#define QEDFUSE_CO_ASSIGN_IMPL(tmp, lhs, expr)          \
-  auto tmp = (expr);                                    \
+#define QEDFUSE_CO_ASSIGN_IMPL(tmp, lhs, expr)            \
+  auto tmp = (expr);                                      \
   if (!tmp) co_return ::qedfuse::Unexpected(tmp.error()); \
   lhs = std::move(*tmp)
 
@@ -34,8 +34,8 @@
     }                                                            \
   } while (0)
 
-#define QEDFUSE_ASSIGN_IMPL(tmp, lhs, expr)          \
-  auto tmp = (expr);                                 \
+#define QEDFUSE_ASSIGN_IMPL(tmp, lhs, expr)            \
+  auto tmp = (expr);                                   \
   if (!tmp) return ::qedfuse::Unexpected(tmp.error()); \
   lhs = std::move(*tmp)
 
@@ -43,8 +43,8 @@
   QEDFUSE_ASSIGN_IMPL(QEDFUSE_CONCAT(qedfuse_assign_, __LINE__), lhs, expr)
 
 // Status variants for the control path (absl::Status / absl::StatusOr).
-#define QEDFUSE_CO_RETURN_IF_ERROR(expr)            \
-  do {                                              \
-    ::absl::Status qedfuse_status_ = (expr);        \
+#define QEDFUSE_CO_RETURN_IF_ERROR(expr)                  \
+  do {                                                    \
+    ::absl::Status qedfuse_status_ = (expr);              \
     if (!qedfuse_status_.ok()) co_return qedfuse_status_; \
   } while (0)

@@ -25,13 +25,14 @@ template <typename T>
 class [[nodiscard]] Result {
  public:
   using value_type = T;
-  Result(const T& v) : v_(std::in_place_index<0>, v) {}                       // NOLINT
-  Result(T&& v) : v_(std::in_place_index<0>, std::move(v)) {}                 // NOLINT
+  Result(const T& v) : v_(std::in_place_index<0>, v) {}                            // NOLINT
+  Result(T&& v) : v_(std::in_place_index<0>, std::move(v)) {}                      // NOLINT
   Result(Unexpected u) : v_(std::in_place_index<1>, u.error) { assert(u.error); }  // NOLINT
   template <typename U>
-    requires(std::is_constructible_v<T, U &&> && !std::is_same_v<std::decay_t<U>, Result> &&
-             !std::is_same_v<std::decay_t<U>, Unexpected> && !std::is_same_v<std::decay_t<U>, T>)
-  Result(U&& u) : v_(std::in_place_index<0>, std::forward<U>(u)) {}  // NOLINT
+  requires(std::is_constructible_v<T, U&&> && !std::is_same_v<std::decay_t<U>, Result> &&
+           !std::is_same_v<std::decay_t<U>, Unexpected> && !std::is_same_v<std::decay_t<U>, T>)
+      Result(U&& u)
+      : v_(std::in_place_index<0>, std::forward<U>(u)) {}  // NOLINT
 
   bool has_value() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return has_value(); }

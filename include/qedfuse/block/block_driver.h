@@ -36,11 +36,11 @@ enum class ZeroFlags : uint32_t {
 
 // The state of the extent that starts at a queried offset, as `qemu-img map` reports it.
 struct BlockStatus {
-  uint64_t length = 0;      // bytes from the queried offset with this same state (> 0)
-  bool data = false;        // bytes are stored by the layer at |depth|
-  bool zero = false;        // bytes read back as zeros
-  bool present = false;     // some layer of the chain defines the bytes (not past every end)
-  int depth = 0;            // 0 = this node, 1 = its backing file, ...
+  uint64_t length = 0;             // bytes from the queried offset with this same state (> 0)
+  bool data = false;               // bytes are stored by the layer at |depth|
+  bool zero = false;               // bytes read back as zeros
+  bool present = false;            // some layer of the chain defines the bytes (not past every end)
+  int depth = 0;                   // 0 = this node, 1 = its backing file, ...
   std::optional<uint64_t> offset;  // host offset in that layer's file, when data is stored
 };
 

@@ -15,8 +15,8 @@ struct CreateOptions {
   std::optional<uint64_t> size;  // rounded up to 512; default: the backing file's size
   uint32_t cluster_size = kDefaultClusterSize;
   uint32_t table_size = kDefaultTableSize;
-  std::string backing_file;      // stored as given
-  std::string backing_format;    // "raw" sets kFeatureBackingFormatNoProbe; "" or "qed" probes
+  std::string backing_file;    // stored as given
+  std::string backing_format;  // "raw" sets kFeatureBackingFormatNoProbe; "" or "qed" probes
 };
 
 // Creates (truncating) the image file. Synchronous: for tools and tests, not the data path.

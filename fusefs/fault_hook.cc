@@ -1,10 +1,325 @@
-// --debug-fault: not implemented yet.
+// --debug-fault: parses the rules (fault_hook.h) and wraps the top image's file in a
+// FaultInjectionDriver behind a small filter that arms rules by file existence and reports what
+// was injected (each fault as a warning, up to a limit, and a total when the image is closed).
+#include "fusefs/fault_hook.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 #include "fusefs/debug_hooks.h"
+#include "fusefs/log.h"
 
 namespace qedfuse::fusefs {
+namespace {
 
-absl::Status InstallFaults(const std::vector<std::string>& /*rules*/, block::OpenOptions* /*oo*/) {
-  return absl::UnimplementedError("--debug-fault is not available yet");
+using block::FaultIo;
+using block::FaultRule;
+using std::string_view;
+
+absl::Status Bad(string_view rule, string_view problem) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid --debug-fault rule '", std::string(rule), "': ", std::string(problem)));
+}
+
+struct ErrnoName {
+  string_view name;
+  int value;
+};
+constexpr ErrnoName kErrnos[] = {
+    {"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT}, {"EROFS", EROFS}, {"EFBIG", EFBIG},
+};
+
+string_view ErrnoNameOf(int err) {
+  for (const ErrnoName& e : kErrnos) {
+    if (e.value == err) return e.name;
+  }
+  return "injected";
+}
+
+struct IoName {
+  string_view name;
+  FaultIo io;
+};
+constexpr IoName kIos[] = {
+    {"any", FaultIo::kAny},     {"read", FaultIo::kRead}, {"write", FaultIo::kWrite},
+    {"flush", FaultIo::kFlush}, {"zero", FaultIo::kZero}, {"truncate", FaultIo::kTruncate},
+};
+
+string_view IoNameOf(FaultIo io) {
+  for (const IoName& i : kIos) {
+    if (i.io == io) return i.name;
+  }
+  return "?";
+}
+
+bool ParseCount(string_view v, int* out) {
+  int n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || end != v.data() + v.size() || n < 0) return false;
+  *out = n;
+  return true;
+}
+
+// How many injected faults are logged one by one; the total is always logged at close.
+constexpr uint64_t kMaxLoggedFaults = 100;
+
+// Filter over the FaultInjectionDriver: installs and removes armed= rules as their files come
+// and go, and logs every fault the driver injected during a call (its decision is made before
+// the call's first suspension, so comparing counters around the call start is exact).
+class FaultHookDriver final : public block::BlockDriver {
+ public:
+  FaultHookDriver(std::unique_ptr<block::BlockDriver> child, std::vector<ParsedFaultRule> rules)
+      : fi_(std::make_unique<block::FaultInjectionDriver>(std::move(child))) {
+    for (ParsedFaultRule& r : rules) rules_.push_back(Slot{std::move(r)});
+    Refresh();
+  }
+
+  std::string_view format_name() const override { return "debug-fault"; }
+  block::BlockLimits limits() const override { return fi_->limits(); }
+  uint64_t length() const override { return fi_->length(); }
+  bool read_only() const override { return fi_->read_only(); }
+  uint64_t AllocatedBytes() const override { return fi_->AllocatedBytes(); }
+
+  void Annotate(block::DebugEvent event) override {
+    Refresh();
+    fi_->Annotate(event);
+  }
+
+  coro::Task<Result<void>> Read(uint64_t offset, block::IoVector iov) override {
+    Refresh();
+    Snapshot before = Take();
+    coro::Task<Result<void>> t = fi_->Read(offset, iov);
+    Report(before, FaultIo::kRead);
+    co_return co_await t;
+  }
+
+  coro::Task<Result<void>> Write(uint64_t offset, block::IoVector iov) override {
+    Refresh();
+    Snapshot before = Take();
+    coro::Task<Result<void>> t = fi_->Write(offset, iov);
+    Report(before, FaultIo::kWrite);
+    co_return co_await t;
+  }
+
+  coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len,
+                                       block::ZeroFlags flags) override {
+    Refresh();
+    Snapshot before = Take();
+    coro::Task<Result<void>> t = fi_->WriteZeroes(offset, len, flags);
+    Report(before, FaultIo::kZero);
+    co_return co_await t;
+  }
+
+  coro::Task<Result<void>> Flush() override {
+    Refresh();
+    Snapshot before = Take();
+    coro::Task<Result<void>> t = fi_->Flush();
+    Report(before, FaultIo::kFlush);
+    co_return co_await t;
+  }
+
+  coro::Task<Result<void>> Truncate(uint64_t new_length) override {
+    Refresh();
+    Snapshot before = Take();
+    coro::Task<Result<void>> t = fi_->Truncate(new_length);
+    Report(before, FaultIo::kTruncate);
+    co_return co_await t;
+  }
+
+  coro::Task<Result<block::BlockStatus>> GetStatus(uint64_t offset, uint64_t len) override {
+    co_return co_await fi_->GetStatus(offset, len);
+  }
+
+  coro::Task<absl::Status> Close() override {
+    absl::Status s = co_await fi_->Close();
+    Log(LogLevel::kInfo, absl::StrCat("debug-fault: ", fi_->failed_io(), " faults injected, ",
+                                      fi_->passed_io(), " image-file operations passed"));
+    co_return s;
+  }
+
+ private:
+  struct Slot {
+    ParsedFaultRule spec;
+    int id = 0;    // in fi_, 0 while not installed
+    int seen = 0;  // fired(id) already reported
+  };
+  struct Snapshot {
+    uint64_t failed;
+  };
+
+  void Refresh() {
+    for (Slot& s : rules_) {
+      bool want = s.spec.armed_path.empty() || access(s.spec.armed_path.c_str(), F_OK) == 0;
+      if (want && s.id == 0) {
+        s.id = fi_->AddRule(s.spec.rule);
+        s.seen = 0;
+        if (!s.spec.armed_path.empty()) {
+          Log(LogLevel::kDebug, absl::StrCat("debug-fault: armed '", s.spec.text, "'"));
+        }
+      } else if (!want && s.id != 0) {
+        fi_->RemoveRule(s.id);
+        s.id = 0;
+        Log(LogLevel::kDebug, absl::StrCat("debug-fault: disarmed '", s.spec.text, "'"));
+      }
+    }
+  }
+
+  Snapshot Take() const { return Snapshot{fi_->failed_io()}; }
+
+  void Report(const Snapshot& before, FaultIo io) {
+    if (fi_->failed_io() == before.failed) return;
+    ++logged_;
+    if (logged_ > kMaxLoggedFaults) {
+      if (logged_ == kMaxLoggedFaults + 1) {
+        Log(LogLevel::kWarning, "debug-fault: further injected faults are not logged");
+      }
+      return;
+    }
+    std::string which = "after 'die'";
+    int err = EIO;
+    for (Slot& s : rules_) {
+      if (s.id == 0) continue;
+      int fired = fi_->fired(s.id);
+      if (fired != s.seen) {
+        s.seen = fired;
+        which = absl::StrCat("rule '", s.spec.text, "'");
+        err = s.spec.rule.error;
+        break;
+      }
+    }
+    Log(LogLevel::kWarning,
+        absl::StrCat("debug-fault: injected ", std::string(ErrnoNameOf(err)), " into image-file ",
+                     std::string(IoNameOf(io)), " (", which, ")"));
+  }
+
+  std::unique_ptr<block::FaultInjectionDriver> fi_;
+  std::vector<Slot> rules_;
+  uint64_t logged_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
+  ParsedFaultRule out;
+  out.text = std::string(text);
+  if (text.empty()) return Bad(text, "empty rule");
+  bool seen_io = false, seen_event = false, seen_error = false, seen_skip = false,
+       seen_count = false, seen_armed = false, seen_die = false;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == string_view::npos) comma = text.size();
+    string_view item = text.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) return Bad(text, "empty item (stray comma)");
+    string_view key = item, value;
+    bool has_value = false;
+    if (size_t eq = item.find('='); eq != string_view::npos) {
+      key = item.substr(0, eq);
+      value = item.substr(eq + 1);
+      has_value = true;
+    }
+    auto once = [&](bool* seen) -> absl::Status {
+      if (*seen) return Bad(text, absl::StrCat("'", std::string(key), "' given twice"));
+      *seen = true;
+      if (key != "die" && (!has_value || value.empty())) {
+        return Bad(text, absl::StrCat("'", std::string(key), "' needs a value"));
+      }
+      return absl::OkStatus();
+    };
+    absl::Status st;
+    if (key == "io") {
+      if (st = once(&seen_io); !st.ok()) return st;
+      bool found = false;
+      for (const IoName& i : kIos) {
+        if (i.name == value) {
+          out.rule.io = i.io;
+          found = true;
+        }
+      }
+      if (!found) {
+        return Bad(text, absl::StrCat("unknown io kind '", std::string(value),
+                                      "' (use any, read, write, flush, zero or truncate)"));
+      }
+    } else if (key == "event") {
+      if (st = once(&seen_event); !st.ok()) return st;
+      for (int e = 0; e < block::kDebugEventCount; ++e) {
+        auto ev = static_cast<block::DebugEvent>(e);
+        if (block::DebugEventName(ev) == value) out.rule.event = ev;
+      }
+      if (!out.rule.event) {
+        return Bad(text, absl::StrCat("unknown event '", std::string(value),
+                                      "' (see DEBUGGING OPTIONS in qedfuse(1))"));
+      }
+    } else if (key == "error") {
+      if (st = once(&seen_error); !st.ok()) return st;
+      bool found = false;
+      for (const ErrnoName& e : kErrnos) {
+        if (e.name == value) {
+          out.rule.error = e.value;
+          found = true;
+        }
+      }
+      if (!found) {
+        return Bad(text, absl::StrCat("unknown error '", std::string(value),
+                                      "' (use EIO, ENOSPC, EDQUOT, EROFS or EFBIG)"));
+      }
+    } else if (key == "skip") {
+      if (st = once(&seen_skip); !st.ok()) return st;
+      if (!ParseCount(value, &out.rule.skip)) {
+        return Bad(text, absl::StrCat("invalid skip '", std::string(value),
+                                      "' (a non-negative number expected)"));
+      }
+    } else if (key == "count") {
+      if (st = once(&seen_count); !st.ok()) return st;
+      if (value == "always") {
+        out.rule.count = -1;
+      } else if (!ParseCount(value, &out.rule.count) || out.rule.count == 0) {
+        return Bad(text, absl::StrCat("invalid count '", std::string(value),
+                                      "' (a positive number or 'always' expected)"));
+      }
+    } else if (key == "armed") {
+      if (st = once(&seen_armed); !st.ok()) return st;
+      out.armed_path = std::string(value);
+    } else if (key == "die") {
+      if (st = once(&seen_die); !st.ok()) return st;
+      if (has_value) return Bad(text, "'die' takes no value");
+      out.rule.fail_everything_after = true;
+    } else {
+      return Bad(text, absl::StrCat("unknown key '", std::string(key),
+                                    "' (use io, event, error, skip, count, armed or die)"));
+    }
+    if (comma == text.size()) break;
+  }
+  return out;
+}
+
+absl::Status InstallFaults(const std::vector<std::string>& rules, block::OpenOptions* oo) {
+  std::vector<ParsedFaultRule> parsed;
+  for (const std::string& r : rules) {
+    absl::StatusOr<ParsedFaultRule> p = ParseFaultRule(r);
+    if (!p.ok()) return p.status();
+    parsed.push_back(*std::move(p));
+  }
+  if (parsed.empty()) return absl::OkStatus();
+  // Faults go above any wrapper already installed (the write log records only what reaches the
+  // file, so a failed write never appears in it).
+  block::OpenOptions::WrapFn below = oo->wrap_image_file;
+  oo->wrap_image_file = [parsed, below](std::unique_ptr<block::BlockDriver> node) {
+    if (below) node = below(std::move(node));
+    return std::unique_ptr<block::BlockDriver>(
+        std::make_unique<FaultHookDriver>(std::move(node), parsed));
+  };
+  for (const ParsedFaultRule& p : parsed) {
+    Log(LogLevel::kDebug, absl::StrCat("debug-fault: rule '", p.text, "'"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace qedfuse::fusefs

@@ -555,7 +555,12 @@ coro::Task<absl::Status> QedDriver::Close() {
   }
   absl::Status st;
   if (!read_only_) {
-    Result<void> r = co_await FlushFile();
+    Result<void> r = Ok();
+    if (trim_at_close_ && !suspect_) {
+      // Bytes a failed allocation left past the allocated area would read as leaked clusters.
+      r = co_await file_->Truncate(file_size_);
+    }
+    if (r) r = co_await FlushFile();
     if (r && header_.need_check() && !suspect_) {
       header_.features &= ~kFeatureNeedCheck;
       r = co_await WriteHeader64(DebugEvent::kNeedCheckClear);

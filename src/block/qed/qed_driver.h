@@ -188,6 +188,9 @@ class QedDriver final : public block::BlockDriver {
   coro::Task<Result<void>> FillPadding(const Lookup& lk, uint64_t guest_pos, block::IoBuffer& buf);
   coro::Task<Result<void>> UpdateL2(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
                                     uint64_t n, uint64_t first_value, bool zero_entries);
+  // After a failed allocation that nothing links to: gives [begin, end) back if it is still the
+  // end of the allocated area. Caller owns allocation and holds the table lock.
+  void ReleaseReservation(uint64_t begin, uint64_t end);
 
   std::unique_ptr<block::BlockDriver> file_;
   std::unique_ptr<block::BlockBackend> backing_;
@@ -199,6 +202,9 @@ class QedDriver final : public block::BlockDriver {
   bool read_only_;
   std::chrono::milliseconds need_check_delay_;
   uint64_t file_size_ = 0;
+  // A released reservation may have left bytes past file_size_ (a write that failed halfway, or
+  // data whose L2 table write failed): Close() cuts the file back to file_size_.
+  bool trim_at_close_ = false;
   Table l1_;
   L2Cache l2_cache_;
   // Bumped whenever a table's contents change under a reference that a concurrent miss could

@@ -196,11 +196,24 @@ coro::Task<Result<void>> QedDriver::AllocateRun(CoMutex::Guard& lock, Lookup& lk
     // Steps 2 and 3: data (with padding), then a flush when a backing file is involved.
     Result<void> r = co_await WriteNewClusters(lk, pos, len, data, host, first, nclusters);
     lock = co_await table_lock_.Lock();
-    if (!r) co_return r;  // the reserved clusters leak; no entry points at them
+    if (!r) {
+      // No entry points at the reserved clusters: reuse them rather than leak them.
+      ReleaseReservation(host, host + nclusters * cs);
+      co_return r;
+    }
     value = host;
   }
   // Steps 4 and 5.
   co_return co_await UpdateL2(lock, lk, first, nclusters, value, zero_entries);
+}
+
+void QedDriver::ReleaseReservation(uint64_t begin, uint64_t end) {
+  // Only the allocation owner moves file_size_, so the range is normally still the last one. A
+  // failed entry write (L2 or L1) never comes here: the entry may have reached the disk, so its
+  // clusters must leak rather than be handed out twice.
+  if (file_size_ != end) return;
+  file_size_ = begin;
+  trim_at_close_ = true;
 }
 
 coro::Task<Result<void>> QedDriver::FillPadding(const Lookup& lk, uint64_t guest_pos,
@@ -257,7 +270,12 @@ coro::Task<Result<void>> QedDriver::UpdateL2(CoMutex::Guard& lock, Lookup& lk, u
     Result<void> r = co_await tables_->Write(l2_off, table, DebugEvent::kL2AllocWrite);
     if (r) r = co_await FlushFile();
     lock = co_await table_lock_.Lock();
-    if (!r) co_return r;
+    if (!r) {
+      // L1 does not point at the table yet, so neither it nor the data clusters before it are
+      // linked: give them back.
+      ReleaseReservation(zero_entries ? l2_off : first_value, l2_off + geo_.table_bytes);
+      co_return r;
+    }
     // The table enters the cache only now that it is on disk; it is pinned until linked.
     L2Ref ref = l2_cache_.Insert(l2_off, std::move(table));
     // The L1 entry is set in memory before its write, so the table lock stays held across that

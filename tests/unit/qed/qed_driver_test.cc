@@ -444,6 +444,69 @@ TEST(QedMetadataFailureTest, FailedL2UpdateLosesNoAcknowledgedWrite) {
   ASSERT_TRUE(loop.RunSync(s.drv->Close()).ok());
 }
 
+// A data write into new clusters that fails (ENOSPC of a full host file system) links nothing:
+// its clusters are handed to the next allocation instead of leaking, and the errno reaches the
+// caller unchanged.
+TEST(QedMetadataFailureTest, FailedDataWriteGivesItsClustersBack) {
+  coro::EventLoop loop;
+  FaultStack s;
+  s.state = test::MemFileState::FromBytes(NewImageBytes(16 * kM));
+  OpenFaultStack(loop, s);
+  ASSERT_TRUE(WriteAt(loop, *s.drv, 0, Fill(4 * kK, 1)));
+  const uint64_t size = s.state->size();
+  s.inner->AddRule({.event = block::DebugEvent::kWriteData, .error = ENOSPC});
+  Result<void> failed = WriteAt(loop, *s.drv, 64 * kK, Fill(128 * kK, 2));
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(ToErrno(failed.error()), ENOSPC);
+  ASSERT_TRUE(WriteAt(loop, *s.drv, 256 * kK, Fill(4 * kK, 3)));
+  EXPECT_EQ(s.state->size(), size + 64 * kK);  // the failed run's first cluster was reused
+  auto c = loop.RunSync(s.drv->Check(false));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->corruptions, 0u);
+  EXPECT_EQ(c->leaks, 0u);
+  auto r = ReadAt(loop, *s.drv, 64 * kK, 128 * kK);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(AllEqual(*r, 0));
+  ASSERT_TRUE(loop.RunSync(s.drv->Close()).ok());
+  EXPECT_EQ(s.state->size(), size + 64 * kK);
+}
+
+// A new L2 table whose write fails is not linked by L1, so the table and the data clusters
+// written before it are given back; the data bytes already past the allocated area are cut off
+// at close, which leaves no leaked cluster.
+TEST(QedMetadataFailureTest, FailedNewL2TableWriteGivesBackTableAndData) {
+  coro::EventLoop loop;
+  FaultStack s;
+  s.state = test::MemFileState::FromBytes(NewImageBytes(8 * kM * kK));  // two L2 tables
+  OpenFaultStack(loop, s);
+  ASSERT_TRUE(WriteAt(loop, *s.drv, 0, Fill(4 * kK, 1)));
+  const uint64_t size = s.state->size();
+  const uint64_t second_table = 2 * kM * kK;  // first guest byte mapped by L1 entry 1
+  s.inner->AddRule({.event = block::DebugEvent::kL2AllocWrite, .error = EIO});
+  ASSERT_FALSE(WriteAt(loop, *s.drv, second_table, Fill(4 * kK, 2)));
+  EXPECT_EQ(s.state->size(), size + 64 * kK);  // the data cluster reached the file
+  auto c = loop.RunSync(s.drv->Check(false));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->corruptions, 0u);
+  EXPECT_EQ(c->leaks, 0u);
+  auto r = ReadAt(loop, *s.drv, second_table, 4 * kK);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(AllEqual(*r, 0));
+  ASSERT_TRUE(loop.RunSync(s.drv->Close()).ok());
+  EXPECT_EQ(s.state->size(), size);  // trimmed back at close
+
+  // Reopened: clean, and the next allocation uses the space again.
+  FaultStack again;
+  again.state = s.state;
+  OpenFaultStack(loop, again);
+  ASSERT_TRUE(WriteAt(loop, *again.drv, second_table, Fill(4 * kK, 3)));
+  auto c2 = loop.RunSync(again.drv->Check(false));
+  ASSERT_TRUE(c2);
+  EXPECT_EQ(c2->corruptions, 0u);
+  EXPECT_EQ(c2->leaks, 0u);
+  ASSERT_TRUE(loop.RunSync(again.drv->Close()).ok());
+}
+
 // Forwards to a MemFile; the first read after a kL2Load event copies its data at issue time and
 // then stays suspended until released: a slow L2 table read.
 class SlowL2LoadFile final : public block::BlockDriver {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fusefs/debug_hooks.h"
+#include "fusefs/mount_options.h"
 #include "qedfuse/coro/event_loop.h"
 #include "support/mem_file.h"
 
@@ -98,6 +99,19 @@ TEST(ParseFaultRule, MalformedRulesNameTheProblem) {
   ExpectRefused("die=1", "'die' takes no value");
   ExpectRefused("armed=", "'armed' needs a value");
   ExpectRefused("speed=fast", "unknown key 'speed'");
+}
+
+TEST(ParseFaultRule, CommandLineRefusesMalformedRules) {
+  const char* good[] = {
+      "qedfuse", "--debug-fault=io=write,count=2", "--debug-fault", "event=flush", "img", "mnt"};
+  auto o = ParseCommandLine(6, good);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->debug_faults, (std::vector<std::string>{"io=write,count=2", "event=flush"}));
+  const char* bad[] = {"qedfuse", "--debug-fault=io=sideways", "img", "mnt"};
+  auto b = ParseCommandLine(4, bad);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("unknown io kind 'sideways'"), std::string::npos)
+      << b.status();
 }
 
 TEST(InstallFaults, RefusesTheFirstBadRule) {

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "fusefs/fault_hook.h"
 
 namespace qedfuse::fusefs {
 namespace {
@@ -175,6 +176,8 @@ absl::Status SetDebugLogWrites(MountOptions& o, string_view v) {
 
 absl::Status AddDebugFault(MountOptions& o, string_view v) {
   if (v.empty()) return Bad("--debug-fault needs a rule");
+  // Malformed rules are a usage error, reported before anything is opened.
+  if (absl::StatusOr<ParsedFaultRule> rule = ParseFaultRule(v); !rule.ok()) return rule.status();
   o.debug_faults.push_back(S(v));
   return absl::OkStatus();
 }
@@ -274,6 +277,7 @@ Options:
       --allow-other          let other users access the mount (needs user_allow_other)
   -f, --foreground           do not daemonise; log to stderr
   -d, --debug                log every FUSE request to stderr (implies -f)
+      --debug-fault=RULE     testing: make image-file I/O fail (see qedfuse(1))
   -h, --help                 show this help
   -V, --version              show the version
   -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, cache=..., aio=...,

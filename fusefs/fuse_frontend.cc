@@ -22,6 +22,18 @@ const fuse_lowlevel_ops& FuseOpsTable();  // fuse_ops.cc
 
 namespace {
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRecycleRecvBuffers = false;  // let ASan see every allocation and free
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kRecycleRecvBuffers = false;
+#else
+constexpr bool kRecycleRecvBuffers = true;
+#endif
+#else
+constexpr bool kRecycleRecvBuffers = true;
+#endif
+
 // Requests handled per loop turn before yielding to other handlers (completions, timers).
 constexpr int kMaxRequestsPerTurn = 64;
 
@@ -42,6 +54,34 @@ bool HasOption(const std::vector<std::string>& opts, const char* prefix) {
 
 }  // namespace
 
+RecvPool::~RecvPool() {
+  for (std::byte* region : free_) std::free(region);
+}
+
+RecvBuffer RecvPool::Get() {
+  if (!free_.empty()) {
+    std::byte* region = free_.back();
+    free_.pop_back();
+    return RecvBuffer(this, region);
+  }
+  auto* region = static_cast<std::byte*>(std::aligned_alloc(kAlign, kRegionBytes));
+  if (region == nullptr) throw std::bad_alloc();
+  ++allocated_;
+  return RecvBuffer(this, region);
+}
+
+void RecvPool::Put(std::byte* region) noexcept {
+  if (kRecycleRecvBuffers && free_.size() < kMaxFree) {
+    try {
+      free_.push_back(region);
+      return;
+    } catch (...) {  // no room to remember it: free it instead
+    }
+  }
+  --allocated_;
+  std::free(region);
+}
+
 struct FuseFrontend::Reader {
   explicit Reader(boost::asio::io_context& ctx) : fd(ctx), signals(ctx) {}
   boost::asio::posix::stream_descriptor fd;  // a dup of fuse_session_fd()
@@ -61,7 +101,6 @@ FuseFrontend::FuseFrontend(coro::EventLoop& loop, block::BlockBackend& backend,
 FuseFrontend::~FuseFrontend() {
   Unmount();
   if (se_ != nullptr) fuse_session_destroy(se_);
-  std::free(buf_.mem);
 }
 
 absl::Status FuseFrontend::Mount() {
@@ -145,23 +184,37 @@ void FuseFrontend::ArmReader() {
 }
 
 void FuseFrontend::OnReadable() {
+  const int fd = reader_->fd.native_handle();
   for (int i = 0; i < kMaxRequestsPerTurn; ++i) {
     if (!reading_) return;
-    int res = fuse_session_receive_buf(se_, &buf_);
-    if (res == -EINTR) continue;
-    if (res == -EAGAIN) {
-      // Asio's reactor watches descriptors edge-triggered: wait only after draining to EAGAIN.
-      ArmReader();
-      return;
-    }
-    if (res <= 0 || fuse_session_exited(se_)) {
-      // 0 with the session exited: ENODEV, the mount is gone (fusermount3 -u, umount, abort).
-      BeginShutdown(res < 0 ? absl::StrCat("reading the FUSE device failed: ", strerror(-res))
-                            : std::string("the mount was removed"),
+    if (!recv_) recv_ = recv_pool_.Get();
+    ssize_t n = ::read(fd, recv_.data(), recv_.capacity());
+    if (n < 0) {
+      const int err = errno;
+      // ENOENT: the request was interrupted and withdrawn before we read it.
+      if (err == EINTR || err == ENOENT) continue;
+      if (err == EAGAIN) {
+        // Asio's reactor watches descriptors edge-triggered: wait only after draining to EAGAIN.
+        ArmReader();
+        return;
+      }
+      // ENODEV: the mount is gone (fusermount3 -u, umount, abort).
+      BeginShutdown(err == ENODEV ? std::string("the mount was removed")
+                                  : absl::StrCat("reading the FUSE device failed: ", strerror(err)),
                     /*mount_gone=*/true);
       return;
     }
-    fuse_session_process_buf(se_, &buf_);
+    if (static_cast<std::size_t>(n) < sizeof(fuse_in_header)) {
+      BeginShutdown(absl::StrCat("short read of ", n, " bytes from the FUSE device"),
+                    /*mount_gone=*/true);
+      return;
+    }
+    fuse_buf buf{};
+    buf.mem = recv_.data();
+    buf.size = static_cast<std::size_t>(n);
+    processing_ = true;
+    fuse_session_process_buf(se_, &buf);
+    processing_ = false;
     if (init_done_ && !becoming_ready_) {
       becoming_ready_ = true;
       coro::Spawn(BecomeReady());
@@ -173,6 +226,20 @@ void FuseFrontend::OnReadable() {
   }
   // More may be queued: continue from a later turn so completions are not starved.
   loop_.Post([this] { OnReadable(); });
+}
+
+WritePayload FuseFrontend::TakePayload(const char* data, std::size_t size) {
+  WritePayload p;
+  p.size = size;
+  if (processing_ && recv_.Contains(data, size)) {
+    p.data = const_cast<char*>(data);
+    p.recv = std::move(recv_);  // the next read gets a fresh buffer
+  } else {
+    p.copy = block::IoBuffer(size);
+    if (size > 0) std::memcpy(p.copy.data(), data, size);
+    p.data = static_cast<char*>(static_cast<void*>(p.copy.data()));
+  }
+  return p;
 }
 
 void FuseFrontend::StopReading() {

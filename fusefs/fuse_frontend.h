@@ -2,13 +2,14 @@
 // low-level API, driven entirely from the block layer's coro::EventLoop (no libfuse threads).
 //
 // Request flow: the loop watches a dup of fuse_session_fd() (non-blocking) with
-// posix::stream_descriptor::async_wait; when it is readable, OnReadable() receives requests with
-// fuse_session_receive_buf() into one reusable buffer and hands each to
-// fuse_session_process_buf(), which calls the op trampolines in fuse_ops.cc. A trampoline wraps
-// the fuse_req_t in a FuseRequest, copies any write payload into an owned IoBuffer (the receive
-// buffer is reused by the next request), and Spawn()s a handler coroutine; the handler replies
-// when its block-layer I/O completes, usually from a later loop turn. Many requests are in flight
-// at once and nothing blocks the loop.
+// posix::stream_descriptor::async_wait; when it is readable, OnReadable() reads requests, each
+// into its own pooled RecvBuffer, until EAGAIN (at most 64 per loop turn), and hands each to
+// fuse_session_process_buf(), which calls the op trampolines in fuse_ops.cc. A trampoline wraps the
+// fuse_req_t in a FuseRequest and Spawn()s a handler coroutine; a WRITE takes the whole receive
+// buffer with it (its payload lands 4 KiB aligned, see RecvPool), so the payload is owned by the
+// request before anything can suspend and is never copied. The handler replies when its block-layer
+// I/O completes, usually from a later loop turn. Many requests are in flight at once and nothing
+// blocks the loop. Requests are processed strictly in the order the kernel hands them out.
 //
 // The mount is over a regular file, so the root inode (FUSE_ROOT_ID) IS the image's raw view;
 // there are no directories and no lookups.
@@ -23,6 +24,7 @@
 
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -31,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,6 +46,95 @@
 #include "qedfuse/coro/task.h"
 
 namespace qedfuse::fusefs {
+
+// The largest WRITE the kernel may send (FUSE_INIT max_write; libfuse 3.14 cannot go higher).
+inline constexpr std::size_t kMaxWrite = std::size_t{1} << 20;
+
+class RecvPool;
+
+// One request's receive buffer, move-only; returns itself to its pool when destroyed.
+class RecvBuffer {
+ public:
+  RecvBuffer() noexcept = default;
+  RecvBuffer(RecvPool* pool, std::byte* region) noexcept : pool_(pool), region_(region) {}
+  RecvBuffer(RecvBuffer&& o) noexcept
+      : pool_(o.pool_), region_(std::exchange(o.region_, nullptr)) {}
+  RecvBuffer& operator=(RecvBuffer&& o) noexcept;
+  RecvBuffer(const RecvBuffer&) = delete;
+  RecvBuffer& operator=(const RecvBuffer&) = delete;
+  ~RecvBuffer() { Reset(); }
+
+  explicit operator bool() const noexcept { return region_ != nullptr; }
+  // Where the kernel writes the request, and how much room there is.
+  char* data() const noexcept;
+  static std::size_t capacity() noexcept;
+  // Whether [p, p + n) lies inside this buffer.
+  bool Contains(const void* p, std::size_t n) const noexcept;
+  void Reset() noexcept;
+
+ private:
+  RecvPool* pool_ = nullptr;
+  std::byte* region_ = nullptr;
+};
+
+// Receive buffers for /dev/fuse, recycled. Each is a 4 KiB-aligned region read into at offset
+// 4096 - sizeof(fuse_in_header) - sizeof(fuse_write_in), so that a WRITE's payload starts exactly
+// at offset 4096: aligned for O_DIRECT image files (cache=none) without a copy. Only the pages a
+// request touches become resident. At most kMaxFree idle buffers are kept (none under ASan, so
+// that it sees every use after free).
+class RecvPool {
+ public:
+  static constexpr std::size_t kAlign = 4096;
+  static constexpr std::size_t kWriteHeader = sizeof(fuse_in_header) + sizeof(fuse_write_in);
+  static constexpr std::size_t kDataOffset = kAlign - kWriteHeader;
+  static constexpr std::size_t kRegionBytes = kAlign + kMaxWrite + kAlign;
+  static constexpr std::size_t kCapacity = kRegionBytes - kDataOffset;
+  static constexpr std::size_t kMaxFree = 16;
+
+  RecvPool() = default;
+  ~RecvPool();
+  RecvPool(const RecvPool&) = delete;
+  RecvPool& operator=(const RecvPool&) = delete;
+
+  RecvBuffer Get();
+  void Put(std::byte* region) noexcept;
+  std::size_t allocated() const noexcept { return allocated_; }
+
+ private:
+  std::vector<std::byte*> free_;
+  std::size_t allocated_ = 0;  // regions alive (free or in use)
+};
+
+inline RecvBuffer& RecvBuffer::operator=(RecvBuffer&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    pool_ = o.pool_;
+    region_ = std::exchange(o.region_, nullptr);
+  }
+  return *this;
+}
+inline char* RecvBuffer::data() const noexcept {
+  return reinterpret_cast<char*>(region_ + RecvPool::kDataOffset);
+}
+inline std::size_t RecvBuffer::capacity() noexcept { return RecvPool::kCapacity; }
+inline bool RecvBuffer::Contains(const void* p, std::size_t n) const noexcept {
+  auto a = reinterpret_cast<std::uintptr_t>(p);
+  auto lo = reinterpret_cast<std::uintptr_t>(region_);
+  return region_ != nullptr && a >= lo && a <= lo + RecvPool::kRegionBytes &&
+         n <= lo + RecvPool::kRegionBytes - a;
+}
+inline void RecvBuffer::Reset() noexcept {
+  if (region_ != nullptr) pool_->Put(std::exchange(region_, nullptr));
+}
+
+// A WRITE's payload, owned by its handler: the receive buffer it arrived in, or (if libfuse ever
+// handed us a payload outside it) a copy.
+struct WritePayload {
+  RecvBuffer recv;
+  block::IoBuffer copy;
+  char* data = nullptr;
+  std::size_t size = 0;
+};
 
 struct FrontendConfig {
   std::string mountpoint;  // absolute path of a regular file, or /dev/fd/N from mount.fuse3
@@ -89,6 +181,8 @@ class FuseFrontend {
   void ArmReader();
   void OnReadable();
   void StopReading();
+  // Called by the WRITE trampoline: takes ownership of its payload (see WritePayload).
+  WritePayload TakePayload(const char* data, std::size_t size);
 
   void WaitForSignal();
   void BeginShutdown(const std::string& why, bool mount_gone);
@@ -99,7 +193,7 @@ class FuseFrontend {
 
   // Handlers (fuse_ops.cc). Each owns its request and answers it exactly once.
   coro::Task<void> HandleRead(FuseRequest req, uint64_t offset, std::size_t size);
-  coro::Task<void> HandleWrite(FuseRequest req, uint64_t offset, block::IoBuffer payload);
+  coro::Task<void> HandleWrite(FuseRequest req, uint64_t offset, WritePayload payload);
   coro::Task<void> HandleSetattr(FuseRequest req, struct stat attr, int to_set, bool has_fh);
   coro::Task<void> HandleFsync(FuseRequest req);
   coro::Task<void> HandleFallocate(FuseRequest req, int mode, uint64_t offset, uint64_t length);
@@ -117,9 +211,11 @@ class FuseFrontend {
 
   struct fuse_session* se_ = nullptr;
   bool mounted_ = false;
-  struct Reader;  // asio objects, kept out of this header
+  RecvPool recv_pool_;  // before everything that holds its buffers
+  struct Reader;        // asio objects, kept out of this header
   std::unique_ptr<Reader> reader_;
-  fuse_buf buf_{};  // receive buffer, reused: payloads are copied out before the next receive
+  RecvBuffer recv_;          // the buffer of the outstanding read; a WRITE takes it away
+  bool processing_ = false;  // inside fuse_session_process_buf() for the request in recv_
 
   coro::Gate gate_;
   coro::BlockingPool pool_{1};

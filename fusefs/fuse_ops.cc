@@ -1,8 +1,8 @@
 // libfuse low-level operations for the single-file mount, and their handler coroutines.
 //
 // Trampolines run inside fuse_session_process_buf() on the loop thread. Each one wraps the
-// request in a FuseRequest, copies whatever it needs out of libfuse's buffers (above all the
-// write payload: the receive buffer is reused by the next request), and Spawn()s a handler.
+// request in a FuseRequest, takes whatever it needs out of libfuse's buffers (a WRITE takes its
+// whole receive buffer: the next request is read into another one), and Spawn()s a handler.
 // Handlers hold the frontend's Gate while they run, so shutdown can wait for them.
 //
 // Semantics of the mounted file (a block device presented as a regular file):
@@ -60,7 +60,7 @@ struct FuseOps {
 
   static void Init(void* userdata, fuse_conn_info* conn) {
     auto* self = static_cast<FuseFrontend*>(userdata);
-    conn->max_write = 1u << 20;  // libfuse 3.14 cannot go above 1 MiB
+    conn->max_write = kMaxWrite;  // libfuse 3.14 cannot go above 1 MiB; sizes RecvPool buffers
     conn->max_background = 64;
     conn->congestion_threshold = 48;
     // Never truncate at open: O_TRUNC is ignored like on a block device (see setattr).
@@ -120,11 +120,11 @@ struct FuseOps {
   static void Write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off,
                     fuse_file_info*) {
     // Own the payload before anything can suspend: |data| points into the receive buffer,
-    // which the next request overwrites.
-    block::IoBuffer payload(size);
-    if (size > 0) std::memcpy(payload.data(), data, size);
-    coro::Spawn(Self(req)->HandleWrite(FuseRequest(req, "write"), static_cast<uint64_t>(off),
-                                       std::move(payload)));
+    // which the request takes with it (no copy); the next request is read into another buffer.
+    FuseFrontend* self = Self(req);
+    WritePayload payload = self->TakePayload(data, size);
+    coro::Spawn(self->HandleWrite(FuseRequest(req, "write"), static_cast<uint64_t>(off),
+                                  std::move(payload)));
   }
 
   static void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
@@ -210,16 +210,15 @@ coro::Task<void> FuseFrontend::HandleRead(FuseRequest req, uint64_t offset, std:
   req.ReplyBuf(buf.data(), *r);
 }
 
-coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset,
-                                           block::IoBuffer payload) {
+coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset, WritePayload payload) {
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (config_.read_only) co_return req.ReplyError(EROFS);
-  if (payload.size() == 0) co_return req.ReplyWrite(0);
+  if (payload.size == 0) co_return req.ReplyWrite(0);
   uint64_t length = backend_.length();
   if (offset >= length) co_return req.ReplyError(ENOSPC);
-  std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(payload.size(), length - offset));
-  Result<void> r = co_await backend_.Write(offset, block::IoVector(payload.data(), n));
+  std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(payload.size, length - offset));
+  Result<void> r = co_await backend_.Write(offset, block::IoVector(payload.data, n));
   if (!r) {
     LogIoError("write", offset, n, r.error());
     co_return req.ReplyError(ToErrno(r.error()));

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The project's test command (README: "scripts/test.sh").
 #
-# Installs the build dependencies, then configures, builds and tests two trees:
+# Installs the build dependencies, then configures, builds and tests three trees:
 #   build/       the normal debugoptimized build
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer (every UB report is fatal)
-# Both run the whole `meson test` suite. Extra arguments go to `meson test` in both trees
-# (e.g. `scripts/test.sh --suite unit`). Re-runnable: existing build dirs are reconfigured.
-# Exits non-zero if a configure step, a build or a test fails. The last line of output is
-# "N passed, N failed, N skipped" over both trees.
+#   build-fuzz/  clang with libFuzzer + ASan + UBSan: only the fuzz targets are built, and only
+#                the 'fuzz' suite runs (a bounded run of each target over a copy of its corpus)
+# The first two run the whole `meson test` suite. Extra arguments go to `meson test` in the
+# first two trees (e.g. `scripts/test.sh --suite unit`). Re-runnable: existing build dirs are
+# reconfigured. Exits non-zero if a configure step, a build or a test fails. Before the summary,
+# every "COUNTS: " line that a test printed is repeated, prefixed by its tree. The last line of
+# output is "N passed, N failed, N skipped" over all trees.
 #
 # Environment: JOBS (default 2) bounds build and test parallelism; QEDFUSE_TEST_TREES selects
-# trees ("plain asan", the default, or just one of them); QEDFUSE_BUILD_DIR and
-# QEDFUSE_ASAN_BUILD_DIR override the two build directories (relative to the source root).
+# trees ("plain asan fuzz", the default, or a subset); QEDFUSE_BUILD_DIR, QEDFUSE_ASAN_BUILD_DIR
+# and QEDFUSE_FUZZ_BUILD_DIR override the build directories (relative to the source root);
+# QEDFUSE_FUZZ_SECONDS (default 60) is the run time of each fuzz target.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,9 +24,10 @@ cd "$root"
 "$root/scripts/install-deps.sh" || { echo "test.sh: installing dependencies failed" >&2; exit 1; }
 
 jobs=${JOBS:-2}
-trees=${QEDFUSE_TEST_TREES:-plain asan}
+trees=${QEDFUSE_TEST_TREES:-plain asan fuzz}
 plain_dir=$root/${QEDFUSE_BUILD_DIR:-build}
 asan_dir=$root/${QEDFUSE_ASAN_BUILD_DIR:-build-asan}
+fuzz_dir=$root/${QEDFUSE_FUZZ_BUILD_DIR:-build-fuzz}
 
 # Sanitizer reports abort the test that triggered them, with a stack trace.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1:strict_init_order=1}
@@ -43,7 +48,8 @@ configure() {
   fi
 }
 
-# run_tree NAME DIR MESON-OPTIONS...: configure, build and test one tree.
+# run_tree NAME DIR MESON-OPTIONS...: configure, build and test one tree. The fuzz tree builds
+# only the fuzz targets and runs only the 'fuzz' suite.
 run_tree() {
   local name=$1 dir=$2
   shift 2
@@ -54,7 +60,12 @@ run_tree() {
     return
   fi
   echo "=== [$name] build $dir"
-  if ! ninja -C "$dir" -j "$jobs"; then
+  local targets=() args=("${test_args[@]}")
+  if [[ $name == fuzz ]]; then
+    targets=(tests/fuzz/qed_open_fuzz tests/fuzz/qed_header_fuzz)
+    args=(--suite fuzz)
+  fi
+  if ! ninja -C "$dir" -j "$jobs" "${targets[@]}"; then
     echo "test.sh: [$name] build FAILED" >&2
     build_failures=$((build_failures + 1))
     return
@@ -64,7 +75,7 @@ run_tree() {
   local multiplier=1
   [[ $name == asan ]] && multiplier=3
   if ! meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes "$jobs" \
-      --timeout-multiplier "$multiplier" "${test_args[@]}" </dev/null; then
+      --timeout-multiplier "$multiplier" "${args[@]}" </dev/null; then
     echo "test.sh: [$name] meson test reported failures" >&2
     if [[ ! -s "$dir/meson-logs/testlog.json" ]]; then
       build_failures=$((build_failures + 1))  # meson test itself failed before running tests
@@ -78,14 +89,22 @@ for t in $trees; do
   case $t in
     plain)
       run_tree plain "$plain_dir" --buildtype=debugoptimized
-      dirs+=("$plain_dir")
+      dirs+=("plain=$plain_dir")
       ;;
     asan)
       # -O1: far faster to build than -O2 and several times faster to run than -O0.
       run_tree asan "$asan_dir" -Dbuildtype=debug -Doptimization=1 \
         -Db_sanitize=address,undefined -Db_lundef=false \
         "-Dcpp_args=['-fno-sanitize-recover=all','-fno-omit-frame-pointer']"
-      dirs+=("$asan_dir")
+      dirs+=("asan=$asan_dir")
+      ;;
+    fuzz)
+      # -fno-sanitize=function: clang 14 cannot emit its prologue data next to the coverage
+      # tables of coroutine functions ("Cannot represent a difference across sections").
+      CC=clang CXX=clang++ run_tree fuzz "$fuzz_dir" -Dfuzz=true -Dbuildtype=debug \
+        -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false \
+        "-Dcpp_args=['-fsanitize=fuzzer-no-link','-fno-sanitize=function','-fno-sanitize-recover=all','-fno-omit-frame-pointer']"
+      dirs+=("fuzz=$fuzz_dir")
       ;;
     *)
       echo "test.sh: unknown tree '$t' in QEDFUSE_TEST_TREES" >&2
@@ -94,14 +113,17 @@ for t in $trees; do
   esac
 done
 
-# Summarise both runs from meson's machine-readable logs.
+# Summarise the runs from meson's machine-readable logs: the COUNTS lines tests printed, the
+# failures, then the totals.
 python3 - "$build_failures" "${dirs[@]}" <<'PY'
 import json, os, sys
 
 build_failures = int(sys.argv[1])
 passed = failed = skipped = 0
 failures = []
-for d in sys.argv[2:]:
+counts = []
+for arg in sys.argv[2:]:
+    tree, d = arg.split("=", 1)
     log = os.path.join(d, "meson-logs", "testlog.json")
     if not os.path.exists(log):
         continue
@@ -111,6 +133,9 @@ for d in sys.argv[2:]:
             if not line:
                 continue
             r = json.loads(line)
+            for out in (r.get("stdout") or "").splitlines():
+                if out.startswith("COUNTS: "):
+                    counts.append(f"[{tree}] {out}")
             res = r.get("result", "")
             if res in ("OK", "EXPECTEDFAIL"):
                 passed += 1
@@ -119,6 +144,8 @@ for d in sys.argv[2:]:
             else:
                 failed += 1
                 failures.append(f"{os.path.basename(d)}: {r.get('name')} ({res})")
+for c in counts:
+    print(c)
 for f in failures:
     print("FAILED:", f)
 if build_failures:

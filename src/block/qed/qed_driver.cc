@@ -494,6 +494,9 @@ coro::Task<Result<CheckReport>> QedDriver::Check(bool repair) {
   const RequestId id = next_request_id_++;
   bool waited = co_await AcquireAllocSlot(lock, id);
   (void)waited;
+  // Runs reserved before we took the slot may still be writing data or entries: a repair must not
+  // rewrite (and drop from the cache) a table they are about to commit into.
+  while (!in_flight_.empty()) co_await in_flight_waiters_.Wait(lock);
   Result<CheckReport> rep = co_await RunCheck(repair);
   lock.Release();
   ReleaseAllocSlot();
@@ -514,7 +517,8 @@ coro::Task<void> QedDriver::NeedCheckLoop(coro::Gate::Holder holder) {
 // header write.
 coro::Task<void> QedDriver::ClearNeedCheckOnTimer() {
   CoMutex::Guard lock = co_await table_lock_.Lock();
-  if (alloc_owner_ != 0 || alloc_plugged_ || !header_.need_check() || suspect_ || closing_) {
+  if (alloc_owner_ != 0 || !in_flight_.empty() || alloc_plugged_ || !header_.need_check() ||
+      suspect_ || closing_) {
     co_return;  // an allocating write is active: it re-arms the timer when it finishes
   }
   alloc_plugged_ = true;

@@ -4,9 +4,15 @@
 //  - The L1 table lives in memory; L2 tables go through a write-through L2Cache. table_lock_
 //    guards every table and file_size_ but is never held across data I/O, so reads and in-place
 //    writes run concurrently.
-//  - Allocating writes (new data clusters, new L2 tables, zero-cluster entries) are serialised:
-//    one request at a time owns allocation (alloc_owner_) until it completes; the others wait in
-//    FIFO order in alloc_waiters_ and redo their lookup when woken.
+//  - Allocation turns (the allocation slot) are serialised: one request at a time owns the slot
+//    (alloc_owner_); the others wait in FIFO order in alloc_waiters_ and redo their lookup when
+//    woken. A run inside an existing L2 table holds the slot only while it reserves its clusters
+//    (and sets NEED_CHECK): it registers the guest clusters as in flight (in_flight_), releases
+//    the slot, writes its data concurrently with other runs, then queues its entries for the L2
+//    committer, which writes the entries of every queued run in one batch (one write per span of
+//    touched granules) and only then makes them visible in the cached tables. A request whose
+//    run overlaps an in-flight run's guest clusters waits for it and looks up again. A run that
+//    needs a new L2 table keeps the slot until its table and L1 entry are written.
 //  - Crash ordering of an allocating run: NEED_CHECK set and flushed (no backing file) -> data
 //    clusters (head/tail padding included) -> flush (backing file) -> L2 entries (a new L2 table
 //    is written whole and flushed) -> L1 entry.
@@ -22,6 +28,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
@@ -130,6 +137,10 @@ class QedDriver final : public block::BlockDriver {
     uint64_t need_check_sets = 0;
     uint64_t need_check_clears = 0;  // by the timer
     uint64_t alloc_waits = 0;        // times a request queued for allocation
+    uint64_t conflict_waits = 0;     // times a run waited for an overlapping in-flight run
+    uint64_t l2_commit_batches = 0;  // L2 committer batches (existing tables)
+    uint64_t l2_commit_runs = 0;     // runs committed by them
+    uint64_t l2_commit_writes = 0;   // table writes issued by them
   };
   const Stats& stats() const noexcept { return stats_; }
 
@@ -181,15 +192,48 @@ class QedDriver final : public block::BlockDriver {
   // padding, or (zero_entries) entries set to 1. Caller owns allocation and holds |lock|.
   coro::Task<Result<void>> AllocateRun(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
                                        uint64_t len, block::IoVector data, bool zero_entries);
+  // Allocates the run |lk| (inside an existing L2 table) at |pos|: reserves its clusters while
+  // owning the slot, releases the slot (|owner| becomes false), writes the data and commits the
+  // entries through the L2 committer. |lock| is held on entry and on return.
+  coro::Task<Result<void>> AllocateInTable(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
+                                           uint64_t len, block::IoVector data, bool zero_entries,
+                                           bool& owner);
   coro::Task<Result<void>> SetNeedCheckForAllocation(coro::CoMutex::Guard& lock);
   coro::Task<Result<void>> WriteNewClusters(const Lookup& lk, uint64_t pos, uint64_t len,
                                             block::IoVector data, uint64_t host, uint64_t first,
                                             uint64_t nclusters);
   coro::Task<Result<void>> FillPadding(const Lookup& lk, uint64_t guest_pos, block::IoBuffer& buf);
-  coro::Task<Result<void>> UpdateL2(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
-                                    uint64_t n, uint64_t first_value, bool zero_entries);
+  // Writes a new L2 table holding the entries of the |n| clusters at guest |pos| (whose table
+  // does not exist yet), then links it from L1. Caller owns allocation and holds |lock|.
+  coro::Task<Result<void>> CreateL2(coro::CoMutex::Guard& lock, uint64_t pos, uint64_t n,
+                                    uint64_t first_value, bool zero_entries);
+
+  // A run allocated inside an existing L2 table, from the reservation of its clusters until its
+  // entries are committed (or it failed). Lives in the frame of the request that runs it.
+  struct PendingRun {
+    uint64_t guest_first = 0;  // first guest byte of its first cluster
+    uint64_t guest_end = 0;    // end of its last cluster
+    L2Ref l2;                  // the table (pinned in the cache while the run is pending)
+    uint64_t index = 0;        // first L2 index
+    uint64_t n = 0;            // entries
+    uint64_t first_value = 0;  // host offset of the first cluster, or kZeroClusterEntry for all
+    bool zero_entries = false;
+    bool done = false;  // set by the committer, with |result|
+    Result<void> result;
+  };
+  // True if [first, end) overlaps the clusters of an in-flight run.
+  bool OverlapsInFlight(uint64_t first, uint64_t end) const;
+  // Drops |run| from in_flight_, wakes conflict waiters, and arms the need-check timer when it
+  // was the last allocation.
+  void FinishInFlight(PendingRun* run);
+  void MaybeArmNeedCheckTimer();
+  // Queues |run| for the L2 committer and waits until its entries are committed (or failed).
+  // Called without the table lock.
+  coro::Task<Result<void>> CommitL2(PendingRun& run);
+  // The committer's work on one batch (|lock| held on entry and return, released around I/O).
+  coro::Task<void> CommitBatch(coro::CoMutex::Guard& lock, std::vector<PendingRun*>& batch);
   // After a failed allocation that nothing links to: gives [begin, end) back if it is still the
-  // end of the allocated area. Caller owns allocation and holds the table lock.
+  // end of the allocated area. Caller holds the table lock.
   void ReleaseReservation(uint64_t begin, uint64_t end);
 
   std::unique_ptr<block::BlockDriver> file_;
@@ -221,7 +265,12 @@ class QedDriver final : public block::BlockDriver {
   RequestId alloc_owner_ = 0;          // 0: nobody allocates
   std::deque<RequestId> alloc_queue_;  // waiters, in the same FIFO order as alloc_waiters_
   coro::CoQueue alloc_waiters_;
-  bool alloc_plugged_ = false;  // the need-check coroutine is clearing the flag
+  bool alloc_plugged_ = false;           // the need-check coroutine is clearing the flag
+  std::vector<PendingRun*> in_flight_;   // runs reserved and not yet committed (or failed)
+  coro::CoQueue in_flight_waiters_;      // requests waiting for an in-flight run to finish
+  std::vector<PendingRun*> l2_pending_;  // runs whose data is written, waiting to be committed
+  bool l2_committing_ = false;           // a committer is working on a batch
+  coro::CoQueue l2_commit_waiters_;
 
   coro::CoTimer need_check_timer_;
   coro::Gate loop_gate_;  // held by NeedCheckLoop while it runs

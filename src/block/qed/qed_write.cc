@@ -6,11 +6,22 @@
 //   2. data clusters are written whole (guest data plus head/tail padding) past the old EOF;
 //   3. with a backing file: flush, so that data (and padding copied from the backing file) is
 //      durable before any entry makes the guest depend on it;
-//   4. L2 entries: an existing table gets the granules holding them rewritten; a new table is
-//      written whole and flushed before
+//   4. L2 entries: in an existing table the L2 committer rewrites the granules holding the
+//      entries of a batch of runs (each run's data write has completed before it joins a batch);
+//      a new table is written whole and flushed before
 //   5. the L1 entry that links it is written.
-// Until steps 4/5 reach the disk a crash only leaks clusters past the old EOF.
+// Until steps 4/5 reach the disk a crash only leaks clusters past the old EOF. Entries become
+// visible to lookups only after their write succeeded, so no request reads through (or writes in
+// place into) a cluster whose entry might not be on disk, and a failed write needs no rollback.
+//
+// Concurrency of allocations: a run inside an existing table holds the allocation slot only
+// while it sets NEED_CHECK and reserves clusters at the file end; its data write then overlaps
+// the next runs' ones, and its entries are committed in a batch with theirs. The guest clusters
+// of such a run are registered in in_flight_ from reservation to commit: any other allocation
+// touching them waits and looks up again (it would otherwise allocate the same guest cluster
+// twice), while reads see the old contents (backing file or zeros) until the commit.
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "block/qed/qed_driver.h"
@@ -42,7 +53,7 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
                                                  bool zero, block::ZeroFlags flags) {
   const RequestId id = next_request_id_++;
   const uint64_t cs = geo_.cluster_size;
-  bool owner = false;  // a request keeps the allocation slot until it completes
+  bool owner = false;  // holds the allocation slot (only for one run's allocation turn)
   Result<void> result;
   uint64_t done = 0;
   CoMutex::Guard lock = co_await table_lock_.Lock();
@@ -59,6 +70,10 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
     if (lk.kind == ClusterKind::kFound) {
       // In place: no metadata changes, so the data I/O runs without the lock and concurrently
       // with other in-place writes and reads.
+      if (owner) {  // someone allocated the cluster while we waited for the slot
+        ReleaseAllocSlot();
+        owner = false;
+      }
       lock.Release();
       Result<void> r;
       file_->Annotate(DebugEvent::kWriteData);
@@ -105,12 +120,29 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
       data = iov.Slice(done, n);
     }
 
+    // A run being allocated by another request (reserved, its entries not yet committed) still
+    // looks unallocated: wait until it is committed or has failed, then look again.
+    const uint64_t first = geo_.cluster_start(pos);
+    const uint64_t end = first + (pos + n - first + cs - 1) / cs * cs;
+    if (OverlapsInFlight(first, end)) {
+      ++stats_.conflict_waits;
+      co_await in_flight_waiters_.Wait(lock);
+      continue;
+    }
     if (!owner) {
       const bool waited = co_await AcquireAllocSlot(lock, id);
       owner = true;
       if (waited) continue;  // others allocated while we slept: look the range up again
     }
-    Result<void> r = co_await AllocateRun(lock, lk, pos, n, data, zero_entries);
+    Result<void> r;
+    if (lk.kind == ClusterKind::kUnallocatedL1) {
+      // A new L2 table: the slot stays ours until the table and its L1 entry are written.
+      r = co_await AllocateRun(lock, lk, pos, n, data, zero_entries);
+      ReleaseAllocSlot();
+      owner = false;
+    } else {
+      r = co_await AllocateInTable(lock, lk, pos, n, data, zero_entries, owner);
+    }
     if (!r) {
       result = r;
       break;
@@ -152,10 +184,31 @@ void QedDriver::ReleaseAllocSlot() {
     HandOffAllocSlot();
     return;
   }
+  MaybeArmNeedCheckTimer();
+}
+
+void QedDriver::MaybeArmNeedCheckTimer() {
   // The last allocating write finished: clear NEED_CHECK once things have been quiet a while.
+  if (alloc_owner_ != 0 || !alloc_queue_.empty() || !in_flight_.empty()) return;
   if (header_.need_check() && !suspect_ && !closing_ && loop_started_) {
     need_check_timer_.Arm(need_check_delay_);
   }
+}
+
+bool QedDriver::OverlapsInFlight(uint64_t first, uint64_t end) const {
+  for (const PendingRun* r : in_flight_) {
+    if (first < r->guest_end && r->guest_first < end) return true;
+  }
+  return false;
+}
+
+void QedDriver::FinishInFlight(PendingRun* run) {
+  auto it = std::find(in_flight_.begin(), in_flight_.end(), run);
+  if (it == in_flight_.end()) return;
+  *it = in_flight_.back();
+  in_flight_.pop_back();
+  in_flight_waiters_.WakeAll();
+  MaybeArmNeedCheckTimer();
 }
 
 coro::Task<Result<void>> QedDriver::SetNeedCheckForAllocation(CoMutex::Guard& lock) {
@@ -187,13 +240,14 @@ coro::Task<Result<void>> QedDriver::AllocateRun(CoMutex::Guard& lock, Lookup& lk
 
   uint64_t value = kZeroClusterEntry;
   if (!zero_entries) {
-    // Reserve whole clusters at the in-memory EOF; only this request (the allocation owner) moves
-    // it, so the range is ours even while the lock is released.
+    // Reserve whole clusters at the in-memory EOF; only the allocation owner moves it, so the
+    // range is ours even while the lock is released.
     const uint64_t host = file_size_;
     file_size_ += nclusters * cs;
     stats_.clusters_allocated += nclusters;
     lock.Release();
-    // Steps 2 and 3: data (with padding), then a flush when a backing file is involved.
+    // Step 2: data (with padding). Step 3 (the flush with a backing file) is the one CreateL2
+    // issues after writing the table and before linking it: nothing refers to the data earlier.
     Result<void> r = co_await WriteNewClusters(lk, pos, len, data, host, first, nclusters);
     lock = co_await table_lock_.Lock();
     if (!r) {
@@ -204,16 +258,74 @@ coro::Task<Result<void>> QedDriver::AllocateRun(CoMutex::Guard& lock, Lookup& lk
     value = host;
   }
   // Steps 4 and 5.
-  co_return co_await UpdateL2(lock, lk, first, nclusters, value, zero_entries);
+  co_return co_await CreateL2(lock, first, nclusters, value, zero_entries);
 }
 
 void QedDriver::ReleaseReservation(uint64_t begin, uint64_t end) {
-  // Only the allocation owner moves file_size_, so the range is normally still the last one. A
+  // Reservations move file_size_ only under the table lock, without suspending in between, so a
+  // range that still ends at file_size_ is the last one handed out and nothing after it exists. A
   // failed entry write (L2 or L1) never comes here: the entry may have reached the disk, so its
   // clusters must leak rather than be handed out twice.
   if (file_size_ != end) return;
   file_size_ = begin;
   trim_at_close_ = true;
+}
+
+coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
+                                                    uint64_t len, IoVector data, bool zero_entries,
+                                                    bool& owner) {
+  const uint64_t cs = geo_.cluster_size;
+  const uint64_t first = geo_.cluster_start(pos);
+  const uint64_t nclusters = (pos + len - first + cs - 1) / cs;
+  ++stats_.allocating_runs;
+
+  // Step 1: NEED_CHECK set and flushed before anything is allocated. The slot is held, so no
+  // other run can be reserved (and so become in flight over our clusters) meanwhile; the lookup
+  // in |lk| stays valid.
+  QEDFUSE_CO_TRY(co_await SetNeedCheckForAllocation(lock));
+
+  PendingRun run;
+  run.guest_first = first;
+  run.guest_end = first + nclusters * cs;
+  run.index = geo_.l2_index(pos);
+  run.n = nclusters;
+  run.zero_entries = zero_entries;
+  run.first_value = kZeroClusterEntry;
+  uint64_t host = 0;
+  if (!zero_entries) {
+    // Reserve whole clusters at the in-memory EOF. Only the slot owner moves it, and the range
+    // stays ours after the slot is released (the file end has moved past it).
+    host = file_size_;
+    file_size_ += nclusters * cs;
+    stats_.clusters_allocated += nclusters;
+    run.first_value = host;
+  }
+  run.l2 = std::move(lk.l2);  // pins the table until the entries are committed
+  // From here until its entries are committed, requests touching these guest clusters wait
+  // (they would otherwise allocate them a second time). Readers see the old contents (backing
+  // file or zeros) until the committer makes the entries visible.
+  in_flight_.push_back(&run);
+  ReleaseAllocSlot();  // the next request reserves its clusters while our data is written
+  owner = false;
+  lock.Release();
+
+  Result<void> r = Ok();
+  if (!zero_entries) {
+    // Step 2: data (with padding), concurrently with other runs' data.
+    r = co_await WriteNewClusters(lk, pos, len, data, host, first, nclusters);
+  }
+  if (r) {
+    // Steps 3 and 4 (flush with a backing file, L2 entries) for a whole batch of runs.
+    r = co_await CommitL2(run);
+    lock = co_await table_lock_.Lock();
+    co_return r;
+  }
+  lock = co_await table_lock_.Lock();
+  // No entry points at the reserved clusters: give them back if nothing was reserved after them
+  // (otherwise they leak).
+  if (!zero_entries) ReleaseReservation(host, host + nclusters * cs);
+  FinishInFlight(&run);
+  co_return r;
 }
 
 coro::Task<Result<void>> QedDriver::FillPadding(const Lookup& lk, uint64_t guest_pos,
@@ -244,75 +356,164 @@ coro::Task<Result<void>> QedDriver::WriteNewClusters(const Lookup& lk, uint64_t 
   v.Append(tail_buf.data(), tail);
   if (head != 0 || tail != 0) file_->Annotate(DebugEvent::kCowWrite);
   file_->Annotate(DebugEvent::kWriteData);
-  QEDFUSE_CO_TRY(co_await WriteChild(*file_, host, v));
-  if (backing_) QEDFUSE_CO_TRY(co_await FlushFile());
-  co_return Ok();
+  // No flush here: with a backing file the flush of step 3 is issued once per L2 batch (or per
+  // new table) after the data writes, before any entry refers to them.
+  co_return co_await WriteChild(*file_, host, v);
 }
 
-coro::Task<Result<void>> QedDriver::UpdateL2(CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
-                                             uint64_t n, uint64_t first_value, bool zero_entries) {
+coro::Task<Result<void>> QedDriver::CreateL2(CoMutex::Guard& lock, uint64_t pos, uint64_t n,
+                                             uint64_t first_value, bool zero_entries) {
   const uint64_t idx = geo_.l2_index(pos);
-  auto entry = [&](uint64_t i) {
-    return zero_entries ? kZeroClusterEntry : first_value + i * geo_.cluster_size;
-  };
-
-  if (lk.kind == ClusterKind::kUnallocatedL1) {
-    // A new L2 table goes after the data clusters. It is written whole and flushed before L1
-    // points at it, so L1 never references a half-written table whose garbage would read as
-    // cluster offsets (the flush also makes the data durable).
-    const uint64_t l1i = geo_.l1_index(pos);
-    Table table(geo_.table_nelems);
-    for (uint64_t i = 0; i < n; ++i) table.Set(idx + i, entry(i));
-    const uint64_t l2_off = file_size_;
-    file_size_ += geo_.table_bytes;
-    ++stats_.l2_tables_allocated;
-    lock.Release();
-    Result<void> r = co_await tables_->Write(l2_off, table, DebugEvent::kL2AllocWrite);
-    if (r) r = co_await FlushFile();
-    lock = co_await table_lock_.Lock();
-    if (!r) {
-      // L1 does not point at the table yet, so neither it nor the data clusters before it are
-      // linked: give them back.
-      ReleaseReservation(zero_entries ? l2_off : first_value, l2_off + geo_.table_bytes);
-      co_return r;
-    }
-    // The table enters the cache only now that it is on disk; it is pinned until linked.
-    L2Ref ref = l2_cache_.Insert(l2_off, std::move(table));
-    // The L1 entry is set in memory before its write, so the table lock stays held across that
-    // write (a small metadata write; data I/O never runs under the lock). Were it released, a
-    // concurrent request could find the new table, write in place into a cluster it maps and be
-    // acknowledged, and a failed L1 write would then roll the entry back and make that
-    // acknowledged data unreachable.
-    l1_.Set(l1i, l2_off);
-    r = co_await tables_->WriteEntries(header_.l1_table_offset, l1_, l1i, 1, DebugEvent::kL1Update);
-    if (!r) {
-      l1_.Set(l1i, 0);  // leak the table rather than trust an entry of unknown durability
-      l2_cache_.Erase(l2_off);
-      ++l2_generation_;
-    }
+  // A new L2 table goes after the data clusters. It is written whole and flushed before L1
+  // points at it, so L1 never references a half-written table whose garbage would read as
+  // cluster offsets (the flush also makes the data durable: step 3 with a backing file).
+  const uint64_t l1i = geo_.l1_index(pos);
+  Table table(geo_.table_nelems);
+  for (uint64_t i = 0; i < n; ++i) {
+    table.Set(idx + i, zero_entries ? kZeroClusterEntry : first_value + i * geo_.cluster_size);
+  }
+  const uint64_t l2_off = file_size_;
+  file_size_ += geo_.table_bytes;
+  ++stats_.l2_tables_allocated;
+  lock.Release();
+  Result<void> r = co_await tables_->Write(l2_off, table, DebugEvent::kL2AllocWrite);
+  if (r) r = co_await FlushFile();
+  lock = co_await table_lock_.Lock();
+  if (!r) {
+    // L1 does not point at the table yet, so neither it nor the data clusters before it are
+    // linked: give them back.
+    ReleaseReservation(zero_entries ? l2_off : first_value, l2_off + geo_.table_bytes);
     co_return r;
   }
-
-  // Existing table: update the cached copy and write through the granules that hold the new
-  // entries. The table lock stays held across that write (small; data I/O never runs under the
-  // lock): no other request may see the new entries before they are on disk. Otherwise one could
-  // write in place into the new cluster and be acknowledged, and the rollback after a failed
-  // table write would make that acknowledged data unreachable.
-  Table& table = lk.l2.table();
-  std::vector<uint64_t> old(n);
-  ++l2_generation_;  // readers that missed this table meanwhile must not insert an older copy
-  for (uint64_t i = 0; i < n; ++i) {
-    old[i] = table.Get(idx + i);
-    table.Set(idx + i, entry(i));
-  }
-  Result<void> r =
-      co_await tables_->WriteEntries(lk.l2.offset(), table, idx, n, DebugEvent::kL2Update);
+  // The table enters the cache only now that it is on disk; it is pinned until linked.
+  L2Ref ref = l2_cache_.Insert(l2_off, std::move(table));
+  // The L1 entry is set in memory before its write, so the table lock stays held across that
+  // write (a small metadata write; data I/O never runs under the lock). Were it released, a
+  // concurrent request could find the new table, write in place into a cluster it maps and be
+  // acknowledged, and a failed L1 write would then roll the entry back and make that
+  // acknowledged data unreachable.
+  l1_.Set(l1i, l2_off);
+  r = co_await tables_->WriteEntries(header_.l1_table_offset, l1_, l1i, 1, DebugEvent::kL1Update);
   if (!r) {
-    // Keep the cache equal to what the disk most likely holds; the new clusters leak.
-    for (uint64_t i = 0; i < n; ++i) table.Set(idx + i, old[i]);
+    l1_.Set(l1i, 0);  // leak the table rather than trust an entry of unknown durability
+    l2_cache_.Erase(l2_off);
     ++l2_generation_;
   }
   co_return r;
+}
+
+coro::Task<Result<void>> QedDriver::CommitL2(PendingRun& run) {
+  CoMutex::Guard lock = co_await table_lock_.Lock();
+  l2_pending_.push_back(&run);
+  // Group commit: whoever finds no committer at work takes every queued run as one batch; runs
+  // queued meanwhile go into the next batch.
+  while (!run.done) {
+    if (l2_committing_) {
+      co_await l2_commit_waiters_.Wait(lock);
+      continue;
+    }
+    l2_committing_ = true;
+    std::vector<PendingRun*> batch;
+    batch.swap(l2_pending_);
+    co_await CommitBatch(lock, batch);
+    l2_committing_ = false;
+    l2_commit_waiters_.WakeAll();
+  }
+  co_return std::move(run.result);
+}
+
+coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<PendingRun*>& batch) {
+  // Entries of one table closer than this are written in one span (rewriting the granules in
+  // between from the cache, which equals the disk); a table write costs far more than the copy.
+  constexpr uint64_t kMaxGap = 32u << 10;
+  ++stats_.l2_commit_batches;
+  stats_.l2_commit_runs += batch.size();
+  std::sort(batch.begin(), batch.end(), [](const PendingRun* a, const PendingRun* b) {
+    if (a->l2.offset() != b->l2.offset()) return a->l2.offset() < b->l2.offset();
+    return a->index < b->index;
+  });
+  auto value = [&](const PendingRun& r, uint64_t i) {
+    return r.zero_entries ? kZeroClusterEntry : r.first_value + i * geo_.cluster_size;
+  };
+
+  struct Span {
+    const PendingRun* head;  // its table
+    uint64_t start = 0;      // byte range in the table, granule-aligned
+    uint64_t end = 0;
+    std::size_t first = 0;  // runs [first, last) of the batch
+    std::size_t last = 0;
+    IoBuffer buf;
+    Result<void> result;
+  };
+  std::vector<Span> spans;
+  const uint64_t gran = tables_->granule();
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const PendingRun& r = *batch[i];
+    const uint64_t s = r.index * 8 / gran * gran;
+    const uint64_t e = std::min(geo_.table_bytes, ((r.index + r.n) * 8 + gran - 1) / gran * gran);
+    if (!spans.empty() && spans.back().head->l2.offset() == r.l2.offset() &&
+        s <= spans.back().end + kMaxGap) {
+      spans.back().end = std::max(spans.back().end, e);
+      spans.back().last = i + 1;
+    } else {
+      Span sp;
+      sp.head = &r;
+      sp.start = s;
+      sp.end = e;
+      sp.first = i;
+      sp.last = i + 1;
+      spans.push_back(std::move(sp));
+    }
+  }
+  // The new entries go into copies of the touched granules; the cached tables stay unchanged
+  // until the copies are on disk, so no lookup can use an entry before it is written. This is the
+  // only writer of existing tables (new tables are written before they are linked, and a repair
+  // waits for every in-flight run), so the copies cannot miss a concurrent change.
+  for (Span& sp : spans) {
+    const Table& table = sp.head->l2.table();
+    sp.buf = IoBuffer(sp.end - sp.start);
+    std::memcpy(sp.buf.data(), table.buffer().data() + sp.start, sp.end - sp.start);
+    for (std::size_t i = sp.first; i < sp.last; ++i) {
+      const PendingRun& r = *batch[i];
+      for (uint64_t k = 0; k < r.n; ++k) {
+        StoreLE64(sp.buf.data() + (r.index + k) * 8 - sp.start, value(r, k));
+      }
+    }
+  }
+  lock.Release();
+
+  // Step 3: with a backing file, one flush makes the data of every run in the batch (all of it
+  // written before the run was queued) durable before any of their entries is written.
+  Result<void> flushed = Ok();
+  if (backing_) flushed = co_await FlushFile();
+  // Step 4: the L2 entries. Each data write completed before its run was queued, so no entry
+  // written here points at unwritten data.
+  for (Span& sp : spans) {
+    if (!flushed) {
+      sp.result = flushed;
+      continue;
+    }
+    file_->Annotate(DebugEvent::kL2Update);
+    sp.result = co_await WriteChild(*file_, sp.head->l2.offset() + sp.start, IoVector(sp.buf));
+    ++stats_.l2_commit_writes;
+  }
+
+  lock = co_await table_lock_.Lock();
+  // Only now do the new entries become visible. A failed span leaves the cached table as it was
+  // (what the disk most likely holds); its runs fail and their clusters leak.
+  ++l2_generation_;  // readers that missed a table meanwhile must not insert an older copy
+  for (Span& sp : spans) {
+    for (std::size_t i = sp.first; i < sp.last; ++i) {
+      PendingRun& r = *batch[i];
+      if (sp.result) {
+        Table& table = r.l2.table();
+        for (uint64_t k = 0; k < r.n; ++k) table.Set(r.index + k, value(r, k));
+      }
+      r.result = sp.result;
+      r.done = true;
+    }
+  }
+  for (PendingRun* r : batch) FinishInFlight(r);
 }
 
 }  // namespace qedfuse::qed

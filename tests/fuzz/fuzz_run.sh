@@ -3,7 +3,8 @@
 #
 # Usage: fuzz_run.sh FUZZER SEED-CORPUS DICT WORK-DIR [SECONDS [JOBS]]
 #   SECONDS defaults to $QEDFUSE_FUZZ_SECONDS, else 60. JOBS (default 1) > 1 runs libFuzzer's
-#   -jobs/-workers mode.
+#   -jobs/-workers mode. $QEDFUSE_FUZZ_EXTRA_CORPUS, if set, names a directory whose inputs are
+#   added to the starting corpus.
 # The seed corpus is never modified: it is copied to WORK-DIR/corpus (emptied first), where new
 # inputs go. Crashes, leaks, timeouts (-timeout=10 per input), out-of-memory inputs and
 # sanitizer reports are written to WORK-DIR/artifacts/ and fail the run. libFuzzer's output goes
@@ -28,6 +29,10 @@ esac
 rm -rf "$work/corpus" "$work/artifacts"
 mkdir -p "$work/corpus" "$work/artifacts"
 cp -r "$seeds"/. "$work/corpus/"
+# scripts/fuzz.sh carries the corpus of an earlier campaign over.
+if [[ -n ${QEDFUSE_FUZZ_EXTRA_CORPUS:-} && -d $QEDFUSE_FUZZ_EXTRA_CORPUS ]]; then
+  cp -rn "$QEDFUSE_FUZZ_EXTRA_CORPUS"/. "$work/corpus/"
+fi
 log=$work/fuzz.log
 
 # Leak checking and fatal UB reports, whatever the caller's environment says otherwise.
@@ -54,9 +59,8 @@ start=$(date +%s)
 (cd "$work" && "$fuzzer" "${args[@]}" "$work/corpus") >"$log" 2>&1
 rc=$?
 end=$(date +%s)
-if ((jobs > 1)); then
-  cat "$work"/fuzz-*.log >>"$log" 2>/dev/null
-fi
+# (In -jobs mode libFuzzer copies each worker's fuzz-N.log into its own output when it ends.)
+rm -f "$work"/fuzz-*.log
 
 artifacts=$(find "$work/artifacts" -type f | sort)
 if ((rc != 0)) || [[ -n $artifacts ]]; then

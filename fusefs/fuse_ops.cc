@@ -31,6 +31,7 @@
 // the page cache in both modes.
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fuse.h>
 #include <sys/statvfs.h>
 
 #include <algorithm>
@@ -108,9 +109,15 @@ struct FuseOps {
     // (dirty pages written back before a FOPEN_DIRECT_IO read or write, stale pages dropped) is
     // checked by tests/integration/coherence_test.sh; the kernel's generic O_DIRECT path would
     // give it too, but turns a write straddling the end of the device into EIO, not a short write.
-    fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
-    fi->keep_cache = fi->direct_io ? 0 : 1;
-    r.ReplyOpen(*fi);
+    //
+    // FOPEN_PARALLEL_DIRECT_WRITES lets the kernel send O_DIRECT writes of several threads to us
+    // at once under a shared inode lock instead of one at a time (it falls back to the exclusive
+    // lock by itself while the file is also open for cached I/O, and for writes past the end).
+    // Concurrent writes are safe here: each owns its payload, and the block layer orders
+    // overlapping ones. libfuse 3.14 cannot ask for the flag, so the reply is built here.
+    uint32_t flags =
+        (fi->flags & O_DIRECT) ? FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES : FOPEN_KEEP_CACHE;
+    r.ReplyOpenFlags(fi->fh, flags);
   }
 
   static void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) {

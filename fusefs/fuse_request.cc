@@ -1,6 +1,9 @@
 // FuseRequest: exactly-one-reply wrapper around fuse_req_t (see fuse_request.h).
 #include "fusefs/fuse_request.h"
 
+#include <linux/fuse.h>
+#include <sys/uio.h>
+
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -53,6 +56,15 @@ void FuseRequest::ReplyAttr(const struct stat& attr, double timeout) {
 
 void FuseRequest::ReplyOpen(const fuse_file_info& fi) {
   Check(fuse_reply_open(Take(), &fi), "open reply");
+}
+
+void FuseRequest::ReplyOpenFlags(uint64_t fh, uint32_t open_flags) {
+  // libfuse prepends the reply header; the body is the kernel's fuse_open_out.
+  fuse_open_out out{};
+  out.fh = fh;
+  out.open_flags = open_flags;
+  iovec iov{&out, sizeof(out)};
+  Check(fuse_reply_iov(Take(), &iov, 1), "open reply");
 }
 
 void FuseRequest::ReplyBuf(const void* data, std::size_t size) {

@@ -41,6 +41,9 @@ class FuseRequest {
   void ReplyOk();
   void ReplyAttr(const struct stat& attr, double timeout);
   void ReplyOpen(const fuse_file_info& fi);
+  // An OPEN reply with raw FOPEN_* flags (<linux/fuse.h>), for flags that libfuse 3.14's
+  // fuse_file_info cannot express (FOPEN_PARALLEL_DIRECT_WRITES).
+  void ReplyOpenFlags(uint64_t fh, uint32_t open_flags);
   void ReplyBuf(const void* data, std::size_t size);
   void ReplyWrite(std::size_t count);
   void ReplyStatfs(const struct statvfs& st);

@@ -278,6 +278,8 @@ Options:
   -f, --foreground           do not daemonise; log to stderr
   -d, --debug                log every FUSE request to stderr (implies -f)
       --debug-fault=RULE     testing: make image-file I/O fail (see qedfuse(1))
+      --debug-log-writes=FILE
+                             testing: log image and client writes and flushes
   -h, --help                 show this help
   -V, --version              show the version
   -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, cache=..., aio=...,

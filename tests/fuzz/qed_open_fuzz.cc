@@ -145,9 +145,10 @@ qed::QedDriver* AsQed(block::BlockBackend& bb) {
 }
 
 // Opens g_image through OpenImage with the protocol node replaced by a MemFile over |state|.
+// |io_yields| loop turns of latency per MemFile I/O let concurrent requests interleave.
 absl::StatusOr<std::unique_ptr<block::BlockBackend>> Open(
     coro::EventLoop& loop, const std::shared_ptr<test::MemFileState>& state, bool read_only,
-    bool for_check, block::OpenReport* report) {
+    bool for_check, block::OpenReport* report, int io_yields = 0) {
   // OpenImage probes the real file: give it the current bytes.
   if (!WriteFile(g_image, state->current.data(), state->current.size())) Fail("cannot write");
   block::OpenOptions o;
@@ -157,10 +158,11 @@ absl::StatusOr<std::unique_ptr<block::BlockBackend>> Open(
   o.lock = false;
   o.aio = block::AioMode::kAuto;
   o.need_check_delay = std::chrono::milliseconds(0);
-  o.wrap_image_file = [state, read_only](std::unique_ptr<block::BlockDriver> real) {
+  o.wrap_image_file = [state, read_only, io_yields](std::unique_ptr<block::BlockDriver> real) {
     real.reset();
     test::MemFile::Options mo;
     mo.read_only = read_only;
+    mo.io_yields = io_yields;
     return std::unique_ptr<block::BlockDriver>(std::make_unique<test::MemFile>(state, mo));
   };
   return loop.RunSync(block::OpenImage(o, report));
@@ -180,11 +182,70 @@ void DoReads(coro::EventLoop& loop, block::BlockBackend& bb, Program& prog) {
   }
 }
 
-void CheckImage(coro::EventLoop& loop, block::BlockBackend& bb, bool repair) {
+// Runs the consistency check; returns true if it completed and found no corruption and no I/O
+// error (leaks are fine).
+bool CheckImage(coro::EventLoop& loop, block::BlockBackend& bb, bool repair) {
   qed::QedDriver* q = AsQed(bb);
-  if (q == nullptr) return;
+  if (q == nullptr) return false;
   Result<qed::CheckReport> rep = loop.RunSync(q->Check(repair));
-  (void)rep;
+  return rep && rep->corruptions == 0 && rep->check_errors == 0;
+}
+
+// A range written (or zeroed) by a completed request, and the byte it must read back as.
+struct Expect {
+  Range r;
+  uint8_t fill = 0;
+};
+
+// Up to four writes and zero writes in flight at once, on ranges that do not overlap one
+// another. Returns the ranges whose request succeeded.
+std::vector<Expect> ConcurrentWrites(coro::EventLoop& loop, block::BlockBackend& bb,
+                                     Program& prog) {
+  const int n = 2 + static_cast<int>(prog.Next() % 3);
+  std::vector<Expect> planned;
+  std::vector<Bytes> bufs;
+  std::vector<coro::Task<Result<void>>> tasks;
+  planned.reserve(n);
+  bufs.reserve(n);
+  tasks.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    Range r = PickRange(prog, bb.length());
+    r.len = std::min<uint64_t>(r.len, 3 * 4096);
+    bool overlaps = r.len == 0;
+    for (const Expect& e : planned) {
+      overlaps = overlaps || (r.off < e.r.off + e.r.len && e.r.off < r.off + r.len);
+    }
+    if (overlaps) continue;
+    const bool zero = prog.Next() % 3 == 0;
+    const uint8_t fill = zero ? 0 : static_cast<uint8_t>(0xc0 + i);
+    planned.push_back({r, fill});
+    bufs.emplace_back(zero ? 0 : r.len, std::byte{fill});
+    if (zero) {
+      tasks.push_back(bb.WriteZeroes(r.off, r.len, block::ZeroFlags::kMayUnmap));
+    } else {
+      tasks.push_back(bb.Write(r.off, block::IoVector(bufs.back().data(), r.len)));
+    }
+  }
+  std::vector<Expect> done;
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    Result<void> r = loop.RunSync(std::move(tasks[i]));
+    if (r) done.push_back(planned[i]);
+  }
+  return done;
+}
+
+// Every completed write reads back.
+void VerifyExpected(coro::EventLoop& loop, block::BlockBackend& bb,
+                    const std::vector<Expect>& expect, const char* what) {
+  Bytes buf;
+  for (const Expect& e : expect) {
+    buf.assign(e.r.len, std::byte{0xee});
+    Result<std::size_t> got = loop.RunSync(bb.Read(e.r.off, block::IoVector(buf.data(), e.r.len)));
+    if (!got || *got != e.r.len) Fail(what);
+    for (std::byte b : buf) {
+      if (b != std::byte{e.fill}) Fail(what);
+    }
+  }
 }
 
 void DoWrites(coro::EventLoop& loop, block::BlockBackend& bb, Program& prog) {
@@ -281,6 +342,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   coro::EventLoop loop;
 
   // 1. Read-only: reads, status, check without repair. Not a byte may change.
+  bool consistent = false;  // the check found no corruption: data must then read back
   {
     auto bb = Open(loop, state, /*read_only=*/true, /*for_check=*/false, nullptr);
     if (!bb.ok()) {
@@ -288,13 +350,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
       return 0;  // an image we refuse read-only is refused read-write too (same validation)
     }
     DoReads(loop, **bb, prog);
-    CheckImage(loop, **bb, /*repair=*/false);
+    consistent = CheckImage(loop, **bb, /*repair=*/false);
     CloseBackend(loop, *bb);
     if (!Unchanged(*state, data, size)) Fail("a read-only session changed the file");
   }
 
   // 2. Opened for checking (qedimg check's open), then read-write with repair of a dirty image:
-  // reads, writes, check and repair, close.
+  // reads, writes, concurrent writes, check and repair, close.
   {
     auto bb = Open(loop, state, /*read_only=*/true, /*for_check=*/true, nullptr);
     if (bb.ok()) {
@@ -302,13 +364,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
       CloseBackend(loop, *bb);
     }
   }
+  const int io_yields = static_cast<int>(prog.Next() % 3);
   bool closed_clean = false;
+  std::vector<Expect> expect;
   {
     block::OpenReport report;
-    auto bb = Open(loop, state, /*read_only=*/false, /*for_check=*/false, &report);
+    auto bb = Open(loop, state, /*read_only=*/false, /*for_check=*/false, &report, io_yields);
     if (!bb.ok()) return 0;
     DoReads(loop, **bb, prog);
     DoWrites(loop, **bb, prog);
+    expect = ConcurrentWrites(loop, **bb, prog);
+    if (consistent) {
+      VerifyExpected(loop, **bb, expect, "a completed write does not read back");
+      if (!CheckImage(loop, **bb, /*repair=*/false)) {
+        Fail("writes to a consistent image left it corrupt");
+      }
+    }
     CheckImage(loop, **bb, /*repair=*/true);
     DoReads(loop, **bb, prog);
     qed::QedDriver* q = AsQed(**bb);
@@ -318,12 +389,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     closed_clean = st.ok() && !suspect;
   }
 
-  // 3. Reopen read-write. After a clean close the image must open (no repair needed).
+  // 3. Reopen read-write. After a clean close the image must open without repair, and on a
+  // consistent image the writes must have persisted.
   {
     block::OpenReport report;
     auto bb = Open(loop, state, /*read_only=*/false, /*for_check=*/false, &report);
-    if (!bb.ok()) return 0;
+    if (!bb.ok()) {
+      if (consistent && closed_clean) Fail("a consistent image closed cleanly does not reopen");
+      return 0;
+    }
     if (closed_clean && report.repaired) Fail("an image closed cleanly needed a repair");
+    if (consistent && closed_clean) {
+      VerifyExpected(loop, **bb, expect, "a write did not persist across close and reopen");
+    }
     DoReads(loop, **bb, prog);
     CloseBackend(loop, *bb);
   }

@@ -9,8 +9,10 @@
 # replay. Workloads: (a) fio random writes with fsync/fdatasync, allocating and overwriting, plus
 # a zero-range; (b) ext4 on a loop device: files written, sync, more files, sync -f, unmount.
 #
-# Environment: CRASH_SWEEP_STATES (states per workload; default 120, 30 under sanitizers),
-# CRASH_SWEEP_SCALE (workload size factor, default 1), QEDFUSE_SEED (replay a run),
+# Environment: CRASH_SWEEP_STATES (states per workload, 0 = all; default 120, 30 under
+# sanitizers), CRASH_SWEEP_SCALE (workload size factor, default 1), CRASH_SWEEP_PER_INTERVAL
+# (random states per flush interval, default 3), CRASH_SWEEP_MOUNT_OPTS (extra qedfuse options
+# for the workload mounts, e.g. --cache=none), QEDFUSE_SEED (replay a run),
 # QEDIMG (qedimg binary, default: next to qedfuse in the build tree).
 source "$(dirname "$0")/lib.sh"
 require_fuse
@@ -27,6 +29,8 @@ else
   STATES=${CRASH_SWEEP_STATES:-120}
 fi
 SCALE=${CRASH_SWEEP_SCALE:-1}
+PER_INTERVAL=${CRASH_SWEEP_PER_INTERVAL:-3}
+MOUNT_OPTS=${CRASH_SWEEP_MOUNT_OPTS:-}
 SEED=${QEDFUSE_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 SEED=$((SEED % 2147483647))
 echo "seed $SEED (QEDFUSE_SEED=$SEED to replay), $STATES states per workload"
@@ -40,7 +44,7 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then W=/dev/shm/qedfuse-crash-sweep.$$; f
 # new_image NAME: a 64 MiB image with 64 KiB clusters and its pre-mount copy NAME.base.
 new_image() {
   REMOVE_FILES+=("$W.$1.qed" "$W.$1.base" "$W.$1.log")
-  qemu-img create -q -f qed -o cluster_size=65536 "$W.$1.qed" 64M
+  qemu-img create -q -f qed -o cluster_size=65536 "$W.$1.qed" $((64 * SCALE))M
   cp "$W.$1.qed" "$W.$1.base"
 }
 
@@ -52,7 +56,7 @@ replay() {
   log "$name: replaying crash states"
   out=$TMP/$name.replay
   if ! python3 "$REPLAY" --name="$name" --seed="$SEED" --qedimg="$QEDIMG" --qedfuse="$QEDFUSE" \
-    --max-states="$STATES" --self-check --keep-failed="/tmp/qedfuse-crash-sweep-failed.$SEED/$name" "$@" \
+    --max-states="$STATES" --per-interval="$PER_INTERVAL" --self-check --keep-failed="/tmp/qedfuse-crash-sweep-failed.$SEED/$name" "$@" \
     "$W.$name.base" "$W.$name.log" >"$out" 2>&1; then
     cat "$out"
     fail "$name: crash states failed (QEDFUSE_SEED=$SEED; state images kept in" \
@@ -73,14 +77,17 @@ EOF
 
 log "workload (a): fio random writes with fsync / fdatasync"
 new_image fio
-mount_image --debug-log-writes="$W.fio.log" --need-check-delay=10 "$W.fio.qed" "$MNT"
+mount_image $MOUNT_OPTS --debug-log-writes="$W.fio.log" --need-check-delay=10 "$W.fio.qed" "$MNT"
 fio_run() {
-  fio --output="$TMP/fio.out" --filename="$MNT" --ioengine=psync --randrepeat=0 \
-    --exitall_on_error "$@" || { cat "$TMP/fio.out"; fail "fio $*"; }
+  fio --output="$TMP/fio.out" --filename="$MNT" --randrepeat=0 --exitall_on_error "$@" ||
+    { cat "$TMP/fio.out"; fail "fio $*"; }
 }
-fio_run --name=alloc --rw=randwrite --bs=64k --size=$((8 * SCALE))M --fsync=4
-fio_run --name=mixed --rw=randwrite --bsrange=4k-64k --offset=4M --size=$((12 * SCALE))M \
-  --fdatasync=3
+fio_run --name=alloc --ioengine=psync --rw=randwrite --bs=64k --size=$((8 * SCALE))M --fsync=4
+fio_run --name=mixed --ioengine=psync --rw=randwrite --bsrange=4k-64k --offset=4M \
+  --size=$((12 * SCALE))M --fdatasync=3
+# Queued O_DIRECT writes (several in flight, no two overlapping within a pass) with fsync.
+fio_run --name=queued --ioengine=libaio --direct=1 --iodepth=8 --rw=randwrite --bsrange=4k-64k \
+  --offset=$((12 * SCALE))M --size=$((8 * SCALE))M --fsync=16
 python3 - "$MNT" <<'EOF'
 import ctypes, os, sys
 # A zero-range and a punched hole inside written data, each followed by fsync; then a write
@@ -101,7 +108,7 @@ replay fio
 
 log "workload (b): ext4 on a loop device on the mount"
 new_image ext4
-mount_image --debug-log-writes="$W.ext4.log" --need-check-delay=100 "$W.ext4.qed" "$MNT"
+mount_image $MOUNT_OPTS --debug-log-writes="$W.ext4.log" --need-check-delay=100 "$W.ext4.qed" "$MNT"
 LOOP=$(losetup -f --show "$MNT")
 LOOPS+=("$LOOP")
 mkfs.ext4 -q -F -b 4096 "$LOOP"

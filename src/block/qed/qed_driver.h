@@ -28,6 +28,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -249,6 +250,9 @@ class QedDriver final : public block::BlockDriver {
   // A released reservation may have left bytes past file_size_ (a write that failed halfway, or
   // data whose L2 table write failed): Close() cuts the file back to file_size_.
   bool trim_at_close_ = false;
+  // Failed reservations that nothing links to but that were not the last one when they failed:
+  // given back once every reservation after them has been (ReleaseReservation).
+  std::vector<std::pair<uint64_t, uint64_t>> unlinked_ranges_;
   Table l1_;
   L2Cache l2_cache_;
   // Bumped whenever a table's contents change under a reference that a concurrent miss could

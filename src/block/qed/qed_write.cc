@@ -266,9 +266,27 @@ void QedDriver::ReleaseReservation(uint64_t begin, uint64_t end) {
   // range that still ends at file_size_ is the last one handed out and nothing after it exists. A
   // failed entry write (L2 or L1) never comes here: the entry may have reached the disk, so its
   // clusters must leak rather than be handed out twice.
-  if (file_size_ != end) return;
+  if (begin == end) return;
+  if (file_size_ != end) {
+    // A later reservation is still in use (concurrent runs): keep the range until it is the
+    // last one again.
+    unlinked_ranges_.emplace_back(begin, end);
+    return;
+  }
   file_size_ = begin;
   trim_at_close_ = true;
+  // Earlier failed reservations that now end the allocated area go back too.
+  for (bool again = true; again;) {
+    again = false;
+    for (auto it = unlinked_ranges_.begin(); it != unlinked_ranges_.end(); ++it) {
+      if (it->second == file_size_) {
+        file_size_ = it->first;
+        unlinked_ranges_.erase(it);
+        again = true;
+        break;
+      }
+    }
+  }
 }
 
 coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup& lk, uint64_t pos,

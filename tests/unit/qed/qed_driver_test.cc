@@ -471,6 +471,37 @@ TEST(QedMetadataFailureTest, FailedDataWriteGivesItsClustersBack) {
   EXPECT_EQ(s.state->size(), size + 64 * kK);
 }
 
+// Two concurrent runs in one table whose data writes both fail, the earlier reservation first:
+// the earlier range cannot go back while the later one is still reserved, but it does once the
+// later one has, so nothing leaks.
+TEST(QedMetadataFailureTest, ConcurrentFailedDataWritesGiveAllClustersBack) {
+  coro::EventLoop loop;
+  FaultStack s;
+  s.state = test::MemFileState::FromBytes(NewImageBytes(16 * kM));
+  OpenFaultStack(loop, s);
+  ASSERT_TRUE(WriteAt(loop, *s.drv, 0, Fill(4 * kK, 1)));
+  const uint64_t size = s.state->size();
+  s.outer->AddRule(
+      {.event = block::DebugEvent::kWriteData, .count = 2, .suspend = true, .tag = "data"});
+  s.inner->AddRule({.event = block::DebugEvent::kWriteData, .error = ENOSPC, .count = 2});
+  bool a_done = false, a_ok = true, b_done = false, b_ok = true;
+  coro::Spawn(TrackedWrite(s.drv.get(), 64 * kK, Fill(4 * kK, 0xa), &a_done, &a_ok));
+  while (s.outer->suspended_count() < 1) ASSERT_GT(loop.RunOne(), 0u);
+  coro::Spawn(TrackedWrite(s.drv.get(), 128 * kK, Fill(4 * kK, 0xb), &b_done, &b_ok));
+  while (s.outer->suspended_count() < 2) ASSERT_GT(loop.RunOne(), 0u);
+  s.outer->Resume("data");  // A fails first, then B
+  while (!a_done || !b_done) ASSERT_GT(loop.RunOne(), 0u);
+  EXPECT_FALSE(a_ok);
+  EXPECT_FALSE(b_ok);
+  ASSERT_TRUE(WriteAt(loop, *s.drv, 192 * kK, Fill(4 * kK, 3)));
+  EXPECT_EQ(s.state->size(), size + 64 * kK);  // allocated where A's run was
+  auto c = loop.RunSync(s.drv->Check(false));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->corruptions, 0u);
+  EXPECT_EQ(c->leaks, 0u);
+  ASSERT_TRUE(loop.RunSync(s.drv->Close()).ok());
+}
+
 // A new L2 table whose write fails is not linked by L1, so the table and the data clusters
 // written before it are given back; the data bytes already past the allocated area are cut off
 // at close, which leaves no leaked cluster.

@@ -129,6 +129,29 @@ client "$MNT2" "$MODEL2" verify
 unmount_fg "$MNT2" "$TMP/d5.log"
 qemu_check_clean "$IMG2"
 
+log "real ENOSPC with four writers allocating at once"
+rm -f "$IMG2" "$MODEL2"
+qemu-img create -q -f qed "$IMG2" 128M  # each writer's 500 blocks exceed the free space
+dd if=/dev/zero of="$SMALL/filler" bs=1M count=4 status=none
+mount_fg "$TMP/d6.log" --need-check-delay=600000 "$IMG2" "$MNT2"
+client "$MNT2" "$MODEL2" w:0:1 s
+pids=()
+for i in 0 1 2 3; do
+  python3 "$CLIENT" "$MNT2" "$MODEL2" "$ARM" "fill:$((1 + i * 500)):$((20 + i)):ENOSPC" \
+    >"$TMP/fill$i.out" 2>&1 &
+  pids+=($!)
+done
+for i in 0 1 2 3; do
+  wait "${pids[i]}" || fail "writer $i: $(cat "$TMP/fill$i.out")"
+  grep '^fill' "$TMP/fill$i.out"
+  ERRORS=$((ERRORS + 1)) NOSPC=$((NOSPC + 1))
+done
+rm "$SMALL/filler"
+client "$MNT2" "$MODEL2" w:2040:5 s verify
+unmount_fg "$MNT2" "$TMP/d6.log"
+qemu_check_clean "$IMG2"
+qemu-img compare -q -f qed -F raw "$IMG2" "$MODEL2" || fail "image differs from the model"
+
 [ "$FAULTS" -eq $((ERRORS - NOSPC)) ] ||
   fail "$FAULTS faults injected but $((ERRORS - NOSPC)) injected errors seen by the client"
 echo "COUNTS: fault: $FAULTS faults injected, $ERRORS client errors seen ($NOSPC real ENOSPC), 0 failed"

@@ -10,7 +10,7 @@ require_tools qemu-img python3 cmp
 
 seconds=50 rss_limit=512
 if [ "${QEDFUSE_TEST_SANITIZED:-0}" = 1 ]; then
-  seconds=20 rss_limit=2048
+  seconds=20 rss_limit=1024
 fi
 bash "$(dirname "$0")/../../scripts/soak.sh" --qedfuse "$QEDFUSE" --keep "$TMP/soak" \
   --rss-limit-mib "$rss_limit" "$seconds"

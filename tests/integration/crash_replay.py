@@ -299,6 +299,8 @@ class Replayer:
         self.nrec = len(self.recs)
         self.image_flushes = pair_flushes(self.recs, IMAGE_FLUSH_BEGIN, IMAGE_FLUSH)
         self.guest_flushes = pair_flushes(self.recs, GUEST_FLUSH_BEGIN, GUEST_FLUSH_DONE)
+        self.image_table = self.bound_table(self.image_flushes)
+        self.guest_table = self.bound_table(self.guest_flushes)
         self.mutations = [r for r in self.recs if r.type in IMAGE_MUTATIONS]
         self.mut_idx = [r.idx for r in self.mutations]
         self.guest = GuestModel(self.buf, self.recs)
@@ -312,20 +314,29 @@ class Replayer:
 
     # --- crash points ---------------------------------------------------------------------
 
+    @staticmethod
+    def bound_table(flushes):
+        """(sorted completion indexes, running max of their begins) for bound lookups."""
+        done, best, m = [], [], 0
+        for d, b in sorted(flushes):
+            m = max(m, b)
+            done.append(d)
+            best.append(m)
+        return done, best
+
+    @staticmethod
+    def lookup(table, t):
+        done, best = table
+        k = bisect.bisect_left(done, t)  # completions before record t
+        return best[k - 1] if k else 0
+
     def mandatory_bound(self, t):
         """Image mutations before this record index are on disk after a crash at |t|."""
-        bound = 0
-        for done, begin in self.image_flushes:
-            if done < t:
-                bound = max(bound, begin)
-        return bound
+        return self.lookup(self.image_table, t)
 
     def guest_bound(self, t):
-        bound = 0
-        for done, begin in self.guest_flushes:
-            if done < t:
-                bound = max(bound, begin)
-        return bound
+        """Guest writes before this record index must read back after a crash at |t|."""
+        return self.lookup(self.guest_table, t)
 
     def plan(self, rng):
         """A list of states (description dicts), in increasing mandatory bound."""
@@ -465,7 +476,7 @@ class Replayer:
         gbound = self.guest_bound(state["t"])
         with RawView(raw_path) as view:
             self.verify_view(view, gbound, ours, problems)
-        done_flushes = sum(1 for d, _ in self.guest_flushes if d < state["t"])
+        done_flushes = bisect.bisect_left(self.guest_table[0], state["t"])
         if a.e2fsck and not problems and done_flushes >= a.e2fsck_from:
             self.stats["e2fsck"] += 1
             run(["e2fsck", "-fy", raw_path])

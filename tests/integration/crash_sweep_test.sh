@@ -12,7 +12,8 @@
 # Environment: CRASH_SWEEP_STATES (states per workload, 0 = all; default 120, 30 under
 # sanitizers), CRASH_SWEEP_SCALE (workload size factor, default 1), CRASH_SWEEP_PER_INTERVAL
 # (random states per flush interval, default 3), CRASH_SWEEP_MOUNT_OPTS (extra qedfuse options
-# for the workload mounts, e.g. --cache=none), QEDFUSE_SEED (replay a run),
+# for the workload mounts, e.g. --cache=none), CRASH_SWEEP_KILL=1 (a third workload: fio until
+# the daemon is killed with -9, the log prefix replayed), QEDFUSE_SEED (replay a run),
 # QEDIMG (qedimg binary, default: next to qedfuse in the build tree).
 source "$(dirname "$0")/lib.sh"
 require_fuse
@@ -131,6 +132,26 @@ losetup -d "$LOOP"
 unmount_image "$MNT"
 qemu_check_clean "$W.ext4.qed"
 replay ext4 --e2fsck --e2fsck-from="$FS_FLUSHES"
+
+if [ "${CRASH_SWEEP_KILL:-0}" = 1 ]; then
+  log "workload (c): fio, then kill -9 of the daemon: the log prefix is replayed"
+  new_image kill
+  mount_image $MOUNT_OPTS --debug-log-writes="$W.kill.log" "$W.kill.qed" "$MNT"
+  fio --output="$TMP/kill.out" --filename="$MNT" --name=kill --ioengine=psync --rw=randwrite \
+    --bsrange=4k-64k --size=$((16 * SCALE))M --fsync=2 --loops=100 >/dev/null 2>&1 &
+  FIO=$!
+  KILL_PIDS+=("$FIO")
+  # Kill once the log holds about 8 MiB per scale step (the workload is then well under way).
+  for ((i = 0; i < 600; i++)); do
+    [ "$(stat -c %s "$W.kill.log")" -ge $((8 * SCALE << 20)) ] && break
+    sleep 0.1
+  done
+  kill -9 "$DAEMON_PID"
+  wait "$FIO" || true
+  wait_pid_gone "$DAEMON_PID"
+  fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT"
+  replay kill --allow-truncated
+fi
 
 echo "COUNTS: crash_sweep: $TOTAL crash states checked in total, 0 failed"
 echo PASS

@@ -15,8 +15,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:-$here/corpus}
 open_dir=$out/qed_open_fuzz
 header_dir=$out/qed_header_fuzz
-mkdir -p "$open_dir" "$header_dir"
-find "$open_dir" "$header_dir" -type f ! -name 'regress-*' -delete
+ops_dir=$out/qed_ops_fuzz
+mkdir -p "$open_dir" "$header_dir" "$ops_dir"
+find "$open_dir" "$header_dir" "$ops_dir" -type f ! -name 'regress-*' -delete
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -199,5 +200,15 @@ for f in *.qed; do
   head -c 1024 "$f" >"$header_dir/$f"
   head -c 16 /dev/zero >>"$header_dir/$f"
 done
+# qed_ops_fuzz: operation programs (any bytes are a program); a few pseudo-random ones.
+python3 - "$ops_dir" <<'PY'
+import os, random, sys
+rng = random.Random(7)
+for i in range(12):
+    n = rng.choice([64, 128, 256, 512, 1024])
+    with open(os.path.join(sys.argv[1], f"program-{i:02d}"), "wb") as f:
+        f.write(bytes(rng.randrange(256) for _ in range(n)))
+PY
+
 echo "make_corpus.sh: $(ls "$open_dir" | wc -l) seeds in $open_dir," \
   "$(ls "$header_dir" | wc -l) in $header_dir ($(du -sk "$out" | cut -f1) KiB)"

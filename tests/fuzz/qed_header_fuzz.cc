@@ -22,6 +22,7 @@
 #include "block/qed/qed_cluster.h"
 #include "block/qed/qed_format.h"
 #include "block/qed/qed_table.h"
+#include "fuzz/fuzz_options.h"
 
 namespace {
 

@@ -31,6 +31,7 @@
 
 #include "block/qed/qed_driver.h"
 #include "block/qed/qed_format.h"
+#include "fuzz/fuzz_options.h"
 #include "qedfuse/block/block_backend.h"
 #include "qedfuse/block/io_vector.h"
 #include "qedfuse/block/open.h"

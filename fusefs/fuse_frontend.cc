@@ -143,6 +143,7 @@ absl::Status FuseFrontend::Mount() {
     Unmount();
     return absl::InternalError(absl::StrCat("cannot watch the FUSE device: ", strerror(err)));
   }
+  reply_fd_ = fuse_session_fd(se_);
   boost::system::error_code ec;
   reader_->fd.assign(fd, ec);
   if (ec) {
@@ -209,12 +210,16 @@ void FuseFrontend::OnReadable() {
                     /*mount_gone=*/true);
       return;
     }
-    fuse_buf buf{};
-    buf.mem = recv_.data();
-    buf.size = static_cast<std::size_t>(n);
-    processing_ = true;
-    fuse_session_process_buf(se_, &buf);
-    processing_ = false;
+    if (!raw_io_ || !DispatchRaw(static_cast<std::size_t>(n))) {
+      fuse_buf buf{};
+      buf.mem = recv_.data();
+      buf.size = static_cast<std::size_t>(n);
+      processing_ = true;
+      fuse_session_process_buf(se_, &buf);
+      processing_ = false;
+      // After INIT, READ and WRITE bypass libfuse (its debug log shows every request, though).
+      raw_io_ = init_done_ && !config_.debug;
+    }
     if (init_done_ && !becoming_ready_) {
       becoming_ready_ = true;
       coro::Spawn(BecomeReady());
@@ -226,6 +231,41 @@ void FuseFrontend::OnReadable() {
   }
   // More may be queued: continue from a later turn so completions are not starved.
   loop_.Post([this] { OnReadable(); });
+}
+
+bool FuseFrontend::DispatchRaw(std::size_t n) {
+  // The two requests that carry data are parsed here rather than by libfuse, which would
+  // allocate, lock and list a fuse_req for each (~900 instructions of a 4 KiB read). Their
+  // replies are written by FuseRequest. Anything unexpected goes to libfuse.
+  const char* base = recv_.data();
+  fuse_in_header in;
+  std::memcpy(&in, base, sizeof(in));
+  if (in.len != n) return false;
+  if (in.opcode == FUSE_INTERRUPT) {
+    // Interrupts need no reply and we ignore them (every request completes promptly anyway).
+    // libfuse would not find a raw request: it would queue the INTERRUPT and answer it EAGAIN on
+    // its next request, so the kernel re-sent it over and over.
+    return true;
+  }
+  if (in.nodeid != FUSE_ROOT_ID) return false;
+  if (in.opcode == FUSE_READ && n >= sizeof(in) + sizeof(fuse_read_in)) {
+    fuse_read_in arg;
+    std::memcpy(&arg, base + sizeof(in), sizeof(arg));
+    coro::Spawn(HandleRead(FuseRequest::Raw(reply_fd_, in.unique, "read"), arg.offset, arg.size));
+    return true;
+  }
+  if (in.opcode == FUSE_WRITE && n >= RecvPool::kWriteHeader) {
+    fuse_write_in arg;
+    std::memcpy(&arg, base + sizeof(in), sizeof(arg));
+    if (n - RecvPool::kWriteHeader != arg.size) return false;
+    processing_ = true;
+    WritePayload payload = TakePayload(base + RecvPool::kWriteHeader, arg.size);
+    processing_ = false;
+    coro::Spawn(HandleWrite(FuseRequest::Raw(reply_fd_, in.unique, "write"), arg.offset,
+                            std::move(payload)));
+    return true;
+  }
+  return false;
 }
 
 WritePayload FuseFrontend::TakePayload(const char* data, std::size_t size) {

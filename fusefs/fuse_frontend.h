@@ -3,13 +3,16 @@
 //
 // Request flow: the loop watches a dup of fuse_session_fd() (non-blocking) with
 // posix::stream_descriptor::async_wait; when it is readable, OnReadable() reads requests, each
-// into its own pooled RecvBuffer, until EAGAIN (at most 64 per loop turn), and hands each to
-// fuse_session_process_buf(), which calls the op trampolines in fuse_ops.cc. A trampoline wraps the
-// fuse_req_t in a FuseRequest and Spawn()s a handler coroutine; a WRITE takes the whole receive
-// buffer with it (its payload lands 4 KiB aligned, see RecvPool), so the payload is owned by the
-// request before anything can suspend and is never copied. The handler replies when its block-layer
-// I/O completes, usually from a later loop turn. Many requests are in flight at once and nothing
-// blocks the loop. Requests are processed strictly in the order the kernel hands them out.
+// into its own pooled RecvBuffer, until EAGAIN (at most 64 per loop turn). Once INIT is done,
+// READ and WRITE are parsed here and answered through FuseRequest's raw replies, bypassing
+// libfuse's per-request bookkeeping (DispatchRaw; INTERRUPTs are dropped); every other request
+// goes to fuse_session_process_buf(), which calls the op trampolines in fuse_ops.cc. A trampoline
+// wraps the fuse_req_t in a FuseRequest and Spawn()s a handler coroutine; a WRITE takes the whole
+// receive buffer with it (its payload lands 4 KiB aligned, see RecvPool), so the payload is owned
+// by the request before anything can suspend and is never copied. The handler replies when its
+// block-layer I/O completes, usually from a later loop turn. Many requests are in flight at once
+// and nothing blocks the loop. Requests are processed strictly in the order the kernel hands them
+// out.
 //
 // The mount is over a regular file, so the root inode (FUSE_ROOT_ID) IS the image's raw view;
 // there are no directories and no lookups.
@@ -180,6 +183,8 @@ class FuseFrontend {
   // Reader.
   void ArmReader();
   void OnReadable();
+  // Handles the READ or WRITE in recv_ (|n| bytes) without libfuse; false: not one of those.
+  bool DispatchRaw(std::size_t n);
   void StopReading();
   // Called by the WRITE trampoline: takes ownership of its payload (see WritePayload).
   WritePayload TakePayload(const char* data, std::size_t size);
@@ -216,6 +221,8 @@ class FuseFrontend {
   std::unique_ptr<Reader> reader_;
   RecvBuffer recv_;          // the buffer of the outstanding read; a WRITE takes it away
   bool processing_ = false;  // inside fuse_session_process_buf() for the request in recv_
+  bool raw_io_ = false;      // READ/WRITE bypass libfuse (after INIT, unless debugging)
+  int reply_fd_ = -1;        // fuse_session_fd(), for replies to raw requests
 
   coro::Gate gate_;
   coro::BlockingPool pool_{1};

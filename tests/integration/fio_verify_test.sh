@@ -2,7 +2,8 @@
 # fio with crc32c verification through the mount: O_DIRECT libaio at queue depth 32, random 4 KiB
 # writes then verifying reads, and a mixed block-size run; several threads writing O_DIRECT at
 # once (the kernel sends their writes concurrently: FOPEN_PARALLEL_DIRECT_WRITES), each write's
-# payload owned by its request while others arrive; the image stays clean.
+# payload owned by its request while others arrive; O_DIRECT I/O from a process that keeps
+# getting signals (FUSE_INTERRUPT requests); the image stays clean.
 source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img fio
@@ -26,6 +27,26 @@ run_fio --name=mixed --rw=randwrite --bssplit=512/10:4k/40:64k/30:256k/10:1m/10 
 log "4 threads of synchronous O_DIRECT writes at once (mixed sizes), each verifying its region"
 run_fio --name=par --thread --numjobs=4 --ioengine=psync --iodepth=1 --rw=randwrite \
   --bssplit=4k/50:64k/30:1m/20 --size=16M --offset_increment=16M --group_reporting
+log "O_DIRECT 64 KiB writes and read-backs while the process gets 2000 signals a second"
+# A signal while a synchronous request waits makes the kernel send FUSE_INTERRUPT for it.
+python3 - "$MNT" <<'PY' || fail "O_DIRECT I/O under signals"
+import mmap, os, signal, sys
+signal.signal(signal.SIGALRM, lambda *_: None)
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 65536)
+for i in range(3000):
+    off = (i * 7919 % 1024) * 65536
+    pattern = i.to_bytes(4, "little") * 16384
+    buf[:] = pattern
+    if os.pwritev(fd, [buf], off) != 65536:
+        sys.exit("short write at %d" % off)
+    buf[:] = bytes(65536)
+    if os.preadv(fd, [buf], off) != 65536 or buf[:] != pattern:
+        sys.exit("wrong data read back at %d" % off)
+signal.setitimer(signal.ITIMER_REAL, 0)
+print("3000 writes and read-backs under signals: ok")
+PY
 log "sequential 1 MiB write then verify, through cache=none and aio=threads after a remount"
 unmount_image "$MNT"
 qemu_check_clean "$IMG"

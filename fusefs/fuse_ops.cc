@@ -3,7 +3,9 @@
 // Trampolines run inside fuse_session_process_buf() on the loop thread. Each one wraps the
 // request in a FuseRequest, takes whatever it needs out of libfuse's buffers (a WRITE takes its
 // whole receive buffer: the next request is read into another one), and Spawn()s a handler.
-// Handlers hold the frontend's Gate while they run, so shutdown can wait for them.
+// Handlers hold the frontend's Gate while they run, so shutdown can wait for them. After INIT,
+// READ and WRITE reach their handlers from FuseFrontend::DispatchRaw instead (unless debugging),
+// without a fuse_req_t; the Read and Write trampolines serve the debug mode.
 //
 // Semantics of the mounted file (a block device presented as a regular file):
 //  - size = the image's virtual size; it never changes by writing.

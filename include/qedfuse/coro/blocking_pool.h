@@ -24,6 +24,14 @@ namespace qedfuse::coro {
 
 class BlockingPool {
  public:
+  // An intrusive job: lives in its submitter (an Offload awaiter in a coroutine frame), so a
+  // hand-off allocates nothing. |run| is called once on a worker; the node is not touched by the
+  // pool after |run| starts.
+  struct Job {
+    Job* next = nullptr;
+    void (*run)(Job*) = nullptr;
+  };
+
   explicit BlockingPool(std::size_t threads);
   ~BlockingPool();  // joins the workers after finishing queued jobs
   BlockingPool(const BlockingPool&) = delete;
@@ -31,37 +39,47 @@ class BlockingPool {
 
   // Runs |job| on a worker thread. Thread-safe.
   void Submit(std::function<void()> job);
+  // Runs |job->run(job)| on a worker thread; |job| must stay valid until then. Thread-safe.
+  void SubmitJob(Job* job);
 
   template <typename F>
-  class OffloadAwaiter {
+  class OffloadAwaiter : private Job {
    public:
     using R = std::invoke_result_t<F&>;
     OffloadAwaiter(BlockingPool* pool, F f) : pool_(pool), f_(std::move(f)) {}
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) {
-      EventLoop* loop = &EventLoop::Current();
-      loop->AddWork();
-      pool_->Submit([this, h, loop] {
-        if constexpr (std::is_void_v<R>) {
-          f_();
-        } else {
-          result_.emplace(f_());
-        }
-        // Once posted, the coroutine may resume and destroy this awaiter at any moment; only
-        // the loop is touched afterwards, and RemoveWork() is the last touch (the loop's
-        // destructor waits for it).
-        loop->Post(h);
-        loop->RemoveWork();
-      });
+      handle_ = h;
+      loop_ = &EventLoop::Current();
+      loop_->AddWork();
+      run = &OffloadAwaiter::Run;
+      pool_->SubmitJob(this);
     }
     R await_resume() {
       if constexpr (!std::is_void_v<R>) return std::move(*result_);
     }
 
    private:
+    static void Run(Job* job) {
+      auto* self = static_cast<OffloadAwaiter*>(job);
+      if constexpr (std::is_void_v<R>) {
+        self->f_();
+      } else {
+        self->result_.emplace(self->f_());
+      }
+      // Once posted, the coroutine may resume and destroy this awaiter at any moment; only the
+      // loop is touched afterwards, and RemoveWork() is the last touch (the loop's destructor
+      // waits for it).
+      EventLoop* loop = self->loop_;
+      loop->Post(self->handle_);
+      loop->RemoveWork();
+    }
+
     struct Empty {};
     BlockingPool* pool_;
     F f_;
+    std::coroutine_handle<> handle_;
+    EventLoop* loop_ = nullptr;
     std::optional<std::conditional_t<std::is_void_v<R>, Empty, R>> result_;
   };
 

@@ -231,6 +231,19 @@ class QedDriver final : public block::BlockDriver {
   // Queues |run| for the L2 committer and waits until its entries are committed (or failed).
   // Called without the table lock.
   coro::Task<Result<void>> CommitL2(PendingRun& run);
+  // A granule-aligned byte range of one L2 table rewritten by the committer: a copy of the
+  // cached bytes with the new entries of batch runs [first, last) applied.
+  struct L2Span {
+    const PendingRun* head = nullptr;  // its table
+    uint64_t start = 0;
+    uint64_t end = 0;
+    std::size_t first = 0;
+    std::size_t last = 0;
+    block::IoBuffer buf;
+    Result<void> result;
+  };
+  // Writes |sp|; then, with |remaining|, counts it down and wakes |joined| at zero.
+  coro::Task<void> WriteSpan(L2Span& sp, int* remaining, coro::CoQueue* joined);
   // The committer's work on one batch (|lock| held on entry and return, released around I/O).
   coro::Task<void> CommitBatch(coro::CoMutex::Guard& lock, std::vector<PendingRun*>& batch);
   // After a failed allocation that nothing links to: gives [begin, end) back if it is still the

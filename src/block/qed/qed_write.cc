@@ -440,10 +440,14 @@ coro::Task<Result<void>> QedDriver::CommitL2(PendingRun& run) {
   co_return std::move(run.result);
 }
 
+coro::Task<void> QedDriver::WriteSpan(L2Span& sp, int* remaining, coro::CoQueue* joined) {
+  file_->Annotate(DebugEvent::kL2Update);
+  sp.result = co_await WriteChild(*file_, sp.head->l2.offset() + sp.start, IoVector(sp.buf));
+  ++stats_.l2_commit_writes;
+  if (remaining != nullptr && --*remaining == 0) joined->WakeOne();
+}
+
 coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<PendingRun*>& batch) {
-  // Entries of one table closer than this are written in one span (rewriting the granules in
-  // between from the cache, which equals the disk); a table write costs far more than the copy.
-  constexpr uint64_t kMaxGap = 32u << 10;
   ++stats_.l2_commit_batches;
   stats_.l2_commit_runs += batch.size();
   std::sort(batch.begin(), batch.end(), [](const PendingRun* a, const PendingRun* b) {
@@ -454,23 +458,19 @@ coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<Pendin
     return r.zero_entries ? kZeroClusterEntry : r.first_value + i * geo_.cluster_size;
   };
 
-  struct Span {
-    const PendingRun* head;  // its table
-    uint64_t start = 0;      // byte range in the table, granule-aligned
-    uint64_t end = 0;
-    std::size_t first = 0;  // runs [first, last) of the batch
-    std::size_t last = 0;
-    IoBuffer buf;
-    Result<void> result;
-  };
+  using Span = L2Span;
   std::vector<Span> spans;
   const uint64_t gran = tables_->granule();
+  // Entries of one table at most one granule apart go into one span (rewriting the granule in
+  // between from the cache, which equals the disk): cheaper than a separate write. Wider gaps get
+  // their own writes, issued concurrently (copying and writing whole tables would cost more).
+  const uint64_t max_gap = gran;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const PendingRun& r = *batch[i];
     const uint64_t s = r.index * 8 / gran * gran;
     const uint64_t e = std::min(geo_.table_bytes, ((r.index + r.n) * 8 + gran - 1) / gran * gran);
     if (!spans.empty() && spans.back().head->l2.offset() == r.l2.offset() &&
-        s <= spans.back().end + kMaxGap) {
+        s <= spans.back().end + max_gap) {
       spans.back().end = std::max(spans.back().end, e);
       spans.back().last = i + 1;
     } else {
@@ -506,14 +506,17 @@ coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<Pendin
   if (backing_) flushed = co_await FlushFile();
   // Step 4: the L2 entries. Each data write completed before its run was queued, so no entry
   // written here points at unwritten data.
-  for (Span& sp : spans) {
-    if (!flushed) {
-      sp.result = flushed;
-      continue;
-    }
-    file_->Annotate(DebugEvent::kL2Update);
-    sp.result = co_await WriteChild(*file_, sp.head->l2.offset() + sp.start, IoVector(sp.buf));
-    ++stats_.l2_commit_writes;
+  if (!flushed) {
+    for (Span& sp : spans) sp.result = flushed;
+  } else if (spans.size() == 1) {
+    co_await WriteSpan(spans[0], nullptr, nullptr);
+  } else {
+    int remaining = static_cast<int>(spans.size());
+    coro::CoMutex join_lock;
+    coro::CoQueue joined;
+    for (Span& sp : spans) coro::Spawn(WriteSpan(sp, &remaining, &joined));
+    CoMutex::Guard g = co_await join_lock.Lock();
+    while (remaining > 0) co_await joined.Wait(g);
   }
 
   lock = co_await table_lock_.Lock();

@@ -48,7 +48,11 @@ cleanup() {
   local rc=$? x
   set +e
   for x in "${OTHER_MOUNTS[@]}"; do is_mounted "$x" && umount -l "$x"; done
-  for x in "${LOOPS[@]}"; do losetup -d "$x" 2>/dev/null; done
+  for x in "${LOOPS[@]}"; do
+    # Only devices still backed by our files: one a test detached itself may belong to another
+    # process by now (losetup -f hands out the lowest free number).
+    [[ $(losetup -n -O BACK-FILE "$x" 2>/dev/null) == "$TMP"/* ]] && losetup -d "$x" 2>/dev/null
+  done
   for x in "${FUSE_MOUNTS[@]}"; do
     while is_mounted "$x"; do fusermount3 -u -z "$x" 2>/dev/null || umount -l "$x" || break; done
   done

@@ -456,6 +456,9 @@ coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair, bool truncate_t
     l1_.FromVector(l1);
     l2_cache_.Clear();  // repaired tables were rewritten on disk
     ++l2_generation_;
+    // Failed allocations waiting to be given back refer to the file end before the check; the
+    // check has accounted for (or trimmed) their clusters as leaks, so forget them.
+    unlinked_ranges_.clear();
     if (rep->leaks_fixed != 0) {
       // The file was truncated: new clusters must be allocated at its real end.
       file_size_ = file_->length() / geo_.cluster_size * geo_.cluster_size;

@@ -1,4 +1,5 @@
-// ThreadPoolFileIo: preadv/pwritev on the shared BlockingPool (aio=threads).
+// ThreadPoolFileIo: preadv/pwritev on the shared BlockingPool (aio=threads). Cached data is read
+// on the loop thread first (CachedReader).
 #include <limits.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -18,12 +19,17 @@ struct Transfer {
 
 class ThreadPoolFileIo final : public FileIo {
  public:
-  explicit ThreadPoolFileIo(int fd) : fd_(fd) {}
+  explicit ThreadPoolFileIo(int fd) : fd_(fd), cached_(fd) {}
 
   std::string_view name() const override { return "threads"; }
+  bool reads_cache_inline() const override { return cached_.enabled(); }
 
   coro::Task<Result<std::size_t>> ReadAt(uint64_t offset, IoVector iov) override {
     std::size_t done = 0;
+    if (ssize_t n = cached_.Read(offset, iov); n >= 0) {
+      if (n == 0) co_return 0;  // end of file
+      done = static_cast<std::size_t>(n);
+    }
     while (done < iov.size()) {
       IoVector rest = iov.Slice(done, iov.size() - done);
       Transfer t = co_await FileBlockingPool().Offload(
@@ -67,6 +73,7 @@ class ThreadPoolFileIo final : public FileIo {
   };
 
   int fd_;
+  CachedReader cached_;
 };
 
 }  // namespace

@@ -4,7 +4,8 @@
 #
 # Usage: scripts/bench/profile.sh [--target qedfuse|qsd|null] [--workload NAME] [--tool TOOL]
 #                                 [--qedfuse PATH] [--qedfuse-opt OPT]... [--ios N]
-#                                 [--seconds S] [--out DIR] [--loop]
+#                                 [--seconds S] [--out DIR] [--loop] [--size SIZE]
+#                                 [--work DIR]
 #   workloads: rr1 rr32 rw32 (4 KiB random read/write, qd 1/32, over allocated data),
 #              alloc64 (64 KiB random allocating writes, qd16), seqw (1 MiB sequential
 #              allocating writes, qd8), seqr (1 MiB sequential reads, qd8)
@@ -16,6 +17,10 @@
 #              strace    strace -c -f: system calls per request
 #              none      just the fio result and the daemon's CPU time per request
 #   --loop     run the workload through `losetup --direct-io=on` on the mount
+#   --size     the image (and data region) size, e.g. 4G as in `bench.sh --full` (default: 1G,
+#              4G for the allocating workloads)
+#   --work     the directory for the image and mount point (default: /var/tmp); point it at a
+#              tmpfs to take the host file system's write path out of the measurement
 # Needs root. Everything it mounts or starts is undone on exit.
 set -euo pipefail
 
@@ -29,6 +34,8 @@ ios=20000
 seconds=5
 out=""
 loop=0
+size_opt=""
+workdir=/var/tmp
 while (($#)); do
   case $1 in
     --target) target=$2; shift 2 ;;
@@ -41,12 +48,14 @@ while (($#)); do
     --seconds) seconds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --loop) loop=1; shift ;;
+    --size) size_opt=$2; shift 2 ;;
+    --work) workdir=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
-work=$(mktemp -d /var/tmp/qedfuse-profile.XXXXXX)
+work=$(mktemp -d "$workdir/qedfuse-profile.XXXXXX")
 out=${out:-$work/out}
 mkdir -p "$out"
 img=$work/img.qed
@@ -77,6 +86,7 @@ case $workload in
   seqw) rw=write; bs=1M; qd=8; fill=0; size=4G ;;
   *) echo "profile.sh: unknown workload $workload" >&2; exit 2 ;;
 esac
+[[ -z $size_opt ]] || size=$size_opt
 
 [[ $target == null ]] || qemu-img create -q -f qed -o cluster_size=65536,table_size=4 "$img" $size
 touch "$mnt"

@@ -1,10 +1,13 @@
-// CachedReader: page-cache reads on the loop thread (preadv2 with RWF_NOWAIT).
+// CachedReader: reads on the loop thread that cannot wait for a device (see file_io.h).
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 
 #include "block/file/file_io.h"
 
@@ -15,22 +18,48 @@ bool IsDirect(int fd) {
   return flags >= 0 && (flags & O_DIRECT) != 0;
 }
 
-CachedReader::CachedReader(int fd) : fd_(fd) {
-  if (IsDirect(fd)) return;
+namespace {
+
+// True unless /proc/meminfo says SwapTotal is 0: without swap a tmpfs page can never leave
+// memory, and a read of a tmpfs file is a memory copy that cannot wait for a device.
+bool SwapConfigured() {
+  std::FILE* f = std::fopen("/proc/meminfo", "re");
+  if (f == nullptr) return true;
+  char line[256];
+  unsigned long long kib = 1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "SwapTotal: %llu kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib != 0;
+}
+
+}  // namespace
+
+CachedReader::Mode CachedReader::Probe(int fd, bool swap) {
+  if (IsDirect(fd)) return Mode::kOff;
   // One byte at offset 0 tells whether the file system takes RWF_NOWAIT reads: data, end of
   // file or EAGAIN mean yes; EOPNOTSUPP (tmpfs) or EINVAL (a kernel without the flag) mean no.
   char byte;
   iovec v{&byte, 1};
   ssize_t n = ::preadv2(fd, &v, 1, 0, RWF_NOWAIT);
-  enabled_ = n >= 0 || errno == EAGAIN;
+  if (n >= 0 || errno == EAGAIN) return Mode::kNowait;
+  // Memory file systems hold every page in memory unless it is swapped out.
+  struct statfs st;
+  if (::fstatfs(fd, &st) != 0) return Mode::kOff;
+  if (st.f_type == RAMFS_MAGIC || (st.f_type == TMPFS_MAGIC && !swap)) return Mode::kMemory;
+  return Mode::kOff;
 }
 
+CachedReader::CachedReader(int fd) : fd_(fd), mode_(Probe(fd, SwapConfigured())) {}
+
 ssize_t CachedReader::Read(uint64_t offset, const IoVector& iov) {
-  if (!enabled_ || iov.size() == 0) return -1;
+  if (mode_ == Mode::kOff || iov.size() == 0) return -1;
   int count = static_cast<int>(std::min<std::size_t>(iov.segments().size(), IOV_MAX));
-  ssize_t n = ::preadv2(fd_, iov.segments().data(), count, static_cast<off_t>(offset), RWF_NOWAIT);
+  ssize_t n = ::preadv2(fd_, iov.segments().data(), count, static_cast<off_t>(offset),
+                        mode_ == Mode::kNowait ? RWF_NOWAIT : 0);
   if (n >= 0) return n;
-  if (errno == EOPNOTSUPP) enabled_ = false;  // not expected after the probe; stop trying
+  if (errno == EOPNOTSUPP) mode_ = Mode::kOff;  // not expected after the probe; stop trying
   return -1;  // EAGAIN (not cached, or a lock is held), EINTR, or an error the backend reports
 }
 

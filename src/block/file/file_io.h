@@ -48,14 +48,26 @@ class FileIo {
 // per second. The io_uring read it replaces also completed inline, in io_uring_enter, but behind
 // Asio's submission and completion machinery.
 //
-// Off for O_DIRECT descriptors (a direct read waits for the device even with RWF_NOWAIT) and on
-// file systems without non-blocking reads: tmpfs answers EOPNOTSUPP, and io_uring then punts
-// every read to its io-wq workers (49k IOPS where the thread pool does 101k).
+// Off for O_DIRECT descriptors (a direct read waits for the device even with RWF_NOWAIT). tmpfs
+// refuses RWF_NOWAIT (EOPNOTSUPP), and io_uring then punts every buffered read to its io-wq
+// workers (49k IOPS where the thread pool does 101k); but where the kernel has no swap space a
+// tmpfs (or ramfs) page is always in memory, so plain reads run inline there (profiling.md,
+// item 9). Other file systems without RWF_NOWAIT read through the backend.
 class CachedReader {
  public:
+  enum class Mode {
+    kOff,     // every read goes to the backend
+    kNowait,  // preadv2(RWF_NOWAIT): the page cache's data, or EAGAIN at once
+    kMemory,  // a memory file system without swap: a plain read never waits for a device
+  };
+
   explicit CachedReader(int fd);
 
-  bool enabled() const { return enabled_; }
+  // How reads of |fd| can run inline, |swap| telling whether the kernel has swap space.
+  static Mode Probe(int fd, bool swap);
+
+  Mode mode() const { return mode_; }
+  bool enabled() const { return mode_ != Mode::kOff; }
   // The bytes read at |offset|: all of |iov|, fewer when only its start is cached or the file
   // ends, 0 at end of file; -1 when nothing could be read without blocking (the caller reads
   // the usual way).
@@ -63,7 +75,7 @@ class CachedReader {
 
  private:
   int fd_;
-  bool enabled_ = false;
+  Mode mode_;
 };
 
 // True if |fd| was opened with O_DIRECT.

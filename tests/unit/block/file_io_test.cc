@@ -1,7 +1,6 @@
-// FileIo backends on real files: reads served from the page cache on the loop thread
-// (CachedReader), reads it cannot serve there (not cached, partly cached, past the end), and
-// file systems without non-blocking reads (tmpfs), for both the io_uring and the thread-pool
-// backend.
+// FileIo backends on real files: reads served on the loop thread (CachedReader: from the page
+// cache, or from a tmpfs when there is no swap), reads it cannot serve there (not cached, partly
+// cached, past the end), for both the io_uring and the thread-pool backend.
 #include "block/file/file_io.h"
 
 #include <fcntl.h>
@@ -10,6 +9,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -32,21 +32,40 @@ constexpr std::size_t kFileSize = 1 << 20;
 enum class Backend { kThreads, kIoUring };
 enum class Place { kTempDir, kTmpfs };
 
-// True/false when the file system under |dir| is known to take (or refuse) RWF_NOWAIT reads;
-// nullopt for others, where the test checks data only.
-std::optional<bool> KnownNowaitReads(const std::string& dir) {
+bool SwapConfigured() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return true;
+  char line[256];
+  unsigned long long kib = 1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "SwapTotal: %llu kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib != 0;
+}
+
+// True if |dir| is on a file system known to take RWF_NOWAIT reads.
+bool NowaitFileSystem(const std::string& dir) {
   struct statfs st;
-  if (::statfs(dir.c_str(), &st) != 0) return std::nullopt;
+  if (::statfs(dir.c_str(), &st) != 0) return false;
   switch (static_cast<unsigned long>(st.f_type)) {
     case EXT4_SUPER_MAGIC:  // also ext2 and ext3
     case XFS_SUPER_MAGIC:
     case BTRFS_SUPER_MAGIC:
       return true;
-    case TMPFS_MAGIC:
-      return false;
     default:
-      return std::nullopt;
+      return false;
   }
+}
+
+// Whether reads under |dir| are known to run inline: file systems with RWF_NOWAIT reads, and
+// tmpfs when there is no swap (its pages cannot leave memory). nullopt for others, where the
+// test checks data only.
+std::optional<bool> KnownInlineReads(const std::string& dir) {
+  if (NowaitFileSystem(dir)) return true;
+  struct statfs st;
+  if (::statfs(dir.c_str(), &st) == 0 && st.f_type == TMPFS_MAGIC) return !SwapConfigured();
+  return std::nullopt;
 }
 
 using Param = std::tuple<Backend, Place>;
@@ -133,12 +152,9 @@ class FileIoTest : public ::testing::TestWithParam<Param> {
 
 TEST_P(FileIoTest, CachedReadsRunInlineWhereTheFileSystemAllowsIt) {
   FileIo& io = Open();
-  std::optional<bool> known = KnownNowaitReads(dir_->path());
+  std::optional<bool> known = KnownInlineReads(dir_->path());
   if (known.has_value()) {
     EXPECT_EQ(io.reads_cache_inline(), *known);
-  }
-  if (tmpfs()) {
-    EXPECT_FALSE(io.reads_cache_inline());
   }
 }
 
@@ -193,6 +209,31 @@ INSTANTIATE_TEST_SUITE_P(Backends, FileIoTest,
                            name += std::get<1>(info.param) == Place::kTmpfs ? "Tmpfs" : "TempDir";
                            return name;
                          });
+
+// The classification behind reads_cache_inline(): a tmpfs file reads inline only without swap.
+TEST(CachedReaderTest, TmpfsReadsInlineOnlyWithoutSwap) {
+  struct statfs st;
+  if (::statfs("/dev/shm", &st) != 0 || st.f_type != TMPFS_MAGIC) {
+    GTEST_SKIP() << "/dev/shm is not a tmpfs here";
+  }
+  ::setenv("TMPDIR", "/dev/shm", 1);
+  TempDir dir;
+  ::unsetenv("TMPDIR");
+  std::string path = dir.File("f");
+  int fd = ::open(path.c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "data", 4, 0), 4);
+  EXPECT_EQ(CachedReader::Probe(fd, /*swap=*/false), CachedReader::Mode::kMemory);
+  EXPECT_EQ(CachedReader::Probe(fd, /*swap=*/true), CachedReader::Mode::kOff);
+  ::close(fd);
+  TempDir disk;
+  if (NowaitFileSystem(disk.path())) {
+    fd = ::open(disk.File("f").c_str(), O_CREAT | O_RDWR, 0644);
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(CachedReader::Probe(fd, /*swap=*/true), CachedReader::Mode::kNowait);
+    ::close(fd);
+  }
+}
 
 // A direct read waits for the device even with RWF_NOWAIT, so O_DIRECT descriptors always go
 // through the backend.

@@ -18,10 +18,6 @@ bool IsDirect(int fd) {
   return flags >= 0 && (flags & O_DIRECT) != 0;
 }
 
-namespace {
-
-// True unless /proc/meminfo says SwapTotal is 0: without swap a tmpfs page can never leave
-// memory, and a read of a tmpfs file is a memory copy that cannot wait for a device.
 bool SwapConfigured() {
   std::FILE* f = std::fopen("/proc/meminfo", "re");
   if (f == nullptr) return true;
@@ -33,8 +29,6 @@ bool SwapConfigured() {
   std::fclose(f);
   return kib != 0;
 }
-
-}  // namespace
 
 CachedReader::Mode CachedReader::Probe(int fd, bool swap) {
   if (IsDirect(fd)) return Mode::kOff;

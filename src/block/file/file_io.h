@@ -81,6 +81,10 @@ class CachedReader {
 // True if |fd| was opened with O_DIRECT.
 bool IsDirect(int fd);
 
+// True unless /proc/meminfo says SwapTotal is 0. Without swap a tmpfs page can never leave memory,
+// so a read of a tmpfs file is a memory copy that cannot wait for a device.
+bool SwapConfigured();
+
 // The process-wide pool for blocking file system calls (fdatasync, fallocate, ftruncate and the
 // threads backend's preadv/pwritev).
 coro::BlockingPool& FileBlockingPool();

@@ -9,7 +9,6 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -31,18 +30,6 @@ constexpr std::size_t kFileSize = 1 << 20;
 
 enum class Backend { kThreads, kIoUring };
 enum class Place { kTempDir, kTmpfs };
-
-bool SwapConfigured() {
-  std::FILE* f = std::fopen("/proc/meminfo", "r");
-  if (f == nullptr) return true;
-  char line[256];
-  unsigned long long kib = 1;
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    if (std::sscanf(line, "SwapTotal: %llu kB", &kib) == 1) break;
-  }
-  std::fclose(f);
-  return kib != 0;
-}
 
 // True if |dir| is on a file system known to take RWF_NOWAIT reads.
 bool NowaitFileSystem(const std::string& dir) {

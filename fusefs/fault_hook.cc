@@ -13,7 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fusefs/debug_hooks.h"
-#include "fusefs/log.h"
+#include "qedfuse/base/log.h"
 
 namespace qedfuse::fusefs {
 namespace {

@@ -14,7 +14,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "fusefs/log.h"
+#include "qedfuse/base/log.h"
 
 namespace qedfuse::fusefs {
 

@@ -44,7 +44,7 @@
 #include "absl/strings/str_cat.h"
 #include "fusefs/fuse_frontend.h"
 #include "fusefs/fuse_request.h"
-#include "fusefs/log.h"
+#include "qedfuse/base/log.h"
 #include "qedfuse/block/io_vector.h"
 
 namespace qedfuse::fusefs {

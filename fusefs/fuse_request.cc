@@ -9,7 +9,7 @@
 #include <cstring>
 #include <string>
 
-#include "fusefs/log.h"
+#include "qedfuse/base/log.h"
 
 namespace qedfuse::fusefs {
 

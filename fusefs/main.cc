@@ -18,6 +18,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,14 +26,15 @@
 #include <string>
 
 #define FUSE_USE_VERSION 314
+#include <fuse_log.h>
 #include <fuse_lowlevel.h>
 
 #include "absl/strings/str_cat.h"
 #include "block/qed/qed_driver.h"
 #include "fusefs/debug_hooks.h"
 #include "fusefs/fuse_frontend.h"
-#include "fusefs/log.h"
 #include "fusefs/mount_options.h"
+#include "qedfuse/base/log.h"
 #include "qedfuse/block/open.h"
 #include "qedfuse/coro/event_loop.h"
 
@@ -58,6 +60,19 @@ struct Paths {
 };
 
 void PrintError(const std::string& msg) { std::fprintf(stderr, "qedfuse: %s\n", msg.c_str()); }
+
+// libfuse's own messages (mount helper errors, ...) go to the same sink as ours.
+void FuseLogToSink(enum fuse_log_level level, const char* fmt, va_list ap) {
+  char buf[1024];
+  std::vsnprintf(buf, sizeof(buf), fmt, ap);
+  std::string msg(buf);
+  while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+  Log(level <= FUSE_LOG_ERR       ? LogLevel::kError
+      : level <= FUSE_LOG_WARNING ? LogLevel::kWarning
+      : level <= FUSE_LOG_INFO    ? LogLevel::kInfo
+                                  : LogLevel::kDebug,
+      msg);
+}
 
 std::string Errno(int err) { return std::strerror(err); }
 
@@ -283,7 +298,9 @@ int Main(int argc, char** argv) {
     std::printf("qedfuse %s (libfuse %s)\n", QEDFUSE_VERSION, fuse_pkgversion());
     return 0;
   }
+  SetLogProgram("qedfuse");
   SetLogDebug(o.debug);
+  fuse_set_log_func(FuseLogToSink);
   signal(SIGPIPE, SIG_IGN);
 
   Paths paths;

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "block/debug/write_log_driver.h"
 #include "fusefs/debug_hooks.h"
-#include "fusefs/log.h"
+#include "qedfuse/base/log.h"
 
 namespace qedfuse::fusefs {
 

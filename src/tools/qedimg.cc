@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "qedfuse/base/log.h"
 #include "tools/commands.h"
 #include "tools/tool_util.h"
 
@@ -79,6 +80,7 @@ void PrintUsage(const char* command, bool to_stderr) {
 
 int main(int argc, char** argv) {
   using namespace qedfuse::tools;
+  qedfuse::SetLogProgram("qedimg");  // block-layer reports (corruption, I/O errors) name us
   if (argc < 2) {
     Error("Not enough arguments");
     PrintUsage("", true);

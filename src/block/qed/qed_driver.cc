@@ -4,12 +4,11 @@
 #include "block/qed/qed_driver.h"
 
 #include <algorithm>
-#include <cinttypes>
-#include <cstdio>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "qedfuse/base/log.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/coro/event_loop.h"
 
@@ -72,7 +71,7 @@ QedDriver::~QedDriver() {
   if (loop_started_ && loop_gate_.count() > 0) {
     // Close() was not called. The need-check coroutine must not outlive the driver: stop it and
     // drive the loop until it has finished.
-    std::fprintf(stderr, "qedfuse: %s: QED driver destroyed without Close()\n", path_.c_str());
+    Log(LogLevel::kError, absl::StrCat(path_, ": QED driver destroyed without Close()"));
     need_check_timer_.Close();
     while (loop_gate_.count() > 0 && coro::EventLoop::Current().RunOne() != 0) {
     }
@@ -245,10 +244,10 @@ void QedDriver::ScanNewL2(uint64_t l2_offset, const Table& table) {
 void QedDriver::ReportCorrupt(uint64_t entry_file_offset, uint64_t value, uint64_t guest_offset,
                               const char* what) {
   if (!reported_corrupt_.insert(entry_file_offset).second) return;
-  std::fprintf(stderr,
-               "qedfuse: %s: corrupt image: %s entry at file offset 0x%" PRIx64
-               " (guest offset %" PRIu64 ") holds invalid offset 0x%" PRIx64 "\n",
-               path_.c_str(), what, entry_file_offset, guest_offset, value);
+  Log(LogLevel::kError,
+      absl::StrFormat("%s: corrupt image: %s entry at file offset 0x%x (guest offset %d) holds "
+                      "invalid offset 0x%x",
+                      path_, what, entry_file_offset, guest_offset, value));
 }
 
 coro::Task<Result<QedDriver::Lookup>> QedDriver::FindCluster(CoMutex::Guard& lock, uint64_t pos,

@@ -96,7 +96,10 @@ FuseFrontend::FuseFrontend(coro::EventLoop& loop, block::BlockBackend& backend,
       reader_(std::make_unique<Reader>(loop.context())),
       atime_(config_.atime),
       mtime_(config_.mtime),
-      ctime_(config_.ctime) {}
+      ctime_(config_.ctime),
+      mode_(config_.mode & 07777),
+      uid_(config_.uid),
+      gid_(config_.gid) {}
 
 FuseFrontend::~FuseFrontend() {
   Unmount();
@@ -110,7 +113,8 @@ absl::Status FuseFrontend::Mount() {
   }
   if (!HasOption(config_.extra_mount_options, "subtype="))
     absl::StrAppend(&opts, ",subtype=qedfuse");
-  if (config_.allow_other) absl::StrAppend(&opts, ",allow_other");
+  // allow_root is allow_other for the kernel; MayAccess() turns the other users away.
+  if (config_.allow_other || config_.allow_root) absl::StrAppend(&opts, ",allow_other");
   if (config_.read_only) absl::StrAppend(&opts, ",ro");
   for (const std::string& o : config_.extra_mount_options) {
     absl::StrAppend(&opts, ",", EscapeOption(o));
@@ -379,10 +383,18 @@ std::optional<coro::Gate::Holder> FuseFrontend::EnterHandler() {
 struct stat FuseFrontend::Attr() const {
   struct stat st {};
   st.st_ino = FUSE_ROOT_ID;
-  st.st_mode = S_IFREG | (config_.read_only ? 0444 : 0644);
   st.st_nlink = 1;
-  st.st_uid = config_.uid;
-  st.st_gid = config_.gid;
+  if (ready_) {
+    st.st_mode = S_IFREG | mode_;
+    st.st_uid = uid_;
+    st.st_gid = gid_;
+  } else {
+    // Until the mount is ready the file is the mounting user's alone, whatever uid=, gid= and
+    // umask= say: BecomeReady truncates it as that user (AttrTimeout() keeps this uncached).
+    st.st_mode = S_IFREG | 0600;
+    st.st_uid = config_.mounter_uid;
+    st.st_gid = config_.mounter_gid;
+  }
   st.st_size = static_cast<off_t>(backend_.length());
   st.st_blksize = 4096;
   st.st_blocks = static_cast<blkcnt_t>((backend_.driver().AllocatedBytes() + 511) / 512);

@@ -146,10 +146,18 @@ struct FrontendConfig {
   bool writeback_cache = true;  // ask the kernel for FUSE_CAP_WRITEBACK_CACHE
   bool debug = false;           // libfuse logs every request; we log every error reply
   bool allow_other = false;
+  // Mounted with allow_other, but requests that name the file (open, stat, chmod, truncate,
+  // statfs, lseek, fallocate) from users other than |mounter_uid| and root get EACCES.
+  bool allow_root = false;
   std::vector<std::string> extra_mount_options;  // verbatim (nosuid, nodev, ...)
-  // Owner and timestamps of the mounted file (taken from the file that is mounted over).
+  // The user who mounts (the daemon's real ids).
+  uid_t mounter_uid = 0;
+  gid_t mounter_gid = 0;
+  // Initial owner and permission bits of the mounted file (chmod/chown change them while
+  // mounted), and its timestamps (taken from the file that is mounted over).
   uid_t uid = 0;
   gid_t gid = 0;
+  mode_t mode = 0600;
   struct timespec atime {};
   struct timespec mtime {};
   struct timespec ctime {};
@@ -204,9 +212,13 @@ class FuseFrontend {
   coro::Task<void> HandleFallocate(FuseRequest req, int mode, uint64_t offset, uint64_t length);
   coro::Task<void> HandleLseek(FuseRequest req, uint64_t offset, int whence);
 
+  // allow_root: whether user |uid| may make a request that names the file.
+  bool MayAccess(uid_t uid) const;
+
   // Enters the gate for one handler; empty once shutdown has started.
   std::optional<coro::Gate::Holder> EnterHandler();
   struct stat Attr() const;
+  double AttrTimeout() const;
   void TouchMtime();
   void LogIoError(const char* op, uint64_t offset, uint64_t length, const std::error_code& ec);
 
@@ -238,6 +250,9 @@ class FuseFrontend {
   uint64_t handled_ = 0;  // requests that went through a handler coroutine
   std::size_t max_in_flight_ = 0;
   struct timespec atime_, mtime_, ctime_;
+  mode_t mode_;  // permission bits
+  uid_t uid_;
+  gid_t gid_;
 };
 
 }  // namespace qedfuse::fusefs

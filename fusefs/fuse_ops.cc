@@ -19,7 +19,8 @@
 //    other modes -> EOPNOTSUPP.
 //  - SEEK_HOLE/SEEK_DATA: a hole is an extent that reads as zeros and holds no data at any
 //    layer (BlockStatus zero && !data); everything else is data. The end is an implicit hole.
-//  - chmod/chown/utimes succeed and return the current attributes (mode and owner are fixed).
+//  - permissions: the kernel checks mode and owner (default_permissions is always on). chmod and
+//    chown change them for the mount's lifetime; allow_root is checked here (MayAccess).
 //  - fsync: BlockBackend::Flush(), durable on reply. flush (close): nothing to do.
 //
 // Kernel write-back cache (FUSE_CAP_WRITEBACK_CACHE): on by default with cache=writeback, off with
@@ -60,6 +61,8 @@ struct FuseOps {
   static FuseFrontend* Self(fuse_req_t req) {
     return static_cast<FuseFrontend*>(fuse_req_userdata(req));
   }
+  // allow_root: whether the request's sender may use the file at all.
+  static bool Allowed(fuse_req_t req) { return Self(req)->MayAccess(fuse_req_ctx(req)->uid); }
 
   static void Init(void* userdata, fuse_conn_info* conn) {
     auto* self = static_cast<FuseFrontend*>(userdata);
@@ -97,11 +100,13 @@ struct FuseOps {
   static void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     FuseRequest r(req, "getattr");
     if (ino != FUSE_ROOT_ID) return r.ReplyError(ENOENT);
-    r.ReplyAttr(Self(req)->Attr(), kAttrTimeout);
+    if (!Allowed(req)) return r.ReplyError(EACCES);
+    r.ReplyAttr(Self(req)->Attr(), Self(req)->AttrTimeout());
   }
 
   static void Setattr(fuse_req_t req, fuse_ino_t, struct stat* attr, int to_set,
                       fuse_file_info* fi) {
+    if (!Allowed(req)) return FuseRequest(req, "setattr").ReplyError(EACCES);
     coro::Spawn(
         Self(req)->HandleSetattr(FuseRequest(req, "setattr"), *attr, to_set, fi != nullptr));
   }
@@ -109,6 +114,7 @@ struct FuseOps {
   static void Open(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     FuseRequest r(req, "open");
     FuseFrontend* self = Self(req);
+    if (!Allowed(req)) return r.ReplyError(EACCES);
     if ((fi->flags & O_ACCMODE) != O_RDONLY && self->config_.read_only) {
       return r.ReplyError(EROFS);
     }
@@ -158,6 +164,7 @@ struct FuseOps {
   static void Statfs(fuse_req_t req, fuse_ino_t) {
     FuseRequest r(req, "statfs");
     FuseFrontend* self = Self(req);
+    if (!Allowed(req)) return r.ReplyError(EACCES);
     constexpr uint64_t kBlock = 4096;
     uint64_t blocks = (self->backend_.length() + kBlock - 1) / kBlock;
     uint64_t used = std::min(blocks, self->backend_.driver().AllocatedBytes() / kBlock);
@@ -176,12 +183,14 @@ struct FuseOps {
 
   static void Fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
                         fuse_file_info*) {
+    if (!Allowed(req)) return FuseRequest(req, "fallocate").ReplyError(EACCES);
     coro::Spawn(Self(req)->HandleFallocate(FuseRequest(req, "fallocate"), mode,
                                            static_cast<uint64_t>(offset),
                                            static_cast<uint64_t>(length)));
   }
 
   static void Lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info*) {
+    if (!Allowed(req)) return FuseRequest(req, "lseek").ReplyError(EACCES);
     coro::Spawn(
         Self(req)->HandleLseek(FuseRequest(req, "lseek"), static_cast<uint64_t>(off), whence));
   }
@@ -278,8 +287,23 @@ coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, 
   } else if (to_set & FUSE_SET_ATTR_MTIME) {
     mtime_ = attr.st_mtim;
   }
+  // The kernel has already checked that the caller may (chmod: owner or CAP_FOWNER; chown:
+  // CAP_CHOWN, or the owner to a group of theirs) and cleared set-id bits where due.
+  if (to_set & FUSE_SET_ATTR_MODE) mode_ = attr.st_mode & 07777;
+  if (to_set & FUSE_SET_ATTR_UID) uid_ = attr.st_uid;
+  if (to_set & FUSE_SET_ATTR_GID) gid_ = attr.st_gid;
+  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) ctime_ = now;
   if (to_set & FUSE_SET_ATTR_CTIME) ctime_ = attr.st_ctim;
-  req.ReplyAttr(Attr(), kAttrTimeout);
+  req.ReplyAttr(Attr(), AttrTimeout());
+}
+
+bool FuseFrontend::MayAccess(uid_t uid) const {
+  return !config_.allow_root || uid == config_.mounter_uid || uid == 0;
+}
+
+double FuseFrontend::AttrTimeout() const {
+  // Before the mount is ready Attr() shows setup attributes; they must not be cached.
+  return ready_ ? kAttrTimeout : 0.0;
 }
 
 coro::Task<void> FuseFrontend::HandleFsync(FuseRequest req) {

@@ -244,10 +244,15 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd) {
   fc.writeback_cache = o.EffectiveWritebackCache() && paths.mountpoint.rfind("/dev/fd/", 0) != 0;
   fc.debug = o.debug;
   fc.allow_other = o.allow_other;
+  fc.allow_root = o.allow_root;
   fc.extra_mount_options = o.fuse_options;
+  // The disk belongs to the mounting user, never to the owner of a file mounted over.
+  fc.mounter_uid = getuid();
+  fc.mounter_gid = getgid();
+  fc.uid = o.uid.value_or(fc.mounter_uid);
+  fc.gid = o.gid.value_or(fc.mounter_gid);
+  fc.mode = o.FileMode(fc.read_only);
   const struct stat& ms = paths.mountpoint_stat;
-  fc.uid = ms.st_mode != 0 ? ms.st_uid : getuid();
-  fc.gid = ms.st_mode != 0 ? ms.st_gid : getgid();
   fc.atime = ms.st_atim;
   fc.mtime = ms.st_mtim;
   fc.ctime = ms.st_ctim;

@@ -3,6 +3,7 @@
 
 #include <charconv>
 #include <string_view>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "fusefs/fault_hook.h"
@@ -66,6 +67,29 @@ absl::Status SetNeedCheckDelay(MountOptions& o, string_view value) {
   return absl::OkStatus();
 }
 
+// uid=N / gid=N: a decimal id (not -1, which chown(2) reserves for "unchanged").
+absl::Status SetId(std::optional<uid_t>& out, string_view name, string_view value) {
+  static_assert(std::is_same_v<uid_t, gid_t>);
+  uid_t id = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), id);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size() ||
+      id == static_cast<uid_t>(-1)) {
+    return Bad(absl::StrCat("invalid ", S(name), " '", S(value), "' (a number expected)"));
+  }
+  out = id;
+  return absl::OkStatus();
+}
+
+absl::Status SetUmask(MountOptions& o, string_view value) {
+  unsigned mask = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), mask, 8);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size() || mask > 0777) {
+    return Bad(absl::StrCat("invalid umask '", S(value), "' (an octal number up to 0777)"));
+  }
+  o.umask = static_cast<mode_t>(mask);
+  return absl::OkStatus();
+}
+
 // Options that only mean something to mount(8) or /etc/fstab; accepted and dropped.
 bool IsFstabOnly(string_view opt) {
   static constexpr string_view kIgnored[] = {
@@ -83,9 +107,8 @@ bool IsFstabOnly(string_view opt) {
 // Mount flags and options libfuse passes to the kernel for us.
 bool IsKernelOption(string_view opt) {
   static constexpr string_view kFlags[] = {
-      "suid",         "nosuid", "dev",     "nodev", "exec",    "noexec",
-      "sync",         "async",  "dirsync", "atime", "noatime", "default_permissions",
-      "auto_unmount",
+      "suid", "nosuid", "dev",     "nodev", "exec",    "noexec",
+      "sync", "async",  "dirsync", "atime", "noatime", "auto_unmount",
   };
   for (string_view k : kFlags) {
     if (opt == k) return true;
@@ -111,6 +134,14 @@ absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
     o.read_only = false;
   } else if (opt == "allow_other") {
     o.allow_other = true;
+  } else if (opt == "allow_root") {
+    o.allow_root = true;
+  } else if (opt == "default_permissions") {
+    // Always on: the kernel checks the file's mode and owner on every access.
+  } else if ((name == "uid" || name == "gid") && has_value) {
+    return SetId(name == "uid" ? o.uid : o.gid, name, value);
+  } else if (name == "umask" && has_value) {
+    return SetUmask(o, value);
   } else if (opt == "debug") {
     o.debug = true;
   } else if (name == "cache" && has_value) {
@@ -245,6 +276,7 @@ absl::StatusOr<MountOptions> ParseCommandLine(int argc, const char* const* argv)
     }
   }
   if (o.debug) o.foreground = true;
+  if (o.allow_other && o.allow_root) return Bad("allow_other and allow_root cannot be combined");
   if (o.show_help || o.show_version) return o;
   if (positional.empty()) return Bad("missing IMAGE and MOUNTPOINT arguments");
   if (positional.size() == 1) return Bad("missing MOUNTPOINT argument");
@@ -274,7 +306,8 @@ Options:
       --aio=io_uring|threads image file I/O backend (default: io_uring when available)
       --format=qed|raw       image format (default: qed)
       --need-check-delay=MS  delay before a dirty QED image is marked clean (default 5000)
-      --allow-other          let other users access the mount (needs user_allow_other)
+      --allow-other          let other users access the mount, as the file's mode allows
+                             (default mode 0600; non-root users need user_allow_other)
   -f, --foreground           do not daemonise; log to stderr
   -d, --debug                log every FUSE request to stderr (implies -f)
       --debug-fault=RULE     testing: make image-file I/O fail (see qedfuse(1))
@@ -282,7 +315,8 @@ Options:
                              testing: log image and client writes and flushes
   -h, --help                 show this help
   -V, --version              show the version
-  -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, cache=..., aio=...,
+  -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, allow_root, uid=N,
+                             gid=N, umask=OCTAL (mode 0666 & ~umask), cache=..., aio=...,
                              writeback_cache=on|off, format=..., need_check_delay=MS,
                              nosuid, nodev, noexec, fsname=..., debug; /etc/fstab-only
                              options (defaults, noauto, user, _netdev, ...) are ignored

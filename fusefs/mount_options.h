@@ -9,6 +9,8 @@
 // (nosuid, nodev, noexec, allow_other, ...) are handed to libfuse; anything else is an error.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -35,6 +37,13 @@ struct MountOptions {
   bool foreground = false;  // -f: stay attached to the terminal
   bool debug = false;       // -d: log every request to stderr (implies foreground)
   bool allow_other = false;
+  // allow_root: like allow_other, but only the mounting user and root may use the file.
+  bool allow_root = false;
+  // Owner and permissions of the mounted file: uid=/gid= (default: the mounting user), and
+  // umask= (the mode becomes 0666 & ~umask; default 0600).
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::optional<mode_t> umask;
 
   // Testing aids, documented in qedfuse(1) under DEBUGGING OPTIONS.
   // --debug-log-writes=FILE: record every write and flush reaching the image file, and every
@@ -52,6 +61,11 @@ struct MountOptions {
   // Whether the kernel page cache runs in write-back mode, after defaults are applied.
   bool EffectiveWritebackCache() const {
     return writeback_cache.value_or(cache == block::CacheMode::kWriteback);
+  }
+  // Permission bits of the mounted file; a read-only mount has no write bits.
+  mode_t FileMode(bool read_only_mount) const {
+    mode_t mode = umask ? (0666 & ~*umask) : 0600;
+    return read_only_mount ? (mode & ~mode_t{0222}) : mode;
   }
 };
 

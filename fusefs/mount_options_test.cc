@@ -72,6 +72,42 @@ TEST(MountOptions, EscapedCommaInOptionValue) {
   EXPECT_EQ(o->fuse_options, (std::vector<std::string>{"fsname=x,y"}));
 }
 
+TEST(MountOptions, OwnerAndMode) {
+  auto d = Parse({"a", "b"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->uid.has_value());
+  EXPECT_FALSE(d->gid.has_value());
+  EXPECT_EQ(d->FileMode(false), 0600u);  // private to the mounting user by default
+  EXPECT_EQ(d->FileMode(true), 0400u);
+  auto o = Parse({"a", "b", "-o", "uid=65534,gid=100,umask=022,allow_root,default_permissions"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->uid, 65534u);
+  EXPECT_EQ(o->gid, 100u);
+  EXPECT_EQ(o->FileMode(false), 0644u);
+  EXPECT_EQ(o->FileMode(true), 0444u);
+  EXPECT_TRUE(o->allow_root);
+  EXPECT_FALSE(o->allow_other);
+  EXPECT_TRUE(o->fuse_options.empty());  // default_permissions is always on, not passed twice
+  auto z = Parse({"a", "b", "-o", "umask=0"});
+  ASSERT_TRUE(z.ok()) << z.status();
+  EXPECT_EQ(z->FileMode(false), 0666u);
+}
+
+TEST(MountOptions, OwnerAndModeErrors) {
+  EXPECT_EQ(Parse({"a", "b", "-o", "uid=alice"}).status().message(),
+            "invalid uid 'alice' (a number expected)");
+  EXPECT_FALSE(Parse({"a", "b", "-o", "uid="}).ok());
+  EXPECT_FALSE(Parse({"a", "b", "-o", "uid=-1"}).ok());
+  EXPECT_FALSE(Parse({"a", "b", "-o", "gid=4294967295"}).ok());
+  EXPECT_FALSE(Parse({"a", "b", "-o", "gid=4294967296"}).ok());
+  EXPECT_EQ(Parse({"a", "b", "-o", "umask=0800"}).status().message(),
+            "invalid umask '0800' (an octal number up to 0777)");
+  EXPECT_FALSE(Parse({"a", "b", "-o", "umask=1777"}).ok());
+  EXPECT_FALSE(Parse({"a", "b", "-o", "umask"}).ok());
+  EXPECT_EQ(Parse({"a", "b", "-o", "allow_other,allow_root"}).status().message(),
+            "allow_other and allow_root cannot be combined");
+}
+
 TEST(MountOptions, Errors) {
   EXPECT_EQ(Parse({}).status().message(), "missing IMAGE and MOUNTPOINT arguments");
   EXPECT_EQ(Parse({"a"}).status().message(), "missing MOUNTPOINT argument");

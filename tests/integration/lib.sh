@@ -33,6 +33,16 @@ require_tools() {
   done
 }
 
+# A test that sets QEDFUSE_TEST_USER_MOUNTS=1 before sourcing this file runs in its own private
+# mount namespace (re-executed here, as root), where unprivileged users can mount through the
+# setuid fusermount3 even if this host's /dev/fuse is root-only (distributions make it 0666),
+# and may pass allow_other/allow_root (user_allow_other): see enable_user_mounts. Nothing of
+# that is visible outside the namespace, and its mounts vanish with it.
+if [[ ${QEDFUSE_TEST_USER_MOUNTS:-} == 1 && -z ${QEDFUSE_TEST_IN_NS:-} && $(id -u) == 0 ]] &&
+  command -v unshare >/dev/null; then
+  exec env QEDFUSE_TEST_IN_NS=1 unshare --mount --propagation private "$BASH" "$0" "$@"
+fi
+
 TMP=$(mktemp -d /tmp/qedfuse-it.XXXXXX)
 FUSE_MOUNTS=()
 OTHER_MOUNTS=()
@@ -68,7 +78,7 @@ trap cleanup EXIT
 daemon_pids() {
   local p
   for p in $(pgrep -x qedfuse || true); do
-    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$1"; then echo "$p"; fi
+    if { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "$1"; then echo "$p"; fi
   done
 }
 
@@ -80,6 +90,58 @@ wait_pid_gone() {
     sleep 0.1
   done
   fail "process $1 did not exit"
+}
+
+# The unprivileged users of the permission tests (no passwd entry needed): USER_ID owns and
+# mounts images, OTHER_ID is a third party.
+USER_ID=65534
+OTHER_ID=65533
+as_uid() {  # UID CMD...: runs CMD as UID (same gid), without supplementary groups
+  local id=$1
+  shift
+  # A system PATH: root's may lead through directories that other users cannot enter.
+  setpriv --reuid="$id" --regid="$id" --clear-groups env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"
+}
+as_user() { as_uid "$USER_ID" "$@"; }
+
+# enable_user_mounts: in the namespace QEDFUSE_TEST_USER_MOUNTS=1 set up, gives users a
+# world-usable /dev/fuse and an /etc/fuse.conf with user_allow_other (bind mounts of files in
+# $TMP), and makes $TMP/user, writable by USER_ID. Skips the test outside such a namespace.
+enable_user_mounts() {
+  require_tools setpriv unshare
+  [ -n "${QEDFUSE_TEST_IN_NS:-}" ] || skip "cannot create a private mount namespace"
+  chmod 711 "$TMP"
+  mkdir -m 777 "$TMP/user"
+  if [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    mknod -m 666 "$TMP/fuse" c "$((0x$(stat -c %t /dev/fuse)))" "$((0x$(stat -c %T /dev/fuse)))"
+    mount --bind "$TMP/fuse" /dev/fuse
+  fi
+  { cat /etc/fuse.conf 2>/dev/null || true; echo user_allow_other; } >"$TMP/fuse.conf"
+  chmod 644 "$TMP/fuse.conf"
+  if [ -e /etc/fuse.conf ]; then
+    mount --bind "$TMP/fuse.conf" /etc/fuse.conf
+  else
+    skip "/etc/fuse.conf is missing (fuse3 is not fully installed)"
+  fi
+}
+
+# user_mount [ARGS...] IMAGE MOUNTPOINT: like mount_image, but USER_ID mounts (fusermount3).
+user_mount() {
+  local mnt=${*: -1}
+  FUSE_MOUNTS+=("$mnt")
+  as_user "$QEDFUSE" "$@"
+  is_mounted "$mnt" || fail "qedfuse returned but $mnt is not mounted"
+  DAEMON_PID=$(daemon_pids "$mnt" | head -n1)
+  [ -n "$DAEMON_PID" ] || fail "no qedfuse daemon for $mnt"
+}
+
+# user_unmount MOUNTPOINT: unmount_image for a mount of USER_ID.
+user_unmount() {
+  local pid
+  pid=$(daemon_pids "$1" | head -n1)
+  as_user fusermount3 -u "$1"
+  if [ -n "$pid" ]; then wait_pid_gone "$pid"; fi
+  ! is_mounted "$1" || fail "$1 still mounted"
 }
 
 # qedfuse [ARGS...] IMAGE MOUNTPOINT: mounts (the command returns when the mount is live) and

@@ -320,18 +320,31 @@ coro::Task<void> FuseFrontend::Shutdown(bool mount_gone) {
 }
 
 coro::Task<void> FuseFrontend::BecomeReady() {
+  // Only trivially destructible captures below: GCC 12 destroys non-trivial temporaries of a
+  // co_await expression twice. config_ outlives the calls.
+  const char* path = config_.mountpoint.c_str();
+  // A /dev/fd/N mountpoint (mount.fuse3 -o drop_privileges) gives no path to the mounted file.
+  if (config_.mountpoint.rfind("/dev/fd/", 0) != 0) {
+    // The first KernelSize() learns which device the mounted file is on.
+    Result<uint64_t> k = co_await KernelSize();
+    can_publish_ = k.has_value();
+    if (!k) {
+      Log(LogLevel::kWarning,
+          absl::StrCat("cannot stat the mounted file ", path, ": ", k.error().message()));
+    }
+  }
   if (writeback_active_) {
     // With the write-back cache the kernel owns i_size of a regular file and ignores the size in
     // our GETATTR replies. The root inode was created at mount time with size 0 (it never went
     // through LOOKUP), so publish the real size the one way the kernel accepts it: a SETATTR
     // whose reply carries it. truncate() to the current size is a no-op for us; it blocks, so it
     // runs on a worker while this loop serves the SETATTR.
-    // Only trivially destructible captures: GCC 12 destroys non-trivial temporaries of a
-    // co_await expression twice. config_ outlives the call.
-    const char* path = config_.mountpoint.c_str();
     auto size = static_cast<off_t>(backend_.length());
-    int err = co_await pool_.Offload(
-        [path, size]() -> int { return ::truncate(path, size) == 0 ? 0 : errno; });
+    int err = can_publish_ ? 0 : EIO;
+    if (err == 0) {
+      err = co_await pool_.Offload(
+          [path, size]() -> int { return ::truncate(path, size) == 0 ? 0 : errno; });
+    }
     if (err != 0) {
       Log(LogLevel::kError,
           absl::StrCat("cannot publish the size of ", path, " to the kernel: ", strerror(err)));

@@ -7,16 +7,21 @@
 // READ and WRITE reach their handlers from FuseFrontend::DispatchRaw instead (unless debugging),
 // without a fuse_req_t; the Read and Write trampolines serve the debug mode.
 //
-// Semantics of the mounted file (a block device presented as a regular file):
-//  - size = the image's virtual size; it never changes by writing.
-//  - write past the end: ENOSPC (a write straddling the end is short, as on a block device).
-//  - truncate: growing resizes the image; shrinking is refused with EPERM (it would discard
-//    data), except the truncate-to-0 that open(O_TRUNC) issues, which is ignored as a block
-//    device ignores O_TRUNC (so `dd of=MOUNT` without conv=notrunc works).
-//  - fallocate: mode 0 and KEEP_SIZE allocation inside the device succeed without doing
-//    anything (images are thin); PUNCH_HOLE|KEEP_SIZE -> WriteZeroes(kMayUnmap);
-//    ZERO_RANGE -> WriteZeroes(kNone); a range that would extend the file -> ENOSPC;
-//    other modes -> EOPNOTSUPP.
+// Semantics of the mounted file (a disk presented as a regular file that never shrinks):
+//  - size = the image's virtual size. A WRITE or fallocate (mode 0, or ZERO_RANGE without
+//    KEEP_SIZE) that ends past it grows the disk first, like truncate does: GrowTo() rounds the
+//    new end up to 512 bytes (QED stores sectors), serialised so that concurrent growers (kernel
+//    write-back sends several WRITEs past the end at once, in any order) never race or shrink.
+//    A WRITE is answered with its full count or an error (EFBIG past the format's maximum, EROFS,
+//    ENOSPC), never a short count: kernel write-back takes a short count for success.
+//  - every shrink is refused with EPERM: truncate/ftruncate to a smaller size and open(O_TRUNC)
+//    (FUSE_CAP_ATOMIC_O_TRUNC stays off, so the kernel sends that as a SETATTR to size 0 after
+//    the OPEN; the open then fails and nothing has changed). A truncate to the current size
+//    succeeds; a growing one rounds up to 512 too, and the reply carries the rounded size.
+//  - fallocate: mode 0 (within the size, or growing) and KEEP_SIZE succeed without allocating
+//    (images are thin); PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE -> WriteZeroes(kMayUnmap), so whole
+//    clusters become unallocated/zero clusters; other modes -> EOPNOTSUPP. The kernel writes its
+//    dirty pages of the range back before sending a punch or zero range, and drops them after.
 //  - SEEK_HOLE/SEEK_DATA: a hole is an extent that reads as zeros and holds no data at any
 //    layer (BlockStatus zero && !data); everything else is data. The end is an implicit hole.
 //  - permissions: the kernel checks mode and owner (default_permissions is always on). chmod and
@@ -26,25 +31,42 @@
 // Kernel write-back cache (FUSE_CAP_WRITEBACK_CACHE): on by default with cache=writeback, off with
 // cache=none (whose promise is that a completed write() has reached the image file) and on
 // read-only mounts; -o writeback_cache=off disables it. It makes small buffered writes about 10x
-// faster (dd bs=4k: 133 MB/s vs 12.6 MB/s), at two costs: the kernel owns the file size, so
-// FuseFrontend publishes it once after INIT and a buffered write past the end is accepted by
-// the kernel and only fails at writeback (fsync/close report ENOSPC; O_DIRECT writes fail at
-// once); and data not yet fsynced lives in the kernel until writeback, as on any filesystem
-// (shutdown fsyncs the file before unmounting). O_DIRECT opens get FOPEN_DIRECT_IO and bypass
-// the page cache in both modes.
+// faster, at these costs, each handled here:
+//  - The kernel owns the file size (i_size) and ignores the size in our attribute replies; a
+//    buffered write past the end grows it at once, and the WRITEs come later, at write-back.
+//    FuseFrontend publishes the size after INIT, and again after a growth rounded it up
+//    (PublishSize), the one way the kernel accepts it: a truncate() to that size from a worker,
+//    whose SETATTR reply carries it. Where that is impossible (the kernel already holds a bigger
+//    size, or the daemon may not write the file), the kernel shows the exact end until the next
+//    mount, which shows it rounded up to 512.
+//  - A SETATTR that changes the size is judged against the kernel's size (KernelSize: dirty
+//    data past the image's end is the user's, and a truncate below it would drop it).
+//  - LSEEK: the kernel does not write dirty pages back first, so the handler has it do so
+//    (WriteBackKernelCache) before reading the block status, else fresh data in a hole is missed.
+//    (Shared mmap writes leave dirty pages in the kernel in every mode, so this is always done.)
+//  - Data not yet fsynced lives in the kernel until write-back, as on any filesystem (shutdown
+//    fsyncs the file before unmounting).
+// O_DIRECT opens get FOPEN_DIRECT_IO and bypass the page cache in both modes.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fuse.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <string>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "fusefs/fuse_frontend.h"
 #include "fusefs/fuse_request.h"
+#include "qedfuse/base/errors.h"
 #include "qedfuse/base/log.h"
 #include "qedfuse/block/io_vector.h"
 
@@ -54,6 +76,42 @@ namespace {
 // We are the only writer of the image (it is locked), so attributes only change through us
 // and could be cached forever; one second keeps st_blocks reasonably fresh for `du`.
 constexpr double kAttrTimeout = 1.0;
+
+uint64_t RoundUpToSizeUnit(uint64_t n) { return (n + kSizeUnit - 1) / kSizeUnit * kSizeUnit; }
+
+// The largest end a write or fallocate may ask for before rounding up overflows.
+constexpr uint64_t kMaxEnd = UINT64_MAX / 2;
+
+// Whether thread |tid| belongs to this process; true when that cannot be told (no /proc).
+bool IsOwnThread(pid_t tid) {
+  struct stat st {};
+  if (::stat("/proc/self/task", &st) != 0) return true;
+  return tid > 0 && ::stat(absl::StrCat("/proc/self/task/", tid).c_str(), &st) == 0;
+}
+
+// What statx says about the mounted file.
+struct MountedStat {
+  int err = 0;
+  uint64_t size = 0;
+  uint64_t ino = 0;
+  dev_t dev = 0;
+};
+
+MountedStat StatMounted(const char* path) {
+  // AT_STATX_DONT_SYNC: the attributes the kernel holds, without a GETATTR to us (with the
+  // write-back cache i_size is the kernel's own anyway).
+  struct statx stx {};
+  MountedStat out;
+  if (::statx(AT_FDCWD, path, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, STATX_SIZE | STATX_INO, &stx) !=
+      0) {
+    out.err = errno;
+    return out;
+  }
+  out.size = stx.stx_size;
+  out.ino = stx.stx_ino;
+  out.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  return out;
+}
 
 }  // namespace
 
@@ -75,7 +133,8 @@ struct FuseOps {
     // default of 12.
     conn->max_background = 16;
     conn->congestion_threshold = 12;
-    // Never truncate at open: O_TRUNC is ignored like on a block device (see setattr).
+    // open(O_TRUNC) then arrives as a SETATTR to size 0 after the OPEN, judged in HandleSetattr
+    // like every other size change (a shrink fails the open with EPERM).
     conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
     // Nobody else changes the image, so the page cache must not be dropped because our own
     // writes moved mtime; only explicit invalidation (none) would do it.
@@ -104,11 +163,9 @@ struct FuseOps {
     r.ReplyAttr(Self(req)->Attr(), Self(req)->AttrTimeout());
   }
 
-  static void Setattr(fuse_req_t req, fuse_ino_t, struct stat* attr, int to_set,
-                      fuse_file_info* fi) {
+  static void Setattr(fuse_req_t req, fuse_ino_t, struct stat* attr, int to_set, fuse_file_info*) {
     if (!Allowed(req)) return FuseRequest(req, "setattr").ReplyError(EACCES);
-    coro::Spawn(
-        Self(req)->HandleSetattr(FuseRequest(req, "setattr"), *attr, to_set, fi != nullptr));
+    coro::Spawn(Self(req)->HandleSetattr(FuseRequest(req, "setattr"), *attr, to_set));
   }
 
   static void Open(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -149,8 +206,7 @@ struct FuseOps {
   }
 
   static void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
-    // close() promises no durability; the kernel has already written its dirty pages back.
-    FuseRequest(req, "flush").ReplyOk();
+    coro::Spawn(Self(req)->HandleFlush(FuseRequest(req, "flush"), fuse_req_ctx(req)->pid));
   }
 
   static void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
@@ -238,10 +294,19 @@ coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset, Wri
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (config_.read_only) co_return req.ReplyError(EROFS);
-  if (payload.size == 0) co_return req.ReplyWrite(0);
-  uint64_t length = backend_.length();
-  if (offset >= length) co_return req.ReplyError(ENOSPC);
-  std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(payload.size, length - offset));
+  const std::size_t n = payload.size;
+  if (n == 0) co_return req.ReplyWrite(0);
+  if (offset > kMaxEnd - n) co_return req.ReplyError(EFBIG);
+  const uint64_t end = offset + n;
+  if (end > backend_.length()) {
+    // Past the end (an append, a write-back of pages past the end, O_DIRECT): grow first, then
+    // write all of it. The payload is owned by this request, so waiting here is safe.
+    if (int err = co_await GrowTo(end); err != 0) co_return req.ReplyError(err);
+    // The kernel sets its size to |end| when this WRITE completes (or holds a bigger one already,
+    // with the write-back cache); rounding made the disk bigger than that.
+    if (backend_.length() > end) SchedulePublishSize();
+  }
+  assert(end <= backend_.length());
   Result<void> r = co_await backend_.Write(offset, block::IoVector(payload.data, n));
   if (!r) {
     LogIoError("write", offset, n, r.error());
@@ -251,29 +316,148 @@ coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset, Wri
   req.ReplyWrite(n);
 }
 
-coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, int to_set,
-                                             bool has_fh) {
+coro::Task<int> FuseFrontend::GrowTo(uint64_t end) {
+  if (end <= backend_.length()) co_return 0;
+  // One grower at a time, each re-checking after the wait: writes past the end arrive
+  // concurrently and in any order, BlockBackend::Truncate refuses to shrink, and two resizes of
+  // the QED header must not interleave. So the size only moves up, to the largest end asked for.
+  coro::CoMutex::Guard lock = co_await grow_lock_.Lock();
+  const uint64_t old_length = backend_.length();
+  if (end <= old_length) co_return 0;
+  if (end > kMaxEnd) co_return EFBIG;
+  const uint64_t target = RoundUpToSizeUnit(end);
+  Result<void> r = co_await backend_.Truncate(target);
+  if (!r) {
+    LogIoError("resize", old_length, target - old_length, r.error());
+    // kOutOfRange: past the largest size the image format can address.
+    co_return r.error() == make_error_code(Errc::kOutOfRange) ? EFBIG : ToErrno(r.error());
+  }
+  assert(backend_.length() >= end);
+  TouchMtime();
+  co_return 0;
+}
+
+coro::Task<Result<uint64_t>> FuseFrontend::KernelSize() {
+  const char* path = config_.mountpoint.c_str();  // trivially destructible capture (GCC 12)
+  MountedStat st = co_await stat_pool_.Offload([path] { return StatMounted(path); });
+  if (st.err != 0) co_return Unexpected(std::error_code(st.err, std::generic_category()));
+  // The first call (BecomeReady, right after mounting) learns our device; later ones check that
+  // the path still leads to our mount rather than to something mounted over it.
+  if (mount_dev_ == 0 && st.ino == FUSE_ROOT_ID) mount_dev_ = st.dev;
+  if (st.dev != mount_dev_ || st.ino != FUSE_ROOT_ID) {
+    Log(LogLevel::kError,
+        absl::StrCat(config_.mountpoint, " no longer leads to this mount; cannot read its size"));
+    co_return Unexpected(std::error_code(EIO, std::generic_category()));
+  }
+  co_return st.size;
+}
+
+void FuseFrontend::SchedulePublishSize() {
+  if (!can_publish_ || !ready_ || shutting_down_) return;
+  publish_wanted_ = true;
+  if (!publishing_) coro::Spawn(PublishSize());
+}
+
+coro::Task<void> FuseFrontend::PublishSize() {
+  // The kernel set its size to the exact end of the write (or fallocate); the disk's is rounded
+  // up to 512. Without this the next append would land at the exact end while the mount is up
+  // and the disk would show the rounded size only after a remount; with it, both agree (at the
+  // latest when the file is closed). Not a handler: it does not hold the gate, because its
+  // truncate() needs this loop to answer the SETATTR it sends, and shutdown stops reading
+  // requests before it waits for the gate (a truncate still waiting then fails when the mount
+  // goes away).
+  publishing_ = true;
+  coro::CoMutex::Guard lock = co_await publish_lock_.Lock();
+  while (publish_wanted_ && !shutting_down_) {
+    publish_wanted_ = false;
+    const uint64_t size = backend_.length();
+    Result<uint64_t> k = co_await KernelSize();
+    if (!k || *k >= size) continue;  // nothing to publish (or the kernel is ahead of us)
+    const char* path = config_.mountpoint.c_str();
+    const auto new_size = static_cast<off_t>(size);
+    int err = co_await pool_.Offload(
+        [path, new_size]() -> int { return ::truncate(path, new_size) == 0 ? 0 : errno; });
+    // EPERM: a buffered write moved the kernel's size past |size| in the meantime, and the
+    // SETATTR handler refused the truncate as a shrink; its write-back grows us again.
+    // EACCES: the daemon may not write the file (chmod, uid=); the kernel keeps the exact end.
+    if (err != 0 && LogDebugEnabled()) {
+      Log(LogLevel::kDebug, absl::StrCat("size ", size, " not published: ", strerror(err)));
+    }
+  }
+  publishing_ = false;
+}
+
+coro::Task<void> FuseFrontend::WaitForPublishedSize() {
+  coro::CoMutex::Guard lock = co_await publish_lock_.Lock();
+}
+
+coro::Task<void> FuseFrontend::HandleFlush(FuseRequest req, pid_t sender) {
+  // close() promises no durability, and the kernel has already written its dirty pages back.
+  // It returns once the kernel knows the size those writes gave the disk, so that the next
+  // open(O_APPEND) appends where a remount would. The kernel sends FLUSH without holding the
+  // inode lock that the publishing truncate() takes; but the daemon's own close() (lseek
+  // write-back) runs while the lseek's sender holds it, so that one must not wait. |sender| is a
+  // thread id. Outside the gate, like the truncate.
+  if (!IsOwnThread(sender)) co_await WaitForPublishedSize();
+  req.ReplyOk();
+}
+
+coro::Task<bool> FuseFrontend::WriteBackKernelCache(uint64_t from) {
+  // Blocking calls on the mounted file: a worker makes them while this loop serves the OPEN,
+  // the WRITEs and the FLUSH they cause.
+  const char* path = config_.mountpoint.c_str();  // trivially destructible captures (GCC 12)
+  const auto start = static_cast<off_t>(std::min<uint64_t>(from, kMaxEnd));
+  int err = co_await pool_.Offload([path, start]() -> int {
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return errno;
+    int rc = ::sync_file_range(fd, start, 0,
+                               SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                   SYNC_FILE_RANGE_WAIT_AFTER) == 0
+                 ? 0
+                 : errno;
+    ::close(fd);
+    return rc;
+  });
+  if (err != 0 && LogDebugEnabled()) {
+    Log(LogLevel::kDebug, absl::StrCat("cannot write back the kernel cache of ", path,
+                                       " before lseek: ", strerror(err)));
+  }
+  co_return err == 0;
+}
+
+bool FuseFrontend::MayAccess(uid_t uid) const {
+  return !config_.allow_root || uid == config_.mounter_uid || uid == 0;
+}
+
+double FuseFrontend::AttrTimeout() const {
+  // Before the mount is ready Attr() shows setup attributes; they must not be cached.
+  return ready_ ? kAttrTimeout : 0.0;
+}
+
+coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, int to_set) {
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (to_set & FUSE_SET_ATTR_SIZE) {
-    uint64_t want = static_cast<uint64_t>(attr.st_size);
-    uint64_t length = backend_.length();
-    // open(O_TRUNC) arrives as size 0 with the times set and without a file handle;
-    // truncate(2)/ftruncate(2) never set both times without a handle.
-    bool open_trunc = want == 0 && !has_fh && (to_set & FUSE_SET_ATTR_MTIME);
-    if (want != length && !open_trunc) {
-      if (config_.read_only) co_return req.ReplyError(EROFS);
-      if (want < length) {
-        Log(LogLevel::kDebug, absl::StrCat("refusing to shrink from ", length, " to ", want));
-        co_return req.ReplyError(EPERM);
+    if (config_.read_only) co_return req.ReplyError(EROFS);
+    const auto want = static_cast<uint64_t>(attr.st_size);
+    // The size the caller sees. With the write-back cache that is the kernel's: buffered writes
+    // past the image's end live only there until write-back, and a truncate below them would
+    // drop them (the kernel holds the inode lock across this request, so it cannot move).
+    uint64_t seen = backend_.length();
+    if (writeback_active_) {
+      Result<uint64_t> k = co_await KernelSize();
+      if (!k) {
+        Log(LogLevel::kError, absl::StrCat("truncate to ", want, " refused: cannot read the ",
+                                           "kernel's size of the file: ", k.error().message()));
+        co_return req.ReplyError(EIO);
       }
-      Result<void> r = co_await backend_.Truncate(want);
-      if (!r) {
-        LogIoError("resize", want, want - length, r.error());
-        co_return req.ReplyError(ToErrno(r.error()));
-      }
-      TouchMtime();
+      seen = *k;
     }
+    if (want < seen) {
+      Log(LogLevel::kDebug, absl::StrCat("refusing to shrink from ", seen, " to ", want));
+      co_return req.ReplyError(EPERM);
+    }
+    if (int err = co_await GrowTo(want); err != 0) co_return req.ReplyError(err);
   }
   struct timespec now {};
   clock_gettime(CLOCK_REALTIME, &now);
@@ -294,16 +478,9 @@ coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, 
   if (to_set & FUSE_SET_ATTR_GID) gid_ = attr.st_gid;
   if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) ctime_ = now;
   if (to_set & FUSE_SET_ATTR_CTIME) ctime_ = attr.st_ctim;
+  // The size in the reply is the image's (rounded up to 512 after a growth); with the write-back
+  // cache the kernel takes it as i_size because this was a truncate.
   req.ReplyAttr(Attr(), AttrTimeout());
-}
-
-bool FuseFrontend::MayAccess(uid_t uid) const {
-  return !config_.allow_root || uid == config_.mounter_uid || uid == 0;
-}
-
-double FuseFrontend::AttrTimeout() const {
-  // Before the mount is ready Attr() shows setup attributes; they must not be cached.
-  return ready_ ? kAttrTimeout : 0.0;
 }
 
 coro::Task<void> FuseFrontend::HandleFsync(FuseRequest req) {
@@ -325,25 +502,26 @@ coro::Task<void> FuseFrontend::HandleFallocate(FuseRequest req, int mode, uint64
   if (config_.read_only) co_return req.ReplyError(EROFS);
   const bool keep_size = (mode & FALLOC_FL_KEEP_SIZE) != 0;
   const int op = mode & ~FALLOC_FL_KEEP_SIZE;
-  const uint64_t size = backend_.length();
-  if (length == 0 || offset + length < offset) co_return req.ReplyError(EINVAL);
-  uint64_t end = offset + length;
-  if (end > size && !keep_size) co_return req.ReplyError(ENOSPC);  // would extend the file
-  end = std::min(end, size);
-  block::ZeroFlags flags;
-  if (op == 0) {
-    co_return req.ReplyOk();  // thin image: nothing to reserve
-  } else if (op == FALLOC_FL_PUNCH_HOLE) {
-    flags = block::ZeroFlags::kMayUnmap;
-  } else if (op == FALLOC_FL_ZERO_RANGE) {
-    flags = block::ZeroFlags::kNone;
-  } else {
+  // Linux accepts a punch only together with KEEP_SIZE.
+  if (!(op == 0 || op == FALLOC_FL_ZERO_RANGE || (op == FALLOC_FL_PUNCH_HOLE && keep_size))) {
     co_return req.ReplyError(EOPNOTSUPP);
   }
-  if (offset >= end) co_return req.ReplyOk();
-  Result<void> r = co_await backend_.WriteZeroes(offset, end - offset, flags);
+  if (length == 0) co_return req.ReplyError(EINVAL);
+  if (offset > kMaxEnd - length) co_return req.ReplyError(EFBIG);
+  const uint64_t end = offset + length;
+  if (!keep_size && end > backend_.length()) {
+    // Grows the disk like a write past the end would (the new part reads as zeros).
+    if (int err = co_await GrowTo(end); err != 0) co_return req.ReplyError(err);
+    if (backend_.length() > end) SchedulePublishSize();  // as for a WRITE
+  }
+  if (op == 0) co_return req.ReplyOk();  // thin image: nothing to reserve
+  const uint64_t zero_end = std::min(end, backend_.length());
+  if (offset >= zero_end) co_return req.ReplyOk();  // KEEP_SIZE, entirely past the end
+  // Zero or unallocated clusters where whole clusters are covered, zeros written elsewhere.
+  Result<void> r =
+      co_await backend_.WriteZeroes(offset, zero_end - offset, block::ZeroFlags::kMayUnmap);
   if (!r) {
-    LogIoError(op == FALLOC_FL_PUNCH_HOLE ? "punch hole" : "zero range", offset, end - offset,
+    LogIoError(op == FALLOC_FL_PUNCH_HOLE ? "punch hole" : "zero range", offset, zero_end - offset,
                r.error());
     co_return req.ReplyError(ToErrno(r.error()));
   }
@@ -352,10 +530,22 @@ coro::Task<void> FuseFrontend::HandleFallocate(FuseRequest req, int mode, uint64
 }
 
 coro::Task<void> FuseFrontend::HandleLseek(FuseRequest req, uint64_t offset, int whence) {
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) co_return req.ReplyError(EINVAL);
+  // Data written but not yet written back exists only in the kernel (buffered writes with the
+  // write-back cache; shared mmap writes in every mode): have it sent to us first. This happens
+  // before entering the gate: it needs this loop to serve requests, and shutdown stops reading
+  // them before waiting for the gate.
+  const bool exact = config_.read_only || co_await WriteBackKernelCache(offset);
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
-  if (whence != SEEK_DATA && whence != SEEK_HOLE) co_return req.ReplyError(EINVAL);
-  const uint64_t size = backend_.length();
+  uint64_t size = backend_.length();
+  if (!exact) {
+    // The kernel may still hold data we have not seen: call everything up to its end data
+    // (POSIX allows a filesystem to report no holes at all).
+    if (Result<uint64_t> k = co_await KernelSize(); k) size = std::max(size, *k);
+    if (offset >= size) co_return req.ReplyError(ENXIO);
+    co_return req.ReplyLseek(whence == SEEK_DATA ? offset : size);
+  }
   if (offset >= size) co_return req.ReplyError(ENXIO);
   uint64_t pos = offset;
   while (pos < size) {

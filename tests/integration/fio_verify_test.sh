@@ -3,7 +3,9 @@
 # writes then verifying reads, and a mixed block-size run; several threads writing O_DIRECT at
 # once (the kernel sends their writes concurrently: FOPEN_PARALLEL_DIRECT_WRITES), each write's
 # payload owned by its request while others arrive; O_DIRECT I/O from a process that keeps
-# getting signals (FUSE_INTERRUPT requests); the image stays clean.
+# getting signals (FUSE_INTERRUPT requests); random writes past the end (fio file_append), which
+# grow the disk while many are in flight: libaio O_DIRECT, and buffered through the kernel
+# write-back cache (its write-back sends them concurrently); the image stays clean.
 source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img fio
@@ -47,6 +49,17 @@ for i in range(3000):
 signal.setitimer(signal.ITIMER_REAL, 0)
 print("3000 writes and read-backs under signals: ok")
 PY
+# run_append: random writes past the end (each job starts where the file ends), then verify.
+run_append() {
+  local before
+  before=$(stat -c %s "$MNT")
+  run_fio --name=append-direct --file_append=1 --size=16M --rw=randwrite --iodepth=16 --bs=64k
+  run_fio --name=append-buffered --file_append=1 --size=16M --rw=randwrite --direct=0 \
+    --ioengine=psync --iodepth=1 --bs=4k --end_fsync=1
+  [ "$(stat -c %s "$MNT")" = $((before + (32 << 20))) ] || fail "size after appending 32 MiB"
+}
+log "random writes past the end, 16 in flight (libaio O_DIRECT) and buffered (write-back)"
+run_append
 log "sequential 1 MiB write then verify, through cache=none and aio=threads after a remount"
 unmount_image "$MNT"
 qemu_check_clean "$IMG"
@@ -55,6 +68,8 @@ run_fio --name=seq1m --rw=write --bs=1m
 log "4 threads x 8 libaio O_DIRECT writes at once into an O_DIRECT image (payload used in place)"
 run_fio --name=parnone --thread --numjobs=4 --iodepth=8 --rw=randwrite \
   --bssplit=512/10:4k/50:64k/30:1m/10 --size=16M --offset_increment=16M --group_reporting
+log "random writes past the end again (cache=none, aio=threads: no kernel write-back cache)"
+run_append
 unmount_image "$MNT"
 qemu_check_clean "$IMG"
 echo PASS

@@ -125,43 +125,32 @@ enable_user_mounts() {
   fi
 }
 
-# user_mount [ARGS...] IMAGE MOUNTPOINT: like mount_image, but USER_ID mounts (fusermount3).
-user_mount() {
+# mount_image [ARGS...] IMAGE MOUNTPOINT: mounts (the command returns when the mount is live) and
+# records the mount for cleanup; sets DAEMON_PID. user_mount: the same, but USER_ID mounts
+# (through fusermount3).
+mount_image() { mount_as "" "$@"; }
+user_mount() { mount_as as_user "$@"; }
+mount_as() {  # RUNNER ARGS...: RUNNER is empty (root) or a command prefix such as as_user
+  local runner=$1
+  shift
   local mnt=${*: -1}
   FUSE_MOUNTS+=("$mnt")
-  as_user "$QEDFUSE" "$@"
+  $runner "$QEDFUSE" "$@"
   is_mounted "$mnt" || fail "qedfuse returned but $mnt is not mounted"
   DAEMON_PID=$(daemon_pids "$mnt" | head -n1)
   [ -n "$DAEMON_PID" ] || fail "no qedfuse daemon for $mnt"
 }
 
-# user_unmount MOUNTPOINT: unmount_image for a mount of USER_ID.
-user_unmount() {
+# unmount_image MOUNTPOINT: unmounts with fusermount3 -u and waits for its daemon to finish
+# closing the image. user_unmount: the same for a mount of USER_ID.
+unmount_image() { unmount_as "" "$1"; }
+user_unmount() { unmount_as as_user "$1"; }
+unmount_as() {  # RUNNER MOUNTPOINT
   local pid
-  pid=$(daemon_pids "$1" | head -n1)
-  as_user fusermount3 -u "$1"
+  pid=$(daemon_pids "$2" | head -n1)
+  $1 fusermount3 -u "$2"
   if [ -n "$pid" ]; then wait_pid_gone "$pid"; fi
-  ! is_mounted "$1" || fail "$1 still mounted"
-}
-
-# qedfuse [ARGS...] IMAGE MOUNTPOINT: mounts (the command returns when the mount is live) and
-# records the mount for cleanup; sets DAEMON_PID.
-mount_image() {
-  local img=${*: -2:1} mnt=${*: -1}
-  FUSE_MOUNTS+=("$mnt")
-  "$QEDFUSE" "$@"
-  is_mounted "$mnt" || fail "qedfuse returned but $mnt is not mounted"
-  DAEMON_PID=$(daemon_pids "$mnt" | head -n1)
-  [ -n "$DAEMON_PID" ] || fail "no qedfuse daemon for $mnt"
-}
-
-# Unmounts MOUNTPOINT with fusermount3 -u and waits for its daemon to finish closing the image.
-unmount_image() {
-  local pid
-  pid=$(daemon_pids "$1" | head -n1)
-  fusermount3 -u "$1"
-  if [ -n "$pid" ]; then wait_pid_gone "$pid"; fi
-  ! is_mounted "$1" || fail "$1 still mounted"
+  ! is_mounted "$2" || fail "$2 still mounted"
 }
 
 # Byte 16 is the low byte of the QED feature bits; bit 1 (0x02) is NEED_CHECK.

@@ -271,6 +271,7 @@ class FuseFrontend {
   coro::CoMutex publish_lock_;  // held by PublishSize while it runs
   bool publish_wanted_ = false;
   bool publishing_ = false;
+  uint64_t writable_handles_ = 0;  // files open for writing (OPEN minus RELEASE)
   std::function<void()> on_ready_;
   bool init_done_ = false;
   bool writeback_active_ = false;  // the kernel agreed to FUSE_CAP_WRITEBACK_CACHE

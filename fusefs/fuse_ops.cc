@@ -43,7 +43,8 @@
 //    data past the image's end is the user's, and a truncate below it would drop it).
 //  - LSEEK: the kernel does not write dirty pages back first, so the handler has it do so
 //    (WriteBackKernelCache) before reading the block status, else fresh data in a hole is missed.
-//    (Shared mmap writes leave dirty pages in the kernel in every mode, so this is always done.)
+//    (Shared mmap writes leave dirty pages in every mode, so this is done in every mode, but
+//    only while a handle open for writing exists: none can be dirty otherwise.)
 //  - Data not yet fsynced lives in the kernel until write-back, as on any filesystem (shutdown
 //    fsyncs the file before unmounting).
 // O_DIRECT opens get FOPEN_DIRECT_IO and bypass the page cache in both modes.
@@ -78,6 +79,10 @@ namespace {
 constexpr double kAttrTimeout = 1.0;
 
 uint64_t RoundUpToSizeUnit(uint64_t n) { return (n + kSizeUnit - 1) / kSizeUnit * kSizeUnit; }
+
+// File handles (fuse_file_info::fh) tell whether the file was opened for writing.
+constexpr uint64_t kReadOnlyHandle = 0;
+constexpr uint64_t kWritableHandle = 1;
 
 // The largest end a write or fallocate may ask for before rounding up overflows.
 constexpr uint64_t kMaxEnd = UINT64_MAX / 2;
@@ -188,7 +193,11 @@ struct FuseOps {
     // overlapping ones. libfuse 3.14 cannot ask for the flag, so the reply is built here.
     uint32_t flags =
         (fi->flags & O_DIRECT) ? FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES : FOPEN_KEEP_CACHE;
-    r.ReplyOpenFlags(fi->fh, flags);
+    // Only a handle open for writing can leave dirty pages in the kernel (write(), shared
+    // writable mmap); the kernel writes them all back before it releases the handle.
+    const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+    if (writable) ++self->writable_handles_;
+    r.ReplyOpenFlags(writable ? kWritableHandle : kReadOnlyHandle, flags);
   }
 
   static void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) {
@@ -209,7 +218,12 @@ struct FuseOps {
     coro::Spawn(Self(req)->HandleFlush(FuseRequest(req, "flush"), fuse_req_ctx(req)->pid));
   }
 
-  static void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  static void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+    FuseFrontend* self = Self(req);
+    if (fi->fh == kWritableHandle) {
+      assert(self->writable_handles_ > 0);
+      --self->writable_handles_;
+    }
     FuseRequest(req, "release").ReplyOk();
   }
 
@@ -532,10 +546,10 @@ coro::Task<void> FuseFrontend::HandleFallocate(FuseRequest req, int mode, uint64
 coro::Task<void> FuseFrontend::HandleLseek(FuseRequest req, uint64_t offset, int whence) {
   if (whence != SEEK_DATA && whence != SEEK_HOLE) co_return req.ReplyError(EINVAL);
   // Data written but not yet written back exists only in the kernel (buffered writes with the
-  // write-back cache; shared mmap writes in every mode): have it sent to us first. This happens
-  // before entering the gate: it needs this loop to serve requests, and shutdown stops reading
-  // them before waiting for the gate.
-  const bool exact = config_.read_only || co_await WriteBackKernelCache(offset);
+  // write-back cache; shared mmap writes in every mode): have it sent to us first, unless no
+  // handle open for writing can have left any. This happens before entering the gate: it needs
+  // this loop to serve requests, and shutdown stops reading them before waiting for the gate.
+  const bool exact = writable_handles_ == 0 || co_await WriteBackKernelCache(offset);
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   uint64_t size = backend_.length();

@@ -292,16 +292,30 @@ const fuse_lowlevel_ops& FuseOpsTable() {
 coro::Task<void> FuseFrontend::HandleRead(FuseRequest req, uint64_t offset, std::size_t size) {
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
-  uint64_t length = backend_.length();
-  if (offset >= length || size == 0) co_return req.ReplyBuf(nullptr, 0);
-  std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(size, length - offset));
-  block::IoBuffer buf(n);
-  Result<std::size_t> r = co_await backend_.Read(offset, block::IoVector(buf.data(), n));
-  if (!r) {
-    LogIoError("read", offset, n, r.error());
-    co_return req.ReplyError(ToErrno(r.error()));
+  if (size == 0) co_return req.ReplyBuf(nullptr, 0);
+  const uint64_t length = backend_.length();
+  // The file ends at the image's size or, with the write-back cache, at the kernel's if that is
+  // bigger: data written past the image's end that the kernel has not written back yet. What
+  // lies between reads as zeros; a short count there would end an O_DIRECT (FOPEN_DIRECT_IO)
+  // read early, and its caller would take that for the end of the file.
+  uint64_t end = length;
+  if (writeback_active_ && offset + size > length) {
+    if (Result<uint64_t> k = co_await KernelSize(); k) end = std::max(end, *k);
   }
-  req.ReplyBuf(buf.data(), *r);
+  if (offset >= end) co_return req.ReplyBuf(nullptr, 0);
+  std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(size, end - offset));
+  const std::size_t in_image =
+      offset < length ? static_cast<std::size_t>(std::min<uint64_t>(n, length - offset)) : 0;
+  block::IoBuffer buf(n, /*zero=*/in_image < n);
+  if (in_image > 0) {
+    Result<std::size_t> r = co_await backend_.Read(offset, block::IoVector(buf.data(), in_image));
+    if (!r) {
+      LogIoError("read", offset, in_image, r.error());
+      co_return req.ReplyError(ToErrno(r.error()));
+    }
+    if (*r < in_image) n = *r;  // short only at the image's end, which cannot move down
+  }
+  req.ReplyBuf(buf.data(), n);
 }
 
 coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset, WritePayload payload) {

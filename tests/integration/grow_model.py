@@ -9,8 +9,9 @@
 The model is a disk whose size is a multiple of 512 bytes. A write that ends past the end (a
 shell `>>`, `dd seek=END conv=notrunc`, a pwrite straddling the end, an O_DIRECT write past it,
 an O_APPEND write, writes from several threads at once), fallocate mode 0 and ZERO_RANGE without
-KEEP_SIZE grow it to that end rounded up to 512; the bytes between read as zeros; fallocate with
-KEEP_SIZE never grows it. Every byte written reads back, no call fails or comes back short, and
+KEEP_SIZE grow it to that end rounded up to 512; the bytes between read as zeros, also to an
+O_DIRECT read while the data past them is still in the kernel's cache; fallocate with KEEP_SIZE
+never grows it. Every byte written reads back, no call fails or comes back short, and
 once the file is closed the mounted file's size is the model's.
 """
 import ctypes
@@ -162,6 +163,22 @@ def run(path, expect_path):
     model.write(off, payload)
     os.close(fd)
     check(path, model, "buffered write 1 MiB past the end")
+
+    # Written far past the end and not written back yet (with the kernel write-back cache only
+    # the kernel has it): an O_DIRECT read of the gap before it gets zeros, not an early end.
+    # (An O_DIRECT open has the kernel write everything back, so it comes first.)
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    fd = os.open(path, os.O_RDWR)
+    gap = round_up(model.size, 4096)
+    payload = rng.randbytes(3000)
+    assert os.pwrite(fd, payload, gap + (1 << 20)) == len(payload)
+    model.write(gap + (1 << 20), payload)
+    buf = mmap.mmap(-1, 65536)
+    n = os.preadv(dfd, [buf], gap)
+    assert n == 65536 and buf[:] == bytes(65536), f"O_DIRECT read in the gap returned {n} bytes"
+    os.close(dfd)
+    os.close(fd)
+    check(path, model, "O_DIRECT read between the end and unsynced data past it")
 
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     payload = rng.randbytes(777)

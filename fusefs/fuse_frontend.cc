@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "qedfuse/base/errors.h"
 #include "qedfuse/base/log.h"
 
 namespace qedfuse::fusefs {
@@ -97,6 +98,7 @@ FuseFrontend::FuseFrontend(coro::EventLoop& loop, block::BlockBackend& backend,
       atime_(config_.atime),
       mtime_(config_.mtime),
       ctime_(config_.ctime),
+      size_(backend.length()),
       mode_(config_.mode & 07777),
       uid_(config_.uid),
       gid_(config_.gid) {}
@@ -323,24 +325,17 @@ coro::Task<void> FuseFrontend::BecomeReady() {
   // Only trivially destructible captures below: GCC 12 destroys non-trivial temporaries of a
   // co_await expression twice. config_ outlives the calls.
   const char* path = config_.mountpoint.c_str();
-  // A /dev/fd/N mountpoint (mount.fuse3 -o drop_privileges) gives no path to the mounted file.
-  if (config_.mountpoint.rfind("/dev/fd/", 0) != 0) {
-    // The first KernelSize() learns which device the mounted file is on.
-    Result<uint64_t> k = co_await KernelSize();
-    can_publish_ = k.has_value();
-    if (!k) {
-      Log(LogLevel::kWarning,
-          absl::StrCat("cannot stat the mounted file ", path, ": ", k.error().message()));
-    }
-  }
   if (writeback_active_) {
     // With the write-back cache the kernel owns i_size of a regular file and ignores the size in
     // our GETATTR replies. The root inode was created at mount time with size 0 (it never went
     // through LOOKUP), so publish the real size the one way the kernel accepts it: a SETATTR
     // whose reply carries it. truncate() to the current size is a no-op for us; it blocks, so it
-    // runs on a worker while this loop serves the SETATTR.
-    auto size = static_cast<off_t>(backend_.length());
-    int err = can_publish_ ? 0 : EIO;
+    // runs on a worker while this loop serves the SETATTR. (main.cc turns the write-back cache
+    // off for a /dev/fd/N mountpoint, which gives no path to the mounted file.)
+    auto size = static_cast<off_t>(size_);
+    // The first KernelSize() learns which device the mounted file is on.
+    Result<uint64_t> k = co_await KernelSize();
+    int err = k ? 0 : ToErrno(k.error());
     if (err == 0) {
       err = co_await pool_.Offload(
           [path, size]() -> int { return ::truncate(path, size) == 0 ? 0 : errno; });
@@ -408,7 +403,7 @@ struct stat FuseFrontend::Attr() const {
     st.st_uid = config_.mounter_uid;
     st.st_gid = config_.mounter_gid;
   }
-  st.st_size = static_cast<off_t>(backend_.length());
+  st.st_size = static_cast<off_t>(size_);
   st.st_blksize = 4096;
   st.st_blocks = static_cast<blkcnt_t>((backend_.driver().AllocatedBytes() + 511) / 512);
   st.st_atim = atime_;

@@ -54,7 +54,7 @@ namespace qedfuse::fusefs {
 
 // The largest WRITE the kernel may send (FUSE_INIT max_write; libfuse 3.14 cannot go higher).
 inline constexpr std::size_t kMaxWrite = std::size_t{1} << 20;
-// A growing disk's size is rounded up to this: QED stores sizes in 512-byte sectors.
+// The image's size is the file's rounded up to this: QED stores sizes in 512-byte sectors.
 inline constexpr uint64_t kSizeUnit = 512;
 
 class RecvPool;
@@ -213,21 +213,15 @@ class FuseFrontend {
   coro::Task<void> HandleWrite(FuseRequest req, uint64_t offset, WritePayload payload);
   coro::Task<void> HandleSetattr(FuseRequest req, struct stat attr, int to_set);
   coro::Task<void> HandleFsync(FuseRequest req);
-  coro::Task<void> HandleFlush(FuseRequest req, pid_t sender);
   coro::Task<void> HandleFallocate(FuseRequest req, int mode, uint64_t offset, uint64_t length);
   coro::Task<void> HandleLseek(FuseRequest req, uint64_t offset, int whence);
 
-  // Size changes (fuse_ops.cc). GrowTo makes the disk at least |end| bytes long (rounded up to
-  // kSizeUnit); 0 or an errno.
+  // Size changes (fuse_ops.cc). GrowTo makes the file at least |end| bytes long, and the image
+  // at least that rounded up to kSizeUnit; 0 or an errno.
   coro::Task<int> GrowTo(uint64_t end);
-  // The file size the kernel holds (i_size; its own with the write-back cache), read with statx
-  // from a dedicated worker without sending us a request.
+  // With the write-back cache: the file size the kernel holds (i_size, its own), read with
+  // statx from a dedicated worker without sending us a request.
   coro::Task<Result<uint64_t>> KernelSize();
-  // Tells the kernel the disk's size after a WRITE or fallocate grew it past the end the kernel
-  // knows (rounding up to 512); FLUSH (close) waits for that (WaitForPublishedSize).
-  void SchedulePublishSize();
-  coro::Task<void> PublishSize();
-  coro::Task<void> WaitForPublishedSize();
   // Has the kernel write its dirty pages from |from| on back to us; false if that could not be
   // done.
   coro::Task<bool> WriteBackKernelCache(uint64_t from);
@@ -257,20 +251,16 @@ class FuseFrontend {
 
   coro::Gate gate_;
   // Workers for blocking calls on the mounted file, which wait for requests that this loop
-  // serves: BecomeReady's truncate or shutdown's fsync, PublishSize's truncate, lseek
-  // write-backs. One thread for each kind, so that none waits in the queue behind a call that
-  // waits for the inode lock its own caller holds: the kernel holds it across an LSEEK, whose
-  // handler waits for its write-back, while a truncate or fsync waits for that lock.
-  coro::BlockingPool pool_{3};
+  // serves: BecomeReady's truncate or shutdown's fsync, and lseek write-backs. A thread for
+  // each kind, so that neither waits in the queue behind a call that waits for the inode lock
+  // its own caller holds: the kernel holds it across an LSEEK, whose handler waits for its
+  // write-back, while an fsync waits for that lock.
+  coro::BlockingPool pool_{2};
   // statx only (KernelSize): it never waits for this loop nor for a lock, and SETATTR handlers
   // wait for it while the truncate that sent them holds a thread of pool_.
   coro::BlockingPool stat_pool_{1};
-  coro::CoMutex grow_lock_;     // serialises GrowTo
-  dev_t mount_dev_ = 0;         // device of the mounted file, as statx reports it
-  bool can_publish_ = false;    // the mountpoint is a path that statx and truncate can use
-  coro::CoMutex publish_lock_;  // held by PublishSize while it runs
-  bool publish_wanted_ = false;
-  bool publishing_ = false;
+  coro::CoMutex grow_lock_;  // serialises GrowTo
+  dev_t mount_dev_ = 0;      // device of the mounted file, as statx reports it
   uint64_t writable_handles_ = 0;  // files open for writing (OPEN minus RELEASE)
   std::function<void()> on_ready_;
   bool init_done_ = false;
@@ -284,6 +274,9 @@ class FuseFrontend {
   uint64_t handled_ = 0;  // requests that went through a handler coroutine
   std::size_t max_in_flight_ = 0;
   struct timespec atime_, mtime_, ctime_;
+  // The file's size: the end of the furthest write, fallocate or truncate, exactly. The image
+  // stores it rounded up to kSizeUnit (backend_.length()), which is what the next mount shows.
+  uint64_t size_ = 0;
   mode_t mode_;  // permission bits
   uid_t uid_;
   gid_t gid_;

@@ -8,16 +8,18 @@
 // without a fuse_req_t; the Read and Write trampolines serve the debug mode.
 //
 // Semantics of the mounted file (a disk presented as a regular file that never shrinks):
-//  - size = the image's virtual size. A WRITE or fallocate (mode 0, or ZERO_RANGE without
-//    KEEP_SIZE) that ends past it grows the disk first, like truncate does: GrowTo() rounds the
-//    new end up to 512 bytes (QED stores sectors), serialised so that concurrent growers (kernel
-//    write-back sends several WRITEs past the end at once, in any order) never race or shrink.
-//    A WRITE is answered with its full count or an error (EFBIG past the format's maximum, EROFS,
-//    ENOSPC), never a short count: kernel write-back takes a short count for success.
+//  - size: at mount, the image's virtual size. A WRITE or fallocate (mode 0, or ZERO_RANGE
+//    without KEEP_SIZE) that ends past the end grows the file first, like truncate does: GrowTo()
+//    makes the file end exactly there (size_) and the image that end rounded up to 512 bytes
+//    (QED stores sectors), which the next mount shows; the bytes between read as zeros. It is
+//    serialised so that concurrent growers (kernel write-back sends several WRITEs past the end
+//    at once, in any order) never race or shrink anything. A WRITE is answered with its full
+//    count or an error (EFBIG past the format's maximum, EROFS, ENOSPC), never a short count:
+//    kernel write-back takes a short count for success.
 //  - every shrink is refused with EPERM: truncate/ftruncate to a smaller size and open(O_TRUNC)
 //    (FUSE_CAP_ATOMIC_O_TRUNC stays off, so the kernel sends that as a SETATTR to size 0 after
 //    the OPEN; the open then fails and nothing has changed). A truncate to the current size
-//    succeeds; a growing one rounds up to 512 too, and the reply carries the rounded size.
+//    succeeds; a growing one sets the size exactly (the image's rounded up to 512).
 //  - fallocate: mode 0 (within the size, or growing) and KEEP_SIZE succeed without allocating
 //    (images are thin); PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE -> WriteZeroes(kMayUnmap), so whole
 //    clusters become unallocated/zero clusters; other modes -> EOPNOTSUPP. The kernel writes its
@@ -34,13 +36,12 @@
 // faster, at these costs, each handled here:
 //  - The kernel owns the file size (i_size) and ignores the size in our attribute replies; a
 //    buffered write past the end grows it at once, and the WRITEs come later, at write-back.
-//    FuseFrontend publishes the size after INIT, and again after a growth rounded it up
-//    (PublishSize), the one way the kernel accepts it: a truncate() to that size from a worker,
-//    whose SETATTR reply carries it. Where that is impossible (the kernel already holds a bigger
-//    size, or the daemon may not write the file), the kernel shows the exact end until the next
-//    mount, which shows it rounded up to 512.
+//    FuseFrontend publishes the size once after INIT (the one way the kernel accepts it: a
+//    truncate() to it from a worker, whose SETATTR reply carries it); afterwards the kernel's
+//    size and size_ follow the same writes, so they agree once the data is written back.
 //  - A SETATTR that changes the size is judged against the kernel's size (KernelSize: dirty
-//    data past the image's end is the user's, and a truncate below it would drop it).
+//    data past our end is the user's, and a truncate below it would drop it), and a READ past
+//    our end reads zeros up to the kernel's (an O_DIRECT read would otherwise end early).
 //  - LSEEK: the kernel does not write dirty pages back first, so the handler has it do so
 //    (WriteBackKernelCache) before reading the block status, else fresh data in a hole is missed.
 //    (Shared mmap writes leave dirty pages in every mode, so this is done in every mode, but
@@ -86,13 +87,6 @@ constexpr uint64_t kWritableHandle = 1;
 
 // The largest end a write or fallocate may ask for before rounding up overflows.
 constexpr uint64_t kMaxEnd = UINT64_MAX / 2;
-
-// Whether thread |tid| belongs to this process; true when that cannot be told (no /proc).
-bool IsOwnThread(pid_t tid) {
-  struct stat st {};
-  if (::stat("/proc/self/task", &st) != 0) return true;
-  return tid > 0 && ::stat(absl::StrCat("/proc/self/task/", tid).c_str(), &st) == 0;
-}
 
 // What statx says about the mounted file.
 struct MountedStat {
@@ -215,7 +209,8 @@ struct FuseOps {
   }
 
   static void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
-    coro::Spawn(Self(req)->HandleFlush(FuseRequest(req, "flush"), fuse_req_ctx(req)->pid));
+    // close() promises no durability; the kernel has already written its dirty pages back.
+    FuseRequest(req, "flush").ReplyOk();
   }
 
   static void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -293,17 +288,17 @@ coro::Task<void> FuseFrontend::HandleRead(FuseRequest req, uint64_t offset, std:
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (size == 0) co_return req.ReplyBuf(nullptr, 0);
-  const uint64_t length = backend_.length();
-  // The file ends at the image's size or, with the write-back cache, at the kernel's if that is
-  // bigger: data written past the image's end that the kernel has not written back yet. What
-  // lies between reads as zeros; a short count there would end an O_DIRECT (FOPEN_DIRECT_IO)
-  // read early, and its caller would take that for the end of the file.
-  uint64_t end = length;
-  if (writeback_active_ && offset + size > length) {
+  // The file ends at size_ or, with the write-back cache, at the kernel's size if that is
+  // bigger: data written past our end that the kernel has not written back yet. What lies
+  // between reads as zeros; a short count there would end an O_DIRECT (FOPEN_DIRECT_IO) read
+  // early, and its caller would take that for the end of the file.
+  uint64_t end = size_;
+  if (writeback_active_ && offset + size > end) {
     if (Result<uint64_t> k = co_await KernelSize(); k) end = std::max(end, *k);
   }
   if (offset >= end) co_return req.ReplyBuf(nullptr, 0);
   std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(size, end - offset));
+  const uint64_t length = backend_.length();  // past size_, the image holds zeros up to here
   const std::size_t in_image =
       offset < length ? static_cast<std::size_t>(std::min<uint64_t>(n, length - offset)) : 0;
   block::IoBuffer buf(n, /*zero=*/in_image < n);
@@ -326,15 +321,12 @@ coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset, Wri
   if (n == 0) co_return req.ReplyWrite(0);
   if (offset > kMaxEnd - n) co_return req.ReplyError(EFBIG);
   const uint64_t end = offset + n;
-  if (end > backend_.length()) {
+  if (end > size_) {
     // Past the end (an append, a write-back of pages past the end, O_DIRECT): grow first, then
     // write all of it. The payload is owned by this request, so waiting here is safe.
     if (int err = co_await GrowTo(end); err != 0) co_return req.ReplyError(err);
-    // The kernel sets its size to |end| when this WRITE completes (or holds a bigger one already,
-    // with the write-back cache); rounding made the disk bigger than that.
-    if (backend_.length() > end) SchedulePublishSize();
   }
-  assert(end <= backend_.length());
+  assert(end <= size_ && size_ <= backend_.length());
   Result<void> r = co_await backend_.Write(offset, block::IoVector(payload.data, n));
   if (!r) {
     LogIoError("write", offset, n, r.error());
@@ -345,22 +337,26 @@ coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset, Wri
 }
 
 coro::Task<int> FuseFrontend::GrowTo(uint64_t end) {
-  if (end <= backend_.length()) co_return 0;
+  if (end <= size_) co_return 0;
   // One grower at a time, each re-checking after the wait: writes past the end arrive
   // concurrently and in any order, BlockBackend::Truncate refuses to shrink, and two resizes of
-  // the QED header must not interleave. So the size only moves up, to the largest end asked for.
+  // the QED header must not interleave. So the sizes only move up, to the largest end asked for.
   coro::CoMutex::Guard lock = co_await grow_lock_.Lock();
-  const uint64_t old_length = backend_.length();
-  if (end <= old_length) co_return 0;
+  if (end <= size_) co_return 0;
   if (end > kMaxEnd) co_return EFBIG;
-  const uint64_t target = RoundUpToSizeUnit(end);
-  Result<void> r = co_await backend_.Truncate(target);
-  if (!r) {
-    LogIoError("resize", old_length, target - old_length, r.error());
-    // kOutOfRange: past the largest size the image format can address.
-    co_return r.error() == make_error_code(Errc::kOutOfRange) ? EFBIG : ToErrno(r.error());
+  const uint64_t old_length = backend_.length();
+  if (end > old_length) {
+    // The image grows first (its header written and flushed), so size_ never passes it.
+    const uint64_t target = RoundUpToSizeUnit(end);
+    Result<void> r = co_await backend_.Truncate(target);
+    if (!r) {
+      LogIoError("resize", old_length, target - old_length, r.error());
+      // kOutOfRange: past the largest size the image format can address.
+      co_return r.error() == make_error_code(Errc::kOutOfRange) ? EFBIG : ToErrno(r.error());
+    }
   }
-  assert(backend_.length() >= end);
+  size_ = end;
+  assert(size_ <= backend_.length());
   TouchMtime();
   co_return 0;
 }
@@ -378,56 +374,6 @@ coro::Task<Result<uint64_t>> FuseFrontend::KernelSize() {
     co_return Unexpected(std::error_code(EIO, std::generic_category()));
   }
   co_return st.size;
-}
-
-void FuseFrontend::SchedulePublishSize() {
-  if (!can_publish_ || !ready_ || shutting_down_) return;
-  publish_wanted_ = true;
-  if (!publishing_) coro::Spawn(PublishSize());
-}
-
-coro::Task<void> FuseFrontend::PublishSize() {
-  // The kernel set its size to the exact end of the write (or fallocate); the disk's is rounded
-  // up to 512. Without this the next append would land at the exact end while the mount is up
-  // and the disk would show the rounded size only after a remount; with it, both agree (at the
-  // latest when the file is closed). Not a handler: it does not hold the gate, because its
-  // truncate() needs this loop to answer the SETATTR it sends, and shutdown stops reading
-  // requests before it waits for the gate (a truncate still waiting then fails when the mount
-  // goes away).
-  publishing_ = true;
-  coro::CoMutex::Guard lock = co_await publish_lock_.Lock();
-  while (publish_wanted_ && !shutting_down_) {
-    publish_wanted_ = false;
-    const uint64_t size = backend_.length();
-    Result<uint64_t> k = co_await KernelSize();
-    if (!k || *k >= size) continue;  // nothing to publish (or the kernel is ahead of us)
-    const char* path = config_.mountpoint.c_str();
-    const auto new_size = static_cast<off_t>(size);
-    int err = co_await pool_.Offload(
-        [path, new_size]() -> int { return ::truncate(path, new_size) == 0 ? 0 : errno; });
-    // EPERM: a buffered write moved the kernel's size past |size| in the meantime, and the
-    // SETATTR handler refused the truncate as a shrink; its write-back grows us again.
-    // EACCES: the daemon may not write the file (chmod, uid=); the kernel keeps the exact end.
-    if (err != 0 && LogDebugEnabled()) {
-      Log(LogLevel::kDebug, absl::StrCat("size ", size, " not published: ", strerror(err)));
-    }
-  }
-  publishing_ = false;
-}
-
-coro::Task<void> FuseFrontend::WaitForPublishedSize() {
-  coro::CoMutex::Guard lock = co_await publish_lock_.Lock();
-}
-
-coro::Task<void> FuseFrontend::HandleFlush(FuseRequest req, pid_t sender) {
-  // close() promises no durability, and the kernel has already written its dirty pages back.
-  // It returns once the kernel knows the size those writes gave the disk, so that the next
-  // open(O_APPEND) appends where a remount would. The kernel sends FLUSH without holding the
-  // inode lock that the publishing truncate() takes; but the daemon's own close() (lseek
-  // write-back) runs while the lseek's sender holds it, so that one must not wait. |sender| is a
-  // thread id. Outside the gate, like the truncate.
-  if (!IsOwnThread(sender)) co_await WaitForPublishedSize();
-  req.ReplyOk();
 }
 
 coro::Task<bool> FuseFrontend::WriteBackKernelCache(uint64_t from) {
@@ -471,7 +417,7 @@ coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, 
     // The size the caller sees. With the write-back cache that is the kernel's: buffered writes
     // past the image's end live only there until write-back, and a truncate below them would
     // drop them (the kernel holds the inode lock across this request, so it cannot move).
-    uint64_t seen = backend_.length();
+    uint64_t seen = size_;
     if (writeback_active_) {
       Result<uint64_t> k = co_await KernelSize();
       if (!k) {
@@ -506,8 +452,8 @@ coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, 
   if (to_set & FUSE_SET_ATTR_GID) gid_ = attr.st_gid;
   if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) ctime_ = now;
   if (to_set & FUSE_SET_ATTR_CTIME) ctime_ = attr.st_ctim;
-  // The size in the reply is the image's (rounded up to 512 after a growth); with the write-back
-  // cache the kernel takes it as i_size because this was a truncate.
+  // The size in the reply is size_; with the write-back cache the kernel takes it as i_size
+  // because this was a truncate.
   req.ReplyAttr(Attr(), AttrTimeout());
 }
 
@@ -537,13 +483,12 @@ coro::Task<void> FuseFrontend::HandleFallocate(FuseRequest req, int mode, uint64
   if (length == 0) co_return req.ReplyError(EINVAL);
   if (offset > kMaxEnd - length) co_return req.ReplyError(EFBIG);
   const uint64_t end = offset + length;
-  if (!keep_size && end > backend_.length()) {
-    // Grows the disk like a write past the end would (the new part reads as zeros).
+  if (!keep_size && end > size_) {
+    // Grows the file like a write past the end would (the new part reads as zeros).
     if (int err = co_await GrowTo(end); err != 0) co_return req.ReplyError(err);
-    if (backend_.length() > end) SchedulePublishSize();  // as for a WRITE
   }
   if (op == 0) co_return req.ReplyOk();  // thin image: nothing to reserve
-  const uint64_t zero_end = std::min(end, backend_.length());
+  const uint64_t zero_end = std::min(end, size_);
   if (offset >= zero_end) co_return req.ReplyOk();  // KEEP_SIZE, entirely past the end
   // Zero or unallocated clusters where whole clusters are covered, zeros written elsewhere.
   Result<void> r =
@@ -566,7 +511,7 @@ coro::Task<void> FuseFrontend::HandleLseek(FuseRequest req, uint64_t offset, int
   const bool exact = writable_handles_ == 0 || co_await WriteBackKernelCache(offset);
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
-  uint64_t size = backend_.length();
+  uint64_t size = size_;
   if (!exact) {
     // The kernel may still hold data we have not seen: call everything up to its end data
     // (POSIX allows a filesystem to report no holes at all).

@@ -2,17 +2,18 @@
 """Model test of everything that grows the mounted disk (run by grow_test.sh).
 
   grow_model.py run MOUNT EXPECT      applies the operations below to MOUNT and to a model of
-                                      the disk, checking the size and the whole content after
-                                      each one, then fsyncs and saves the model's bytes in EXPECT
+                                      the file, checking the size and the whole content after
+                                      each one, then fsyncs and saves in EXPECT what the image
+                                      must hold: the model's bytes, zeros up to a multiple of 512
   grow_model.py verify MOUNT EXPECT   after a remount: MOUNT holds exactly the bytes of EXPECT
 
-The model is a disk whose size is a multiple of 512 bytes. A write that ends past the end (a
-shell `>>`, `dd seek=END conv=notrunc`, a pwrite straddling the end, an O_DIRECT write past it,
-an O_APPEND write, writes from several threads at once), fallocate mode 0 and ZERO_RANGE without
-KEEP_SIZE grow it to that end rounded up to 512; the bytes between read as zeros, also to an
-O_DIRECT read while the data past them is still in the kernel's cache; fallocate with KEEP_SIZE
-never grows it. Every byte written reads back, no call fails or comes back short, and
-once the file is closed the mounted file's size is the model's.
+The model is a regular file that never shrinks. A write that ends past the end (a shell `>>`,
+`dd seek=END conv=notrunc`, a pwrite straddling the end, an O_DIRECT write past it, an O_APPEND
+write, writes from several threads at once), fallocate mode 0 and ZERO_RANGE without KEEP_SIZE
+grow it to exactly that end; the bytes between read as zeros, also to an O_DIRECT read while the
+data past them is still in the kernel's cache; fallocate with KEEP_SIZE never grows it. Every
+byte written reads back and no call fails or comes back short. The image stores the size in
+512-byte sectors, so after a remount the file is the model rounded up to 512, the rest zeros.
 """
 import ctypes
 import mmap
@@ -51,7 +52,7 @@ class Model:
 
     def grow(self, end):
         if end > self.size:
-            self.data.extend(bytes(round_up(end, SECTOR) - self.size))
+            self.data.extend(bytes(end - self.size))
 
     def write(self, offset, payload):
         self.grow(offset + len(payload))
@@ -228,7 +229,7 @@ def run(path, expect_path):
     os.close(fd)
     check(path, model, "final append and fsync")
     with open(expect_path, "wb") as f:
-        f.write(model.data)
+        f.write(model.data + bytes(round_up(model.size, SECTOR) - model.size))
 
 
 def verify(path, expect_path):

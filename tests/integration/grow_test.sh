@@ -1,8 +1,9 @@
 #!/bin/bash
 # Writes past the end grow the mounted disk (grow_model.py: shell appends, dd seek=END
 # conv=notrunc, a pwrite straddling the end, O_DIRECT writes past it, O_APPEND, fallocate mode 0
-# and ZERO_RANGE past it, 8 threads writing past it at once), to the end rounded up to 512; after
-# fsync, unmount and remount every byte written reads back and the size is the model's. With the
+# and ZERO_RANGE past it, 8 threads writing past it at once) to exactly that end, and the image
+# to that end rounded up to 512; after fsync, unmount and remount every byte written reads back
+# and the size is the model's rounded up to 512 (qemu-img agrees). With the
 # kernel write-back cache on and off and with cache=none, on both aio backends, as root and as an
 # unprivileged user on their own mount. Then the limits: a write past the largest size the
 # format can address fails with EFBIG (O_DIRECT at once; buffered with the write-back cache at

@@ -2,7 +2,8 @@
 # Every way of shrinking the mounted disk fails with EPERM and changes nothing: `cat x > disk`,
 # `cp`, plain `dd of=` (all open with O_TRUNC), `truncate -s 0`, `truncate -s -1M`, ftruncate,
 # truncate(2), and `qedimg create` / `qemu-img create` onto the live mount. A truncate to the
-# current size succeeds; a growing one rounds up to 512. With the kernel write-back cache, data
+# current size succeeds; a growing one sets the size exactly (the image's rounded up to 512).
+# With the kernel write-back cache, data
 # written past the image's end but not yet written back counts: a truncate below it is a shrink
 # too, and the data survives. Checked as root and as an unprivileged user on their own mount,
 # with the write-back cache on and off, on both aio backends; after a remount the disk is intact.
@@ -74,18 +75,18 @@ for what, shrink in shrinks.items():
         assert e.errno == errno.EPERM, f"{what}: {e}"
 assert os.pread(fd, 100, size) == b"k" * 100
 os.close(fd)
-assert os.stat(path).st_size == size + 512, os.stat(path).st_size
-os.truncate(path, size + 512 + 1000)  # grows to the next multiple of 512
-assert os.stat(path).st_size == size + 1536, os.stat(path).st_size
+assert os.stat(path).st_size == size + 100, os.stat(path).st_size
+os.truncate(path, size + 1512)  # grows the file exactly (the image to size + 1536)
+assert os.stat(path).st_size == size + 1512, os.stat(path).st_size
 print("system calls: ok")
 PY
   "${run[@]}" python3 - "$MNT" "$size" "$sum" <<'PY' || fail "$who $*: content after the refusals"
 import hashlib, sys
 path, size, digest = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 data = open(path, "rb").read()
-assert len(data) == size + 1536, len(data)
+assert len(data) == size + 1512, len(data)
 assert hashlib.sha256(data[:size]).hexdigest() == digest, "the disk changed"
-assert data[size:size + 100] == b"k" * 100 and data[size + 100:] == bytes(1436)
+assert data[size:size + 100] == b"k" * 100 and data[size + 100:] == bytes(1412)
 PY
   $unmount "$MNT"
   qemu_check_clean "$IMG"

@@ -259,8 +259,8 @@ class FuseFrontend {
   // statx only (KernelSize): it never waits for this loop nor for a lock, and SETATTR handlers
   // wait for it while the truncate that sent them holds a thread of pool_.
   coro::BlockingPool stat_pool_{1};
-  coro::CoMutex grow_lock_;  // serialises GrowTo
-  dev_t mount_dev_ = 0;      // device of the mounted file, as statx reports it
+  coro::CoMutex grow_lock_;        // serialises GrowTo
+  dev_t mount_dev_ = 0;            // device of the mounted file, as statx reports it
   uint64_t writable_handles_ = 0;  // files open for writing (OPEN minus RELEASE)
   std::function<void()> on_ready_;
   bool init_done_ = false;

@@ -136,6 +136,7 @@ void DevFuseChannel::OnReadable() {
                         ? std::string("the mount was removed")
                         : absl::StrCat("reading the FUSE device failed: ", strerror(err)));
     }
+    if (n == 0) return Closed("the FUSE device reported end of file");
     BufferSlot* slot = std::exchange(spare_, nullptr);
     on_message_(std::span<std::byte>(slot->message(), static_cast<std::size_t>(n)), slot);
     if (!reading_) return;

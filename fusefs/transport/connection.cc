@@ -159,6 +159,18 @@ uint64_t Connection::ring_requests() const noexcept {
   return ring_ != nullptr ? ring_->requests() : 0;
 }
 
+std::string Connection::RingQueueCounts() const {
+  std::string s;
+#ifdef QEDFUSE_HAVE_IO_URING
+  if (ring_ == nullptr) return s;
+  std::vector<uint64_t> counts = ring_->requests_per_queue();
+  for (std::size_t q = 0; q < counts.size(); ++q) {
+    absl::StrAppend(&s, q == 0 ? "" : ", ", "queue ", q, ": ", counts[q]);
+  }
+#endif
+  return s;
+}
+
 std::string Connection::TransportDescription() const {
   if (ring_ == nullptr) return "/dev/fuse";
   return absl::StrCat("io_uring, ", ring_->queues(), " queues x ", ring_->per_queue(), " entries");

@@ -77,6 +77,8 @@ class Connection {
   // Requests received over each channel so far.
   uint64_t dev_requests() const noexcept { return dev_requests_; }
   uint64_t ring_requests() const noexcept;
+  // "queue 0: 812, queue 1: 790" (empty without a ring).
+  std::string RingQueueCounts() const;
 
  private:
   void OnMessage(const protocol::RequestBytes& bytes, Slot* slot);

@@ -118,6 +118,7 @@ class UringChannel::Queue {
   Queue& operator=(const Queue&) = delete;
 
   bool ok() const { return map_ != nullptr; }
+  uint64_t requests = 0;
   std::vector<Entry>& entries() { return entries_; }
   void Leak() { leak_ = true; }
 
@@ -200,6 +201,13 @@ absl::StatusOr<std::unique_ptr<UringChannel>> UringChannel::Create(coro::EventLo
 }
 
 unsigned UringChannel::queues() const noexcept { return static_cast<unsigned>(queues_.size()); }
+
+std::vector<uint64_t> UringChannel::requests_per_queue() const {
+  if (closed_) return final_counts_;
+  std::vector<uint64_t> v;
+  for (const auto& q : queues_) v.push_back(q != nullptr ? q->requests : 0);
+  return v;
+}
 
 absl::Status UringChannel::Start(std::size_t payload_bytes, OnMessage on_message,
                                  OnStopped on_stopped) {
@@ -363,6 +371,7 @@ void UringChannel::Complete(Entry* e, int res) {
   }
   e->state = Entry::State::kUser;
   ++requests_;
+  ++queues_[e->qid]->requests;
   fuse_in_header h;
   std::memcpy(&h, e->header->in_out, sizeof(h));
   abi::UringEntInOut io;
@@ -427,6 +436,7 @@ void UringChannel::Close() {
     io_uring_queue_exit(&ring_->ring);
     ring_->ring_ok = false;
   }
+  for (auto& q : queues_) final_counts_.push_back(q != nullptr ? q->requests : 0);
   queues_.clear();
 }
 

@@ -70,6 +70,8 @@ class UringChannel {
   unsigned queues() const noexcept;
   unsigned per_queue() const noexcept { return per_queue_; }
   uint64_t requests() const noexcept { return requests_; }
+  // Requests received on each kernel queue.
+  std::vector<uint64_t> requests_per_queue() const;
   // Submits an invalid REGISTER: the kernel then gives up io_uring for this connection and
   // serves it over /dev/fuse (used when the entries cannot be set up after io_uring was agreed).
   void Abandon();
@@ -105,6 +107,7 @@ class UringChannel {
   unsigned in_kernel_ = 0;  // entries with a command the kernel holds
   unsigned retries_ = 0;
   uint64_t requests_ = 0;
+  std::vector<uint64_t> final_counts_;                      // requests per queue, kept by Close()
   std::shared_ptr<char> alive_ = std::make_shared<char>();  // for posted callbacks
 };
 

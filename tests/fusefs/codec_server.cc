@@ -360,7 +360,9 @@ coro::Task<void> Shutdown(MemFileServer& fs, transport::FuseMount& mount,
   co_await fs.Drain();
   mount.Unmount();
   conn.Close();
-  Log(LogLevel::kInfo, absl::StrCat("served ", conn.ring_requests(), " requests over io_uring and ",
+  std::string queues = conn.RingQueueCounts();
+  Log(LogLevel::kInfo, absl::StrCat("served ", conn.ring_requests(), " requests over io_uring",
+                                    queues.empty() ? "" : " (" + queues + ")", " and ",
                                     conn.dev_requests(), " over /dev/fuse"));
 }
 

@@ -101,7 +101,7 @@ absl::Status DevFuseChannel::Start(OnMessage on_message, OnClosed on_closed) {
   }
   reading_ = true;
   // Drain first: the kernel queued INIT at mount time, before the descriptor was watched.
-  loop_.Post([this] { OnReadable(); });
+  PostRead();
   return absl::OkStatus();
 }
 
@@ -141,7 +141,13 @@ void DevFuseChannel::OnReadable() {
     on_message_(std::span<std::byte>(slot->message(), static_cast<std::size_t>(n)), slot);
     if (!reading_) return;
   }
-  loop_.Post([this] { OnReadable(); });
+  PostRead();
+}
+
+void DevFuseChannel::PostRead() {
+  loop_.Post([this, alive = std::weak_ptr<char>(alive_)] {
+    if (!alive.expired()) OnReadable();
+  });
 }
 
 void DevFuseChannel::Closed(const std::string& why) {

@@ -65,6 +65,7 @@ class DevFuseChannel {
 
   void Arm();
   void OnReadable();
+  void PostRead();  // OnReadable() from a later loop turn
   BufferSlot* GetSlot();
   void PutSlot(BufferSlot* slot) noexcept;
   void Closed(const std::string& why);
@@ -82,6 +83,7 @@ class DevFuseChannel {
   BufferSlot* spare_ = nullptr;  // the buffer of the next read
   std::vector<BufferSlot*> free_;
   std::size_t buffers_ = 0;
+  std::shared_ptr<char> alive_ = std::make_shared<char>();  // for posted callbacks
 };
 
 }  // namespace qedfuse::fusefs::transport

@@ -175,10 +175,21 @@ absl::StatusOr<std::unique_ptr<UringChannel>> UringChannel::Create(coro::EventLo
   // for all of them.
   unsigned entries = 1;
   while (entries < queues * per_queue) entries <<= 1;
+  // The kernel copies each request into its entry from task work in our thread. Deferred task
+  // work runs it when we reap (the eventfd still fires), instead of interrupting the loop for
+  // every request: measurably more IOPS at lower CPU per request (scripts/bench/profiling.md).
+  // Kernels without it (before 6.1) get a plain ring.
   io_uring_params p{};
-  p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
+  p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN;
   p.cq_entries = entries * 2;
   int rc = io_uring_queue_init_params(entries, &ch->ring_->ring, &p);
+  if (rc == -EINVAL) {
+    p = io_uring_params{};
+    p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
+    p.cq_entries = entries * 2;
+    rc = io_uring_queue_init_params(entries, &ch->ring_->ring, &p);
+  }
   if (rc < 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot create an io_uring with 128-byte SQEs: ", strerror(-rc)));
@@ -293,9 +304,10 @@ void UringChannel::Commit(Entry* e) {
 void UringChannel::ScheduleSubmit() {
   if (submit_pending_) return;
   submit_pending_ = true;
+  if (reaping_) return;  // Reap() submits when it is done
   // One io_uring_enter for every commit made during this loop turn.
   loop_.Post([this, alive = std::weak_ptr<char>(alive_)] {
-    if (alive.expired()) return;
+    if (alive.expired() || !submit_pending_) return;
     submit_pending_ = false;
     Submit();
   });
@@ -324,6 +336,8 @@ void UringChannel::Reap() {
   uint64_t count;
   while (::read(ring_->event.native_handle(), &count, sizeof(count)) > 0) {
   }
+  // Run deferred task work: it moves the kernel's requests into our entries.
+  if (ring_->ring.flags & IORING_SETUP_DEFER_TASKRUN) io_uring_get_events(&ring_->ring);
   // Copy the completions out first: handling one may submit, or close the ring.
   struct Done {
     Entry* entry;
@@ -340,9 +354,17 @@ void UringChannel::Reap() {
     if (n == 0) break;
     io_uring_cq_advance(&ring_->ring, n);
   }
+  // Replies given while handling these completions go out in one submission right after them;
+  // replies given later (from other handlers) are submitted at the end of their loop turn.
+  reaping_ = true;
   for (const Done& d : done) {
     if (d.entry == nullptr) continue;  // Abandon()'s command
     Complete(d.entry, d.res);
+  }
+  reaping_ = false;
+  if (submit_pending_) {
+    submit_pending_ = false;
+    Submit();
   }
 }
 

@@ -12,9 +12,12 @@
 // that, every request but FORGET and INTERRUPT comes through the ring. At unmount or abort the
 // kernel completes the commands it holds with ENOTCONN; a commit after that fails with ENOTCONN.
 //
-// Here: one liburing ring (IORING_SETUP_SQE128) with an eventfd that the event loop watches;
-// completions are reaped when it fires, and submissions (commits, registrations) made during a
-// loop turn are batched into one io_uring_enter at the end of the turn. Per-queue state lives in
+// Here: one liburing ring (IORING_SETUP_SQE128, with deferred task work so that the kernel's
+// copies into our entries run when we reap, not whenever a request arrives) with an eventfd that
+// the event loop watches;
+// completions are reaped when it fires. Replies given while the completions are handled go out
+// in one io_uring_enter right after them; those given later in a loop turn (by handlers that
+// waited for I/O) in one io_uring_enter at the end of the turn. Per-queue state lives in
 // its own UringQueue object (entries and their buffers), so that queues could later be spread
 // over several loops, each with its own ring; today one loop serves them all.
 //
@@ -104,6 +107,7 @@ class UringChannel {
   bool running_ = false;
   bool closed_ = false;
   bool submit_pending_ = false;
+  bool reaping_ = false;
   unsigned in_kernel_ = 0;  // entries with a command the kernel holds
   unsigned retries_ = 0;
   uint64_t requests_ = 0;

@@ -15,21 +15,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "qedfuse/base/log.h"
+#include "qedfuse/block/io_buffer.h"
 
 namespace qedfuse::fusefs::transport {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kRecycle = false;  // let ASan see every allocation and free
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kRecycle = false;
-#else
-constexpr bool kRecycle = true;
-#endif
-#else
-constexpr bool kRecycle = true;
-#endif
+// Like IoBuffer's cache: no recycling under ASan, which should see every allocation and free.
+constexpr bool kRecycle = block::io_buffer_internal::kRecycle;
 
 std::size_t RoundUp(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
 

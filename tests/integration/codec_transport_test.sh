@@ -15,42 +15,17 @@ set -euo pipefail
 
 SERVER=${CODEC_SERVER:?CODEC_SERVER must point at the codec_server binary}
 SERVER=$(realpath "$SERVER")
-skip() {
-  echo "SKIP: $*"
-  exit 77
-}
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-log() { echo "--- $*"; }
-
-[ "$(id -u)" = 0 ] || skip "needs root (unprivileged runs use setpriv; the io_uring switch)"
-[ -c /dev/fuse ] || skip "/dev/fuse is missing"
-for t in fio fusermount3 setpriv /usr/bin/python3 fallocate truncate; do
-  command -v "$t" >/dev/null || skip "$t is not installed"
-done
-
-TMP=$(mktemp -d /tmp/qedfuse-codec.XXXXXX)
+# lib.sh: skip/fail/log, $TMP, and the cleanup of FUSE_MOUNTS and KILL_PIDS at exit.
+QEDFUSE=$SERVER
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_fuse
+require_tools fio setpriv /usr/bin/python3 fallocate truncate
 chmod 755 "$TMP"
-PIDS=()
-MOUNTS=()
+
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
 URING_RESTORE=
-cleanup() {
-  local rc=$? x
-  set +e
-  for x in "${MOUNTS[@]}"; do
-    if awk -v p="$x" '$5 == p { f = 1 } END { exit !f }' /proc/self/mountinfo; then
-      fusermount3 -u -z "$x" 2>/dev/null || umount -l "$x"
-    fi
-  done
-  for x in "${PIDS[@]}"; do kill -9 "$x" 2>/dev/null; done
-  [ -n "$URING_RESTORE" ] && echo "$URING_RESTORE" >"$URING_PARAM"
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
+# Put the kernel's io_uring switch back before lib.sh's cleanup (which keeps the exit status).
+trap 'rc=$?; [ -n "$URING_RESTORE" ] && echo "$URING_RESTORE" >"$URING_PARAM"; (exit $rc); cleanup' EXIT
 
 uring_ok=1
 uring_why=
@@ -101,10 +76,10 @@ run_case() {
   local args=(--io-uring="$mode" --size=64M)
   [ "$wb" = on ] || args+=(--no-writeback-cache)
   log "$name: mounting"
-  MOUNTS+=("$mnt")
+  FUSE_MOUNTS+=("$mnt")
   (cd "$dir" && as "$who" "$SERVER" "${args[@]}" "$mnt" 2>"$srv_log") &
   local pid=$!
-  PIDS+=("$pid")
+  KILL_PIDS+=("$pid")
   local i
   for ((i = 0; i < 100; i++)); do
     grep -q "ready on" "$srv_log" 2>/dev/null && break
@@ -176,6 +151,7 @@ run_case() {
     fail "$name: server still running after unmount"
   fi
   wait "$pid" || { cat "$srv_log"; fail "$name: server exit status $?"; }
+  KILL_PIDS=("${KILL_PIDS[@]/#$pid/}")  # reaped: its number may go to someone else now
   grep "served" "$srv_log"
   if [ "$mode" = on ]; then
     local counts
@@ -208,7 +184,7 @@ if [ -e "$URING_PARAM" ] && [ -n "$URING_RESTORE" ]; then
   echo N >"$URING_PARAM"
   log "io_uring=on with the kernel switch off"
   mnt=$TMP/refused
-  MOUNTS+=("$mnt")
+  FUSE_MOUNTS+=("$mnt")
   if timeout 20 "$SERVER" --io-uring=on "$mnt" 2>"$TMP/refused.log"; then
     fail "io_uring=on succeeded without kernel support"
   fi

@@ -500,12 +500,6 @@ fuse_open_out MakeOpenOut(uint64_t fh, uint32_t open_flags) {
   return out;
 }
 
-fuse_write_out MakeWriteOut(uint32_t count) {
-  fuse_write_out out{};
-  out.size = count;
-  return out;
-}
-
 fuse_statfs_out MakeStatfsOut(const struct statvfs& st) {
   fuse_statfs_out out{};
   out.st.blocks = st.f_blocks;
@@ -516,24 +510,6 @@ fuse_statfs_out MakeStatfsOut(const struct statvfs& st) {
   out.st.bsize = static_cast<uint32_t>(st.f_bsize);
   out.st.namelen = static_cast<uint32_t>(st.f_namemax);
   out.st.frsize = static_cast<uint32_t>(st.f_frsize);
-  return out;
-}
-
-fuse_lseek_out MakeLseekOut(uint64_t offset) {
-  fuse_lseek_out out{};
-  out.offset = offset;
-  return out;
-}
-
-fuse_getxattr_out MakeXattrSizeOut(uint32_t size) {
-  fuse_getxattr_out out{};
-  out.size = size;
-  return out;
-}
-
-fuse_poll_out MakePollOut(uint32_t revents) {
-  fuse_poll_out out{};
-  out.revents = revents;
   return out;
 }
 

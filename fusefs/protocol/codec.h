@@ -276,16 +276,13 @@ class Reply {
 // The out header of a reply to |unique| carrying |body_size| bytes.
 fuse_out_header MakeOutHeader(uint64_t unique, const Reply& reply);
 
-// Reply structs from our own types. Timeouts are in seconds.
+// Reply structs from our own types (timeouts in seconds). The one-field replies are built in
+// place: Reply::Struct(fuse_write_out{.size = n}), fuse_lseek_out{.offset = o}, ...
 fuse_attr MakeAttr(const struct stat& st);
 fuse_attr_out MakeAttrOut(const struct stat& st, double timeout);
 abi::StatxOut MakeStatxOut(const struct stat& st, double timeout);
 fuse_entry_out MakeEntryOut(const struct stat& st, double entry_timeout, double attr_timeout);
 fuse_open_out MakeOpenOut(uint64_t fh, uint32_t open_flags);
-fuse_write_out MakeWriteOut(uint32_t count);
 fuse_statfs_out MakeStatfsOut(const struct statvfs& st);
-fuse_lseek_out MakeLseekOut(uint64_t offset);
-fuse_getxattr_out MakeXattrSizeOut(uint32_t size);
-fuse_poll_out MakePollOut(uint32_t revents);
 
 }  // namespace qedfuse::fusefs::protocol

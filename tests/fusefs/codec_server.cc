@@ -244,7 +244,7 @@ class MemFileServer {
         if (int err = Grow(end); err != 0) return req.ReplyError(err);
         std::memcpy(data_ + a.offset, a.data.data(), a.data.size());
         Touch();
-        return req.ReplyStruct(protocol::MakeWriteOut(static_cast<uint32_t>(a.data.size())));
+        return req.ReplyStruct(fuse_write_out{.size = static_cast<uint32_t>(a.data.size())});
       }
       case FUSE_FLUSH:
       case FUSE_RELEASE:
@@ -272,7 +272,7 @@ class MemFileServer {
         return req.ReplyError(ENOTDIR);
       case FUSE_LISTXATTR:
         if (req.Get<protocol::ListxattrArgs>().size == 0) {
-          return req.ReplyStruct(protocol::MakeXattrSizeOut(0));
+          return req.ReplyStruct(fuse_getxattr_out{.size = 0});
         }
         return req.ReplyData({});
       case FUSE_IOCTL:
@@ -336,11 +336,11 @@ class MemFileServer {
     const bool want_hole = a.whence == SEEK_HOLE;
     for (uint64_t b = a.offset / kBlock; b * kBlock < size_; ++b) {
       if (BlockIsZero(b) == want_hole) {
-        return req.ReplyStruct(protocol::MakeLseekOut(std::max(a.offset, b * kBlock)));
+        return req.ReplyStruct(fuse_lseek_out{.offset = std::max(a.offset, b * kBlock)});
       }
     }
     if (!want_hole) return req.ReplyError(ENXIO);
-    req.ReplyStruct(protocol::MakeLseekOut(size_));  // the end is an implicit hole
+    req.ReplyStruct(fuse_lseek_out{.offset = size_});  // the end is an implicit hole
   }
 
   coro::EventLoop& loop_;

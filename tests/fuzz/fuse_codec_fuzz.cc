@@ -100,7 +100,7 @@ void Exercise(const RequestBytes& bytes, const DecodeContext& ctx, const Buffers
   Decoded d = Decode(bytes, ctx);
   Check(d, bytes, ctx, bufs);
   volatile std::size_t sink = FormatRequest(d).size();
-  Reply r = d.error != 0 ? Reply::Error(d.error) : Reply::Struct(MakeWriteOut(1));
+  Reply r = d.error != 0 ? Reply::Error(d.error) : Reply::Struct(fuse_write_out{.size = 1});
   sink = sink + FormatReply(d.header.unique, d.header.opcode, r).size();
   fuse_out_header h = MakeOutHeader(d.header.unique, r);
   if (h.len < sizeof(fuse_out_header)) Fail("out header shorter than itself");

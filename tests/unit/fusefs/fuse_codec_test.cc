@@ -349,11 +349,11 @@ TEST(FuseCodec, OutHeaders) {
   EXPECT_EQ(h.error, -ENOENT);
   EXPECT_EQ(h.unique, 5u);
   EXPECT_EQ(Reply::Error(0).error(), EIO);  // never a success by mistake
-  h = MakeOutHeader(6, Reply::Struct(MakeWriteOut(7)));
+  h = MakeOutHeader(6, Reply::Struct(fuse_write_out{.size = 7}));
   EXPECT_EQ(h.len, sizeof(fuse_out_header) + sizeof(fuse_write_out));
   EXPECT_EQ(h.error, 0);
   std::byte data[100];
-  Reply r = Reply::StructAndData(MakeLseekOut(1), data);
+  Reply r = Reply::StructAndData(fuse_lseek_out{.offset = 1}, data);
   EXPECT_EQ(MakeOutHeader(7, r).len, sizeof(fuse_out_header) + sizeof(fuse_lseek_out) + 100);
   EXPECT_EQ(MakeOutHeader(8, Reply::Ok()).len, sizeof(fuse_out_header));
 }
@@ -401,7 +401,8 @@ TEST(FuseCodec, DebugLines) {
   EXPECT_NE(FormatRequest(DecodeMessage(bad)).find("bad request"), std::string::npos);
   EXPECT_EQ(FormatReply(42, FUSE_LOOKUP, Reply::Error(ENOENT)),
             "reply 42 LOOKUP: ENOENT (No such file or directory)");
-  EXPECT_EQ(FormatReply(43, FUSE_WRITE, Reply::Struct(MakeWriteOut(1))), "reply 43 WRITE: 8 bytes");
+  EXPECT_EQ(FormatReply(43, FUSE_WRITE, Reply::Struct(fuse_write_out{.size = 1})),
+            "reply 43 WRITE: 8 bytes");
   EXPECT_EQ(FormatReply(44, FUSE_FLUSH, Reply::Ok()), "reply 44 FLUSH: ok");
 }
 

@@ -187,8 +187,8 @@ TEST_F(ConnectionTest, WritesOwnTheirAlignedPayloadWhileInFlight) {
   std::string reply = Receive();
   ASSERT_EQ(reply.size(), sizeof(fuse_out_header) + 4096);
   EXPECT_EQ(reply.substr(sizeof(fuse_out_header)), std::string(4096, 'r'));
-  held_[1].ReplyStruct(protocol::MakeWriteOut(4096));
-  held_[0].ReplyStruct(protocol::MakeWriteOut(8192));
+  held_[1].ReplyStruct(fuse_write_out{.size = 4096});
+  held_[0].ReplyStruct(fuse_write_out{.size = 8192});
   EXPECT_EQ(Header(Receive()).len, sizeof(fuse_out_header) + sizeof(fuse_write_out));
   EXPECT_EQ(Header(Receive()).len, sizeof(fuse_out_header) + sizeof(fuse_write_out));
 }

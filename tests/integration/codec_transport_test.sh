@@ -49,6 +49,17 @@ as() {
   fi
 }
 
+# held_elsewhere PATH: true if PATH is a mount point in another process's mount namespace.
+held_elsewhere() {
+  local own f
+  own=$(readlink /proc/self/ns/mnt)
+  for f in /proc/[0-9]*/mountinfo; do
+    [ "$(readlink "${f%/mountinfo}/ns/mnt" 2>/dev/null)" != "$own" ] || continue
+    awk -v p="$1" '$5 == p { found = 1 } END { exit !found }' "$f" 2>/dev/null && return 0
+  done
+  return 1
+}
+
 # seek PATH data|hole OFFSET: SEEK_DATA/SEEK_HOLE as $who; prints the offset or the errno name.
 cat >"$TMP/seek.py" <<'PY'
 import errno, os, sys
@@ -146,6 +157,19 @@ run_case() {
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
+  if kill -0 "$pid" 2>/dev/null && held_elsewhere "$mnt"; then
+    # A mount namespace created meanwhile (another test's unshare -m) holds a copy of the mount,
+    # so the kernel keeps the connection and the server rightly keeps serving it. End it.
+    echo "note: $mnt is still mounted in another mount namespace; stopping the server"
+    local p
+    for p in $(pgrep -f -- "$mnt"); do
+      [ "$(readlink "/proc/$p/exe")" = "$SERVER" ] && kill -TERM "$p"
+    done
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
   if kill -0 "$pid" 2>/dev/null; then
     cat "$srv_log"
     fail "$name: server still running after unmount"

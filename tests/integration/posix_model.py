@@ -65,6 +65,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 PAGE = 4096
 SECTOR = 512
@@ -301,6 +302,7 @@ class Mount:
         self.logpath = logpath
         self.pid = None
         self.proc = None  # with --foreground
+        self.conn = None  # the FUSE connection's number in /sys/fs/fuse/connections
 
     def command(self):
         a = self.args
@@ -310,13 +312,32 @@ class Mount:
             cmd.append(f"--writeback-cache={a.writeback_cache}")
         return cmd + a.extra_opts + [self.img, self.mnt]
 
+    def env(self):
+        """The daemon's environment: sanitizer reports go to files next to the log (a detached
+        daemon has no stderr)."""
+        env = dict(os.environ)
+        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+            prefix = env[var] + ":" if env.get(var) else ""
+            env[var] = f"{prefix}log_path={self.logpath}.sanitizer"
+        return env
+
+    def sanitizer_reports(self, n=40):
+        d, base = os.path.split(self.logpath)
+        out = []
+        for name in sorted(os.listdir(d)):
+            if name.startswith(base + ".sanitizer"):
+                with open(os.path.join(d, name), errors="replace") as f:
+                    out += [f"{name}: {line.rstrip()}" for line in f.readlines()[:n]]
+        return out
+
     def mount(self):
         with open(self.logpath, "ab") as log:
             log.write(f"=== {shlex.join(self.command())}\n".encode())
             log.flush()
             if self.args.foreground:
                 self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                             stdout=log, stderr=log, start_new_session=True)
+                                             stdout=log, stderr=log, start_new_session=True,
+                                             env=self.env())
                 self.pid = self.proc.pid
                 deadline = time.monotonic() + 60
                 while not is_mounted(self.mnt):
@@ -326,14 +347,16 @@ class Mount:
                     if time.monotonic() > deadline:
                         raise Failure("mount", "qedfuse -f did not mount within 60 s")
                     time.sleep(0.001)
+                self.conn = os.minor(os.stat(self.mnt).st_dev)
                 return
             r = subprocess.run(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                               timeout=120)
+                               timeout=120, env=self.env())
         if r.returncode != 0:
             raise Failure("mount", f"qedfuse exited with status {r.returncode}: "
                           f"{self.log_tail()}")
         if not is_mounted(self.mnt):
             raise Failure("mount", "qedfuse returned 0 but the file is not mounted")
+        self.conn = os.minor(os.stat(self.mnt).st_dev)
         self.pid = self.find_daemon()
         if self.pid is None:
             raise Failure("mount", "no qedfuse process serves the mount")
@@ -407,6 +430,22 @@ class Mount:
             self.wait_gone(30)
             self.pid = None
         if is_mounted(self.mnt):
+            subprocess.run(["fusermount3", "-u", "-z", self.mnt], capture_output=True)
+
+    def abort(self):
+        """After a hang: kill the daemon and abort its FUSE connection (root only), so that
+        nothing stays blocked on the mount."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.conn is not None:
+            try:
+                with open(f"/sys/fs/fuse/connections/{self.conn}/abort", "w") as f:
+                    f.write("1")
+            except OSError:
+                return
             subprocess.run(["fusermount3", "-u", "-z", self.mnt], capture_output=True)
 
     def log_tail(self, n=8):
@@ -811,7 +850,10 @@ class Exerciser:
         if got is None:
             return
         self.check_written(what, n, got)
-        self.m.write(off, data, (self.op_no, what.split("(")[0]))
+        if rwf == os.RWF_APPEND:
+            self.appended(what, off, data)
+        else:
+            self.m.write(off, data, (self.op_no, what.split("(")[0]))
         if rwf == os.RWF_DSYNC:
             self.m.synced_range(off, n)
         self.after_write(f, off, n)
@@ -875,7 +917,6 @@ class Exerciser:
         else:
             got = self.call("write_error", what, os.write, f.fd, data)
         self.check_written(what, n, got)
-        self.m.write(L, data, (self.op_no, "append"))
         if not use_pwrite:
             pos = self.call("lseek", f"lseek({f}, 0, SEEK_CUR)", os.lseek, f.fd, 0,
                             os.SEEK_CUR)
@@ -884,7 +925,23 @@ class Exerciser:
                           f"{what}: the descriptor is at {pos} afterwards, expected {L + n} "
                           "(the data did not go to the end)")
             f.pos = pos
+        self.appended(what, L, data)
         self.after_write(f, L, n)
+
+    def appended(self, what, L, data):
+        """data was appended to a disk of L bytes: it must be at L (where stat said the end
+        was) and nowhere else; read it back to be sure, then update the model."""
+        fd = self.call("open", "open", os.open, self.mnt, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            got = self.call("read_error", f"pread after {what}", os.pread, fd, len(data), L)
+            if got != data:
+                where = [x for x in range(max(0, L - 4096), L + 4097)
+                         if os.pread(fd, 16, x) == data[:16]][:1]
+                self.fail("append_position", f"{what}: the data is not at {L}, where the disk "
+                          "ended" + (f"; it starts at {where[0]}" if where else ""))
+        finally:
+            os.close(fd)
+        self.m.write(L, data, (self.op_no, "append"))
 
     def run_tool(self, what, argv, data=None):
         r = subprocess.run(argv, input=data, capture_output=True, timeout=120)
@@ -913,7 +970,7 @@ class Exerciser:
             rc, err = self.run_tool(what, argv, data)
             if rc != 0:
                 self.fail("shell_append", f"{what}: exit status {rc}: {err}")
-            self.m.write(L, data, (self.op_no, v))
+            self.appended(what, L, data)
         elif v == "dd_notrunc":
             off = self.pick_off(n)
             n = self.fit(off, n)
@@ -977,11 +1034,14 @@ class Exerciser:
         self.observe_size(s, what)
         return self.m.size
 
-    def observe_unchanged_size(self, what, before):
+    def observe_unchanged_size(self, what, before, check="shrink_refused"):
+        """After a refused call: the size is as before (or that rounded up to 512, which the
+        image held already)."""
         s = self.call("stat", "stat", os.stat, self.mnt).st_size
-        if s != before:
-            self.fail("shrink_refused", f"after {what}: size {s}, expected it unchanged "
+        if s not in (before, round_up(before, SECTOR)):
+            self.fail(check, f"after {what}: size {s}, expected it unchanged "
                       f"({before})")
+        self.observe_size(s, f"stat after {what}")
 
     def op_direct_read(self):
         f = self.pick_fd(need="r", direct=True)
@@ -1150,7 +1210,7 @@ class Exerciser:
             got = os.pread(f.fd, n, off) if f.readable and not f.direct else None
             if got is not None:
                 self.check_read(f"pread after the refused {what}", off, n, got)
-            self.observe_unchanged_size(what, L)
+            self.observe_unchanged_size(what, L, "falloc_unsupported")
             return
         self.call("falloc", what, fallocate, f.fd, mode, off, n)
         if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
@@ -1613,7 +1673,7 @@ class Exerciser:
         else:
             f = self.pick_fd(need="w", direct=False, append=False)
             self.expect_error("limit", what, (errno.EFBIG,), os.pwrite, f.fd, b"x" * 100, off)
-        self.observe_unchanged_size(what, L)
+        self.observe_unchanged_size(what, L, "limit")
 
     # -- remounts and the final checks --------------------------------------------------------
 
@@ -1785,15 +1845,29 @@ class Exerciser:
         self.final_checks()
 
 
+# Set once the watchdog reported a hang: it then ends the process, and the main thread (which
+# aborting the mount wakes up) must not report anything more.
+_hung = threading.Event()
+
+
 def watchdog(ex, timeout):
     """Fails the run if one operation takes longer than timeout seconds (a hang)."""
     while True:
         time.sleep(1)
         if time.monotonic() - ex.last_progress > timeout:
+            _hung.set()
             report(ex, Failure("hang", f"op #{ex.op_no} ({ex.kind}) did not finish within "
                                f"{timeout} s"))
-            ex.mount.cleanup()
+            print(result_line(ex, False), flush=True)
+            # Starting fusermount3 could block too (the child closes the mount's descriptors).
+            ex.mount.abort()
             os._exit(1)
+
+
+def result_line(ex, ok):
+    kinds = ",".join(f"{k}:{v}" for k, v in sorted(ex.counts.items()))
+    return (f"RESULT status={'pass' if ok else 'fail'} ops={ex.op_no} remounts={ex.remounts} "
+            f"crashes={ex.crashes} kinds={kinds}")
 
 
 def report(ex, failure):
@@ -1813,6 +1887,8 @@ def report(ex, failure):
         argv += [f"--extra-opt={x}" for x in a.extra_opts]
     print(f"  repeat: {shlex.join(['python3', os.path.abspath(sys.argv[0])] + argv)}")
     print(f"  daemon output: {ex.mount.log_tail(5)}", flush=True)
+    for line in ex.mount.sanitizer_reports():
+        print(f"  {line}")
 
 
 def main():
@@ -1872,18 +1948,19 @@ def main():
     try:
         ex.run()
     except Failure as f:
-        report(ex, f)
+        if not _hung.is_set():
+            report(ex, f)
         rc = 1
     except Exception as e:  # a bug in the exerciser or an unexpected error: still report it
-        import traceback
-        traceback.print_exc()
-        report(ex, Failure("exerciser", f"{type(e).__name__}: {e}"))
+        if not _hung.is_set():
+            traceback.print_exc()
+            report(ex, Failure("exerciser", f"{type(e).__name__}: {e}"))
         rc = 2
     finally:
+        if _hung.is_set():
+            threading.Event().wait()  # the watchdog ends the process
         ex.mount.cleanup()
-    kinds = ",".join(f"{k}:{v}" for k, v in sorted(ex.counts.items()))
-    print(f"RESULT status={'pass' if rc == 0 else 'fail'} ops={ex.op_no} remounts={ex.remounts} "
-          f"crashes={ex.crashes} kinds={kinds}", flush=True)
+    print(result_line(ex, rc == 0), flush=True)
     return rc
 
 

@@ -81,10 +81,19 @@ else
 fi
 chmod 711 "$base"  # uid 65534 must reach its own run directories inside
 
-# kill_leftovers DIR: a run that was interrupted or timed out may leave its daemon and mount
-# behind; the daemon's command line names the run directory.
+# kill_leftovers DIR: a run that hung, was interrupted or timed out may leave its daemon and
+# mount behind (the command lines of both the exerciser and the daemon name the run directory).
+# First abort the FUSE connections of mounts below DIR, as any process working there sees them
+# (uid 65534's runs mount in a private namespace), so that nothing stays blocked on them.
 kill_leftovers() {
-  local p
+  local p conn
+  for p in $(pgrep -f -- "$1/"); do
+    awk -v b="$1/" 'index($5, b) == 1 { split($3, d, ":"); print d[2] }' "/proc/$p/mountinfo"
+  done 2>/dev/null | sort -u | while read -r conn; do
+    if [ -w "/sys/fs/fuse/connections/$conn/abort" ]; then
+      echo 1 >"/sys/fs/fuse/connections/$conn/abort"
+    fi
+  done
   for p in $(pgrep -x qedfuse); do
     tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$1/" && kill -9 "$p"
   done

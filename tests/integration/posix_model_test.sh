@@ -11,10 +11,13 @@ require_fuse
 require_tools qemu-img python3 setpriv unshare mknod dd cp
 
 chmod 711 "$TMP"  # uid 65534 works in a directory below it
-ops=400
+# An operation that takes longer than op_timeout seconds is reported as a hang (the mount is
+# then aborted), so a deadlock fails this test instead of stalling the suite.
+ops=400 op_timeout=30
 if [ "${QEDFUSE_TEST_SANITIZED:-0}" = 1 ]; then
-  ops=150
+  ops=150 op_timeout=60
 fi
 bash "$(dirname "$0")/../../scripts/posix-model.sh" --qedfuse "$QEDFUSE" --base "$TMP/model" \
-  --rounds 1 --ops "$ops" --phases 3 --first-seed "${POSIX_MODEL_FIRST_SEED:-1}"
+  --rounds 1 --ops "$ops" --phases 3 --first-seed "${POSIX_MODEL_FIRST_SEED:-1}" \
+  -- --op-timeout "$op_timeout"
 echo PASS

@@ -123,7 +123,7 @@ class Model:
     bytes in between are zeros (so every byte at or past size is zero in the model). touched
     holds the clusters that may hold data; every other cluster was never written since the image
     was created, or was last covered by a punch or zero range as a whole, and must be reported
-    as a hole. versions[page] lists the contents the page had since the last fsync (the first
+    as a hole (zeroing part of a cluster counts as writing it). versions[page] lists the contents the page had since the last fsync (the first
     is the durable one): after a crash each byte must equal that byte of one of them.
     """
 
@@ -214,9 +214,12 @@ class Model:
         self._change(off, end - off, None, op)
         cs = self.cluster
         for c in range(off // cs, (end - 1) // cs + 1):
-            # Whole clusters inside the disk become holes; a partial cluster keeps its state.
+            # Whole clusters inside the disk become holes. Zeroing part of a cluster may write
+            # zeros into it (as QEMU does), so a partial cluster may hold data afterwards.
             if c * cs >= off and (c + 1) * cs <= end:
                 self.touched.discard(c)
+            else:
+                self.touched.add(c)
 
     def mark_touched(self, off, n):
         for c in range(off // self.cluster, (off + n - 1) // self.cluster + 1):

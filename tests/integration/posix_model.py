@@ -735,12 +735,17 @@ class Exerciser:
 
     def close_fd(self, f, check=True):
         self.fds.remove(f)
+        self.close(f.fd, str(f), check)
+
+    def close(self, fd, desc, check=True):
+        """close(2) of a descriptor of the mounted file: an error there (the kernel writes back
+        cached data on close) means written data may be lost."""
         try:
-            os.close(f.fd)
+            os.close(fd)
         except OSError as e:
             if check:
-                self.fail("close", f"close({f}) failed with {errname(e.errno)} ({e.strerror}): "
-                          "data written through the descriptor may be lost")
+                self.fail("close", f"close({desc}) failed with {errname(e.errno)} "
+                          f"({e.strerror}): data written to the disk may be lost")
 
     def close_all(self, check=True):
         for f in list(self.fds):
@@ -942,8 +947,10 @@ class Exerciser:
                          if os.pread(fd, 16, x) == data[:16]][:1]
                 self.fail("append_position", f"{what}: the data is not at {L}, where the disk "
                           "ended" + (f"; it starts at {where[0]}" if where else ""))
-        finally:
-            os.close(fd)
+        except BaseException:
+            self.close(fd, "", check=False)
+            raise
+        self.close(fd, "a descriptor opened to read the appended data back")
         self.m.write(L, data, (self.op_no, "append"))
 
     def run_tool(self, what, argv, data=None):
@@ -1094,18 +1101,23 @@ class Exerciser:
             if write and not f.writable:
                 return
             fd, fdesc = f.fd, str(f)
+        mm = None
         try:
             L = self.fstat_size(fd, "fstat before mmap")
-            if L == 0:
-                return
-            start = self.rng.randrange(0, L) // PAGE * PAGE
-            length = min(L - start, self.rng.randint(1, 64 * 1024))
-            mm = self.call("mmap", f"mmap({fdesc}, {length}, offset={start})", mmap.mmap, fd,
-                           length, mmap.MAP_SHARED,
-                           mmap.PROT_READ | (mmap.PROT_WRITE if write else 0), 0, start)
-        finally:
+            if L > 0:
+                start = self.rng.randrange(0, L) // PAGE * PAGE
+                length = min(L - start, self.rng.randint(1, 64 * 1024))
+                mm = self.call("mmap", f"mmap({fdesc}, {length}, offset={start})", mmap.mmap,
+                               fd, length, mmap.MAP_SHARED,
+                               mmap.PROT_READ | (mmap.PROT_WRITE if write else 0), 0, start)
+        except BaseException:
             if own:
-                os.close(fd)  # the mapping outlives the descriptor
+                self.close(fd, "", check=False)
+            raise
+        if own:
+            self.close(fd, "the descriptor just mapped")  # the mapping outlives it
+        if mm is None:
+            return
         try:
             a = self.rng.randrange(0, length)
             b = self.rng.randint(a + 1, length)
@@ -1165,7 +1177,7 @@ class Exerciser:
         else:
             fd = self.call("open", what, os.open, self.mnt,
                            ACCESS[access] | os.O_TRUNC | os.O_CLOEXEC)
-            os.close(fd)
+            self.close(fd, what)
 
     FALLOC_MODES = [
         ("0", 0, 3),
@@ -1693,8 +1705,10 @@ class Exerciser:
                     self.fail("read_length", f"{what}: end of file at {pos}, size {size}")
                 yield pos, chunk
                 pos += len(chunk)
-        finally:
-            os.close(fd)
+        except BaseException:  # also GeneratorExit, when the caller found a mismatch
+            self.close(fd, "", check=False)
+            raise
+        self.close(fd, f"{what}: the reading descriptor")
 
     def remount(self, crash):
         self.note(f"{'kill -9 the daemon' if crash else 'unmount'} and mount again")

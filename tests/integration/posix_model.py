@@ -1668,10 +1668,12 @@ class Exerciser:
             # daemon at writeback: the daemon cannot refuse it in the write call.
             variants.append("write")
         v = self.rng.choice(variants)
-        what = f"{v} at {off}, past the format maximum {mx}"
+        if v == "truncate":
+            off += 512
+        what = f"{v} {'to' if v == 'truncate' else 'at'} {off}, past the format maximum {mx}"
         self.note(what)
         if v == "truncate":
-            self.expect_error("limit", what, (errno.EFBIG,), os.truncate, self.mnt, off + 512)
+            self.expect_error("limit", what, (errno.EFBIG,), os.truncate, self.mnt, off)
         elif v == "falloc":
             f = self.pick_fd(need="w", append=False)
             self.expect_error("limit", what, (errno.EFBIG,), fallocate, f.fd,

@@ -95,7 +95,7 @@ kill_leftovers() {
     fi
   done
   for p in $(pgrep -x qedfuse); do
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$1/" && kill -9 "$p"
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "$1/" && kill -9 "$p"
   done
   awk -v b="$1/" 'index($5, b) == 1 { print $5 }' /proc/self/mountinfo |
     while read -r m; do umount -l "$m"; done
@@ -201,7 +201,8 @@ while :; do
     sed -n '/^FAIL /,/^RESULT /p' "$dir/out" | sed '$d' | sed 's/^/    /'
     [ "$rc" = 1 ] || tail -n 20 "$dir/out" | sed 's/^/    | /'
     if [ "$u" = nobody ]; then
-      echo "    (as uid 65534: ${nobody_prefix[*]:+${nobody_prefix[*]} }${as_nobody[*]} ...)"
+      echo "    (repeat it as uid 65534 in a directory it owns:" \
+        "${nobody_prefix[*]:+${nobody_prefix[*]} }${as_nobody[*]} $nobody_py ...)"
     fi
     if [ "$keep" = 1 ]; then echo "    kept: $dir"; else rm -rf "$dir"; fi
     [ "$stop" = 1 ] && break 2

@@ -121,7 +121,7 @@ coro::Task<int> RunInfo(InfoArgs args) {
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);

@@ -96,7 +96,7 @@ coro::Task<int> RunMap(MapArgs args) {
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
@@ -201,20 +201,14 @@ int MapCommand(int argc, char** argv) {
         if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
         break;
       case kOptStart: {
-        auto v = ParseSize(optarg);
-        if (!v) {
-          Error(std::string("Invalid start offset specified: ") + optarg);
-          return kExitFailure;
-        }
+        auto v = ParseSizeArgument("start offset", optarg);
+        if (!v) return kExitFailure;
         args.start = *v;
         break;
       }
       case kOptMaxLength: {
-        auto v = ParseSize(optarg);
-        if (!v) {
-          Error(std::string("Invalid max length specified: ") + optarg);
-          return kExitFailure;
-        }
+        auto v = ParseSizeArgument("max length", optarg);
+        if (!v) return kExitFailure;
         args.max_length = *v;
         break;
       }

@@ -3,6 +3,7 @@
 // img_<name>.cc; this file only dispatches and prints help.
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include "qedfuse/base/log.h"
@@ -81,11 +82,14 @@ void PrintUsage(const char* command, bool to_stderr) {
 int main(int argc, char** argv) {
   using namespace qedfuse::tools;
   qedfuse::SetLogProgram("qedimg");  // block-layer reports (corruption, I/O errors) name us
-  if (argc < 2) {
-    Error("Not enough arguments");
-    PrintUsage("", true);
+  // Top-level mistakes get one line and a pointer to --help, as in qemu-img; the full help is
+  // only printed when asked for.
+  auto bad_usage = [](const std::string& message) {
+    Error(message);
+    Hint("Try 'qedimg --help' for more information");
     return kExitFailure;
-  }
+  };
+  if (argc < 2) return bad_usage("Not enough arguments");
   std::string_view cmd = argv[1];
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     PrintUsage("", false);
@@ -103,7 +107,8 @@ int main(int argc, char** argv) {
       return c.run(argc - 1, argv + 1);
     }
   }
-  Error("Command not found: " + std::string(cmd));
-  PrintUsage("", true);
-  return kExitFailure;
+  if (cmd.size() > 1 && cmd[0] == '-') {
+    return bad_usage("unrecognized option '" + std::string(cmd) + "'");
+  }
+  return bad_usage("Command not found: " + std::string(cmd));
 }

@@ -34,7 +34,8 @@ constexpr CommandEntry kCommands[] = {
      "IMAGE"},
     {"resize", ResizeCommand, "resize [-q] [-f FMT] IMAGE [+]SIZE"},
     {"convert", ConvertCommand,
-     "convert [-p] [-q] [-f raw|qed] [-O raw|qed] [-o cluster_size=N,table_size=N] SRC DST"},
+     "convert [-p] [-q] [-U] [-n [--target-is-zero]] [-f raw|qed] [-O raw|qed] "
+     "[-o cluster_size=N,table_size=N] SRC DST"},
 };
 
 constexpr const char* kHelpTail = R"(
@@ -44,7 +45,8 @@ Commands:
   check    check consistency; -r leaks|all repairs invalid table entries
   map      list the extents of the image: data, zero, unallocated, from a backing file
   resize   grow the virtual size (shrinking is refused)
-  convert  copy between raw and QED (-O raw|qed), keeping zero areas sparse
+  convert  copy between raw and QED (-O raw|qed), keeping zero areas sparse; the target may be
+           a new or existing file, a block device, or (-n) an existing image written into
 
 SIZE accepts the suffixes k, M, G, T, P, E (powers of 1024) and is rounded up to 512 bytes.
 

@@ -68,7 +68,8 @@ bool Dump(OutputFormat fmt, const Extent& e, Extent* next) {
       std::string s = absl::StrFormat("%#x", e.start);
       std::string l = absl::StrFormat("%#x", e.length);
       std::string o = absl::StrFormat("%#x", e.offset.value_or(0));
-      std::printf("%-16s%-16s%-16s%s\n", s.c_str(), l.c_str(), o.c_str(), e.filename.c_str());
+      std::printf("%-16s%-16s%-16s%s\n", s.c_str(), l.c_str(), o.c_str(),
+                  Printable(e.filename).c_str());
     }
     if (next != nullptr && (!next->data || next->zero)) {
       next->data = false;

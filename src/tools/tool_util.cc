@@ -25,14 +25,17 @@ constexpr std::size_t kLongWord = 200;
 constexpr std::size_t kWordHead = 96;
 constexpr std::size_t kWordTail = 32;
 
-bool NeedsEscape(unsigned char c) { return (c < 0x20 && c != '\n') || c == 0x7f; }
+bool IsControl(unsigned char c) { return c < 0x20 || c == 0x7f; }
+// In a message, a newline is a line break the message meant.
+bool NeedsEscape(unsigned char c) { return IsControl(c) && c != '\n'; }
 std::size_t EscapedSize(unsigned char c) { return NeedsEscape(c) ? 4 : 1; }
 bool Continuation(unsigned char c) { return (c & 0xC0) == 0x80; }  // inside a UTF-8 character
 
-void AppendEscaped(std::string_view s, std::string* out) {
+void AppendEscaped(std::string_view s, std::string* out,
+                   bool (*escape)(unsigned char) = NeedsEscape) {
   for (char ch : s) {
     unsigned char c = static_cast<unsigned char>(ch);
-    if (NeedsEscape(c)) {
+    if (escape(c)) {
       absl::StrAppendFormat(out, "\\x%02x", c);
     } else {
       out->push_back(ch);
@@ -80,6 +83,13 @@ std::string ReadableMessage(std::string_view message) {
     out.push_back(message[end]);
     start = end + 1;
   }
+  return out;
+}
+
+std::string Printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  AppendEscaped(text, &out, IsControl);
   return out;
 }
 

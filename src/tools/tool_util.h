@@ -36,6 +36,9 @@ void Hint(std::string_view line);
 // (a name gone wild) keeps only its head and tail, so that no message runs
 // to kilobytes.
 std::string ReadableMessage(std::string_view message);
+// |text| with every control character, newline included, shown as \xHH: names taken from an
+// image, as human-readable output prints them (JSON output escapes them its own way).
+std::string Printable(std::string_view text);
 
 // Parses a size such as "1048576", "64k", "1.5G", "2T" (suffixes b/k/M/G/T/P/E, case-insensitive,
 // powers of 1024, like qemu-img). Returns nullopt on syntax errors or overflow; |out_of_range|,

@@ -88,4 +88,21 @@ grep -q "bytes not shown" err.txt || fail "the long name was not shortened: $(he
 ! grep -q $'\033' err.txt || fail "a terminal escape from the image reached the terminal"
 grep -q 'evil\\x1b\[2J' err.txt || fail "escapes are not shown escaped: $(head -c 300 err.txt)"
 awk 'length($0) > 600 { exit 1 }' err.txt || fail "a message line is longer than 600 bytes"
+log "names from an image in info and map: control characters escaped, no forged lines"
+bad_name=$(printf 'b\033[31mad\nname.raw')
+truncate -s 1M "$bad_name"
+qemu-img create -q -f qed -b "$bad_name" -F raw esc.qed 1M
+expect_rc 0 "$QEDIMG" info esc.qed
+grep -qx 'backing file: b\\x1b\[31mad\\x0aname.raw' out.txt || fail "info: $(cat -v out.txt)"
+expect_rc 0 "$QEDIMG" info --backing-chain esc.qed
+expect_rc 0 "$QEDIMG" map esc.qed
+qemu-io -f raw -c 'write 0 4k' "$bad_name" >/dev/null
+expect_rc 0 "$QEDIMG" map esc.qed
+grep -q 'b\\x1b\[31mad\\x0aname.raw$' out.txt || fail "map: $(cat -v out.txt)"
+for cmd in "info esc.qed" "info --backing-chain esc.qed" "map esc.qed"; do
+  # shellcheck disable=SC2086
+  "$QEDIMG" $cmd | grep -q $'\033' && fail "$cmd printed a terminal escape from the image"
+  # shellcheck disable=SC2086
+  "$QEDIMG" $cmd | grep -qx 'name.raw.*' && fail "$cmd printed a line forged by a name"
+done
 echo PASS

@@ -162,13 +162,7 @@ log "a target another process has open is not destroyed (as qemu-img refuses it)
 qemu-img create -q -f qed busy.qed 64M
 qemu-io -c 'write -P 5 0 1M' busy.qed >/dev/null
 cp busy.qed busy.orig
-qemu-io -c 'sleep 20000' busy.qed >/dev/null 2>&1 &
-HOLDER=$!
-trap 'kill $HOLDER 2>/dev/null; rm -rf "$TMP"' EXIT
-for i in $(seq 100); do  # wait until qemu-io holds its locks
-  qemu-img info busy.qed >/dev/null 2>&1 || break
-  sleep 0.1
-done
+hold_image busy.qed
 expect_rc 1 "$QEDIMG" convert -O raw out.qed busy.qed
 grep -q "busy.qed: error while converting raw: .*locked" err.txt || fail "$(cat err.txt)"
 grep -q "stop that process or unmount it" err.txt || fail "no advice: $(cat err.txt)"
@@ -180,8 +174,7 @@ expect_rc 1 "$QEDIMG" convert -O raw busy.qed busy.raw
 grep -q "Use -U" err.txt || fail "no -U advice: $(cat err.txt)"
 expect_rc 0 "$QEDIMG" convert -U -O raw busy.qed busy.raw
 qemu-img compare -U -f qed -F raw busy.qed busy.raw >/dev/null || fail "-U copy differs"
-kill $HOLDER
-wait $HOLDER 2>/dev/null || true
+release_image
 
 log "errors"
 expect_rc 1 "$QEDIMG" convert -O qcow2 src.raw x.img

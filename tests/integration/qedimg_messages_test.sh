@@ -58,13 +58,7 @@ grep -q "holds at most 70368744177664 bytes (64 TiB)" err.txt || fail "resize 10
 cmp img.qed ref.qed || fail "a refused resize changed the image"
 
 log "an image another process has open: the way out is named"
-qemu-io -c 'sleep 20000' img.qed >/dev/null 2>&1 &
-HOLDER=$!
-trap 'kill $HOLDER 2>/dev/null; rm -rf "$TMP"' EXIT
-for i in $(seq 100); do  # wait until qemu-io holds its locks
-  qemu-img info img.qed >/dev/null 2>&1 || break
-  sleep 0.1
-done
+hold_image img.qed
 for cmd in info check map; do
   expect_rc 1 "$QEDIMG" "$cmd" img.qed
   grep -q "^qedimg: Could not open 'img.qed': " err.txt || fail "$cmd: $(cat err.txt)"
@@ -77,8 +71,7 @@ for cmd in "resize img.qed 128M" "check -r all img.qed"; do
   grep -q "stop that process or unmount it first" err.txt || fail "$cmd: $(cat err.txt)"
   ! grep -q -- "-U" err.txt || fail "$cmd: -U cannot help a command that writes: $(cat err.txt)"
 done
-kill $HOLDER
-wait $HOLDER 2>/dev/null || true
+release_image
 
 log "names from an image are shown bounded and printable"
 long=$(printf 'evil\033[2J%.0s' $(seq 400))  # 3.6 KB with terminal escapes

@@ -83,7 +83,7 @@ f=open(sys.argv[1],"rb"); f.seek(int(sys.argv[2],0)); print(struct.unpack("<Q",f
 hold_image() {
   qemu-io -c 'sleep 20000' "$1" >/dev/null 2>&1 &
   HOLDER=$!
-  trap 'kill $HOLDER 2>/dev/null; rm -rf "$TMP"' EXIT
+  trap 'kill $HOLDER 2>/dev/null || true; rm -rf "$TMP"' EXIT
   local i
   for i in $(seq 100); do  # until qemu-io holds its locks
     qemu-img info "$1" >/dev/null 2>&1 || return 0

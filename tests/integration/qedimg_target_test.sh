@@ -135,6 +135,7 @@ mount_case() {
   qemu-img compare -q "$SRC" "$img" || fail "the image differs from the source after unmount"
 }
 chmod 755 "$TMP"
+chmod 644 "$SRC"  # the unprivileged user reads the source too
 for opts in "--writeback-cache=on --aio=io_uring" "--writeback-cache=off --aio=threads" \
   "--writeback-cache=on --aio=threads" "--writeback-cache=off --aio=io_uring"; do
   log "live mount as root, $opts"

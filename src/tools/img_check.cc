@@ -101,7 +101,8 @@ coro::Task<int> RunCheck(CheckArgs args) {
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(),
+                    args.repair ? OpenPurpose::kWrite : OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);

@@ -69,7 +69,7 @@ JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
 }
 
 void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
-  std::printf("image: %s\n", l.filename.c_str());
+  std::printf("image: %s\n", Printable(l.filename).c_str());
   std::printf("file format: %s\n", l.format.c_str());
   std::printf("virtual size: %s (%llu bytes)\n", HumanSize(l.virtual_size).c_str(),
               static_cast<unsigned long long>(l.virtual_size));
@@ -79,10 +79,10 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
   std::printf("cluster_size: %u\n", h.cluster_size);
   if (!l.backing_name.empty()) {
     if (l.full_backing != l.backing_name) {
-      std::printf("backing file: %s (actual path: %s)\n", l.backing_name.c_str(),
-                  l.full_backing.c_str());
+      std::printf("backing file: %s (actual path: %s)\n", Printable(l.backing_name).c_str(),
+                  Printable(l.full_backing).c_str());
     } else {
-      std::printf("backing file: %s\n", l.backing_name.c_str());
+      std::printf("backing file: %s\n", Printable(l.backing_name).c_str());
     }
     if (!l.backing_format.empty()) {
       std::printf("backing file format: %s\n", l.backing_format.c_str());
@@ -106,7 +106,7 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
   std::printf("    file size: %llu\n", static_cast<unsigned long long>(l.file_size));
   if (!below.empty()) {
     std::vector<std::string> names;
-    for (const LayerInfo& b : below) names.push_back(b.filename + " (" + b.format + ")");
+    for (const LayerInfo& b : below) names.push_back(Printable(b.filename) + " (" + b.format + ")");
     std::printf("    backing chain: %s\n", absl::StrJoin(names, " -> ").c_str());
   }
 }
@@ -121,7 +121,7 @@ coro::Task<int> RunInfo(InfoArgs args) {
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);

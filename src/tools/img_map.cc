@@ -68,7 +68,8 @@ bool Dump(OutputFormat fmt, const Extent& e, Extent* next) {
       std::string s = absl::StrFormat("%#x", e.start);
       std::string l = absl::StrFormat("%#x", e.length);
       std::string o = absl::StrFormat("%#x", e.offset.value_or(0));
-      std::printf("%-16s%-16s%-16s%s\n", s.c_str(), l.c_str(), o.c_str(), e.filename.c_str());
+      std::printf("%-16s%-16s%-16s%s\n", s.c_str(), l.c_str(), o.c_str(),
+                  Printable(e.filename).c_str());
     }
     if (next != nullptr && (!next->data || next->zero)) {
       next->data = false;
@@ -96,7 +97,7 @@ coro::Task<int> RunMap(MapArgs args) {
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
@@ -201,20 +202,14 @@ int MapCommand(int argc, char** argv) {
         if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
         break;
       case kOptStart: {
-        auto v = ParseSize(optarg);
-        if (!v) {
-          Error(std::string("Invalid start offset specified: ") + optarg);
-          return kExitFailure;
-        }
+        auto v = ParseSizeArgument("start offset", optarg);
+        if (!v) return kExitFailure;
         args.start = *v;
         break;
       }
       case kOptMaxLength: {
-        auto v = ParseSize(optarg);
-        if (!v) {
-          Error(std::string("Invalid max length specified: ") + optarg);
-          return kExitFailure;
-        }
+        auto v = ParseSizeArgument("max length", optarg);
+        if (!v) return kExitFailure;
         args.max_length = *v;
         break;
       }

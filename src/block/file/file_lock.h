@@ -39,6 +39,11 @@ struct LockPerms {
 // The permissions QEMU takes for an image in the given role.
 LockPerms QemuLockPerms(bool read_only, bool is_backing, bool is_raw_format);
 
+// The permissions qemu-img takes while it creates or re-creates (empties) a file: write and
+// resize, refusing resize to others. Anyone writing to a QED image, or resizing any image,
+// conflicts with them.
+inline LockPerms QemuCreateLockPerms() { return LockPerms{kPermWrite | kPermResize, kPermResize}; }
+
 // Takes the lock bytes for |perms| on |fd| (dropping bytes taken earlier that |perms| no longer
 // needs), then checks for conflicting users. On conflict every lock byte is released again and
 // an error naming |path| is returned. File systems without OFD lock support are accepted

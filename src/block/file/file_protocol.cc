@@ -119,6 +119,11 @@ struct FallocateJob {
   }
 };
 
+// fallocate errors that mean "not for this file or range": fall back to another way of zeroing.
+bool FallocateUnsupported(int err) {
+  return err == EOPNOTSUPP || err == ENOTSUP || err == EINVAL || err == ENOSYS;
+}
+
 struct FtruncateJob {
   int fd;
   off_t len;
@@ -315,14 +320,18 @@ coro::Task<Result<void>> FileProtocol::WriteZeroes(uint64_t offset, uint64_t len
     int mode = punch ? (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) : FALLOC_FL_ZERO_RANGE;
     r = co_await FileBlockingPool().Offload(
         FallocateJob{fd_, mode, static_cast<off_t>(offset), static_cast<off_t>(len)});
+    if (punch && r.rc != 0 && FallocateUnsupported(r.err)) {
+      // No hole punching (a block device without discard, some file systems): zeroing the range
+      // in place still beats writing zero buffers (a block device does it in the kernel).
+      r = co_await FileBlockingPool().Offload(FallocateJob{
+          fd_, FALLOC_FL_ZERO_RANGE, static_cast<off_t>(offset), static_cast<off_t>(len)});
+    }
     if (r.rc == 0) {
       size_ = std::max(size_, end);
       co_return Ok();
     }
   }
-  if (r.err != EOPNOTSUPP && r.err != ENOTSUP && r.err != EINVAL && r.err != ENOSYS) {
-    co_return Unexpected(ErrnoCode(r.err));
-  }
+  if (!FallocateUnsupported(r.err)) co_return Unexpected(ErrnoCode(r.err));
   // No fallocate support for this mode: write zeros (outside the tracked scope above, since the
   // writes track themselves).
   co_return co_await BlockDriver::WriteZeroes(offset, len, flags);

@@ -43,6 +43,7 @@ constexpr int kWorkers = 8;
 constexpr uint64_t kRawGranule = 4096;
 
 struct ConvertArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
   std::string src;
   std::string dst;
   std::string src_format;
@@ -223,6 +224,7 @@ coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
   so.path = args.src;
   so.format = args.src_format;
   so.read_only = true;
+  so.backing = args.backing;
   block::OpenReport sreport;
   auto sopened = co_await block::OpenImage(so, &sreport);
   if (!sopened.ok()) {
@@ -298,7 +300,9 @@ coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
 int ConvertCommand(int argc, char** argv) {
   ConvertArgs args;
   args.progress = false;
+  enum { kOptBacking = 256 };
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"backing", required_argument, nullptr, kOptBacking},
                                  {"quiet", no_argument, nullptr, 'q'},
                                  {"progress", no_argument, nullptr, 'p'},
                                  {nullptr, 0, nullptr, 0}};
@@ -324,6 +328,9 @@ int ConvertCommand(int argc, char** argv) {
         break;
       case 'q':
         args.quiet = true;
+        break;
+      case kOptBacking:
+        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
         break;
       default:
         PrintUsage("convert", true);

@@ -25,15 +25,12 @@ constexpr uint64_t kMaxTransfer = 16u << 20;
 
 uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-// A relative backing name is relative to the directory of the image, not to the process.
-std::string ResolveBackingPath(const std::string& image_path, const std::string& name) {
-  if (name.empty() || name.front() == '/') return name;
-  std::size_t slash = image_path.rfind('/');
-  if (slash == std::string::npos) return name;
-  return image_path.substr(0, slash + 1) + name;
-}
+// Marks an error that already names the image it happened in: images further up the backing
+// chain pass it on unchanged (one context, not one per level of a deep chain).
+constexpr absl::string_view kNamedPayload = "qedfuse.dev/image-named";
 
 absl::Status Annotated(const absl::Status& s, std::string_view context) {
+  if (s.GetPayload(kNamedPayload)) return s;
   return absl::Status(s.code(), absl::StrCat(std::string(context), ": ", std::string(s.message())));
 }
 
@@ -113,7 +110,9 @@ coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> QedDriver::Open(
     }
     absl::Status ignored = co_await d->file_->Close();
     (void)ignored;
-    co_return Annotated(st, where);
+    absl::Status named = Annotated(st, where);
+    named.SetPayload(kNamedPayload, absl::Cord("1"));
+    co_return named;
   }
   co_return std::move(d);
 }
@@ -176,8 +175,16 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     if (!name.ok()) co_return name.status();
     backing_name_ = *name;
   }
-  if (!backing_name_.empty()) {
-    backing_path_ = ResolveBackingPath(path_, backing_name_);
+  if (report != nullptr && !report->chain.empty())
+    report->chain.back().backing_name = backing_name_;
+  if (!backing_name_.empty() && options.backing == block::BackingPolicy::kNone) {
+    // Not followed: the image reads as if it had no backing file (zeros where unallocated).
+    if (report != nullptr && !report->chain.empty()) report->chain.back().backing_ignored = true;
+  } else if (!backing_name_.empty()) {
+    absl::StatusOr<std::string> resolved =
+        block::ResolveBacking(path_, backing_name_, options.backing, chain);
+    if (!resolved.ok()) co_return resolved.status();
+    backing_path_ = *resolved;
     block::OpenOptions bo = options;
     bo.path = backing_path_;
     bo.format = (header_.features & kFeatureBackingFormatNoProbe) ? "raw" : "";
@@ -185,8 +192,13 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     bo.for_check = false;
     absl::StatusOr<std::unique_ptr<block::BlockDriver>> b =
         co_await block::OpenDriver(bo, chain, report);
-    if (!b.ok())
-      co_return Annotated(b.status(), absl::StrCat("backing file '", backing_path_, "'"));
+    if (!b.ok()) {
+      const std::string what =
+          backing_path_ == backing_name_
+              ? absl::StrCat("backing file '", backing_name_, "'")
+              : absl::StrCat("backing file '", backing_name_, "' (", backing_path_, ")");
+      co_return Annotated(b.status(), what);
+    }
     backing_ = std::make_unique<block::BlockBackend>(std::move(*b));
   }
 

@@ -83,7 +83,7 @@ TEST_F(QedBacking, RawBackingCowAndEof) {
   auto bb = OpenSync(loop_, top, false, &rep);
   ASSERT_TRUE(bb.ok()) << bb.status();
   ASSERT_EQ(rep.chain.size(), 2u);
-  EXPECT_EQ(rep.chain[1], dir_ / "img/base.raw");
+  EXPECT_EQ(rep.chain[1].path, dir_ / "img/base.raw");
 
   // Reads before any write: backing data, then zeros past its end.
   auto r = ReadSync(loop_, **bb, (1 << 20) - 512, 8192);

@@ -779,7 +779,7 @@ TEST_F(QedFileTest, BackingFileNameResolvedAgainstImageDirectory) {
   ASSERT_TRUE(bb.ok()) << bb.status();
   EXPECT_TRUE(AllEqual(ReadBackend(loop_, **bb, 0, 64 * kK), 0x42));
   ASSERT_EQ(rep.chain.size(), 2u);
-  EXPECT_EQ(rep.chain[1], dir_.File("d1/base.raw"));
+  EXPECT_EQ(rep.chain[1].path, dir_.File("d1/base.raw"));
   CloseImg(*bb);
 }
 

@@ -244,7 +244,8 @@ absl::StatusOr<std::string> ResolveBacking(const std::string& image_path, const 
                      "', which is outside the image's directory (", real,
                      "); --backing=confined refuses such names, --backing=none ignores them"));
   }
-  return path;
+  // The chain shows (and the open uses) the file the name leads to, symlinks resolved.
+  return real.empty() ? path : real;
 }
 
 coro::Task<absl::StatusOr<std::unique_ptr<BlockBackend>>> OpenImage(const OpenOptions& options,

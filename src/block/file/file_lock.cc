@@ -15,33 +15,18 @@ constexpr off_t kPermBase = 100;
 constexpr off_t kSharedBase = 200;
 constexpr int kPermCount = 4;
 
-// What permission |n| lets a user do, as in "does not let others ...".
-const char* PermVerb(int n) {
-  switch (n) {
-    case 0:
-      return "read it";
-    case 1:
-      return "write to it";
-    case 2:
-      return "write to it";
-    default:
-      return "resize it";
-  }
-}
-
-// What a user holding permission |n| is doing, as in "is being ... by another process".
-const char* PermDoing(int n) {
-  switch (n) {
-    case 0:
-      return "read";
-    case 1:
-      return "written to";
-    case 2:
-      return "written to";
-    default:
-      return "resized";
-  }
-}
+// Permission |n| in words: what it lets a user do ("does not let others ..."), and what a user
+// holding it is doing ("is being ... by another process").
+struct PermText {
+  const char* verb;
+  const char* doing;
+};
+constexpr PermText kPermText[kPermCount] = {
+    {"read it", "read"},
+    {"write to it", "written to"},
+    {"write to it", "written to"},  // write-unchanged
+    {"resize it", "resized"},
+};
 
 // Sets (F_RDLCK) or clears (F_UNLCK) one byte. Returns 0 or an errno value.
 int LockByte(int fd, off_t byte, short type) {
@@ -80,8 +65,9 @@ absl::Status Conflict(const std::string& path, int n, bool they_refuse, bool rea
   std::string msg =
       they_refuse
           ? absl::StrCat(path, " is in use by another process (QEMU, qemu-img or qedfuse) that ",
-                         "does not let others ", PermVerb(n))
-          : absl::StrCat(path, " is being ", PermDoing(n), " by another process (QEMU, qemu-img ",
+                         "does not let others ", kPermText[n].verb)
+          : absl::StrCat(path, " is being ", kPermText[n].doing,
+                         " by another process (QEMU, qemu-img ",
                          "or qedfuse has it open read-write), which this open does not allow");
   if (read_only) {
     absl::StrAppend(&msg, "; qedimg's -U (--force-share) reads it without taking locks");

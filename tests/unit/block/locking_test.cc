@@ -48,6 +48,15 @@ class LockingTest : public ::testing::Test {
     return f;
   }
 
+  // OpenImage of |path| (probed format, QEMU's locks).
+  absl::StatusOr<std::unique_ptr<BlockBackend>> OpenPath(const std::string& path,
+                                                         bool read_only = false) {
+    OpenOptions o;
+    o.path = path;
+    o.read_only = read_only;
+    return loop_.Run(OpenImage(o));
+  }
+
   // Waits until a started qemu-io has taken its locks (it needs a moment to open the image).
   bool WaitForLock(uint64_t byte) {
     for (int i = 0; i < 500; ++i) {
@@ -106,12 +115,12 @@ class BackingLockingTest : public LockingTest {
     ASSERT_EQ(QemuImg({"create", "-q", "-f", "raw", base_raw_, "4M"}).exit_code, 0);
     ov_qed_ = dir_.File("ov-qed.qed");
     ov_raw_ = dir_.File("ov-raw.qed");
-    ASSERT_EQ(QemuImg({"create", "-q", "-f", "qed", "-b", "base.qed", "-F", "qed", ov_qed_})
-                  .exit_code,
-              0);
-    ASSERT_EQ(QemuImg({"create", "-q", "-f", "qed", "-b", "base.raw", "-F", "raw", ov_raw_})
-                  .exit_code,
-              0);
+    ASSERT_EQ(
+        QemuImg({"create", "-q", "-f", "qed", "-b", "base.qed", "-F", "qed", ov_qed_}).exit_code,
+        0);
+    ASSERT_EQ(
+        QemuImg({"create", "-q", "-f", "qed", "-b", "base.raw", "-F", "raw", ov_raw_}).exit_code,
+        0);
   }
   std::string base_qed_, base_raw_, ov_qed_, ov_raw_;
 };
@@ -119,10 +128,7 @@ class BackingLockingTest : public LockingTest {
 TEST_F(BackingLockingTest, QemuRefusesToWriteABackingFileOfOurOverlay) {
   for (bool read_only : {false, true}) {
     SCOPED_TRACE(read_only ? "overlay read-only" : "overlay read-write");
-    OpenOptions o;
-    o.path = ov_qed_;
-    o.read_only = read_only;
-    absl::StatusOr<std::unique_ptr<BlockBackend>> bb = loop_.Run(OpenImage(o));
+    absl::StatusOr<std::unique_ptr<BlockBackend>> bb = OpenPath(ov_qed_, read_only);
     ASSERT_TRUE(bb.ok()) << bb.status();
     for (uint64_t b : {100, 201, 203}) EXPECT_TRUE(FileHasLockOnByte(base_qed_, b)) << b;
     test::CommandResult w = QemuIo({"-f", "qed", "-c", "write 0 4k", base_qed_});
@@ -134,9 +140,7 @@ TEST_F(BackingLockingTest, QemuRefusesToWriteABackingFileOfOurOverlay) {
     EXPECT_TRUE(loop_.Run((*bb)->Close()).ok());
   }
   // A raw backing file: QEMU lets it be written under its own overlays, and so do we.
-  OpenOptions o;
-  o.path = ov_raw_;
-  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = loop_.Run(OpenImage(o));
+  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = OpenPath(ov_raw_);
   ASSERT_TRUE(bb.ok()) << bb.status();
   test::CommandResult w = QemuIo({"-f", "raw", "-c", "write 0 4k", base_raw_});
   EXPECT_EQ(w.exit_code, 0) << w.err;
@@ -149,24 +153,20 @@ TEST_F(BackingLockingTest, WhatWeMayDoWithTheBackingFileOfAQemuOverlay) {
   image_ = base_qed_;
   ASSERT_TRUE(WaitForLock(203)) << "qemu-io did not lock the backing file";
   // Not for writing (QEMU does not share it) ...
-  OpenOptions o;
-  o.path = base_qed_;
-  absl::StatusOr<std::unique_ptr<BlockBackend>> rw = loop_.Run(OpenImage(o));
+  absl::StatusOr<std::unique_ptr<BlockBackend>> rw = OpenPath(base_qed_);
   ASSERT_FALSE(rw.ok());
   EXPECT_EQ(rw.status().message(),
-            base_qed_ + " is in use by another process (QEMU, qemu-img or qedfuse) that does not "
-                        "let others write to it; it can be opened read-only");
+            base_qed_ +
+                " is in use by another process (QEMU, qemu-img or qedfuse) that does not "
+                "let others write to it; it can be opened read-only");
   // ... but read-only, and as the backing file of another overlay of ours.
-  o.read_only = true;
-  absl::StatusOr<std::unique_ptr<BlockBackend>> ro = loop_.Run(OpenImage(o));
+  absl::StatusOr<std::unique_ptr<BlockBackend>> ro = OpenPath(base_qed_, /*read_only=*/true);
   ASSERT_TRUE(ro.ok()) << ro.status();
   EXPECT_TRUE(loop_.Run((*ro)->Close()).ok());
   const std::string ov2 = dir_.File("ov2.qed");
   ASSERT_EQ(QemuImg({"create", "-q", "-f", "qed", "-b", "base.qed", "-F", "qed", ov2}).exit_code,
             0);
-  o.path = ov2;
-  o.read_only = false;
-  absl::StatusOr<std::unique_ptr<BlockBackend>> other = loop_.Run(OpenImage(o));
+  absl::StatusOr<std::unique_ptr<BlockBackend>> other = OpenPath(ov2);
   ASSERT_TRUE(other.ok()) << other.status();
   EXPECT_TRUE(loop_.Run((*other)->Close()).ok());
 }
@@ -198,17 +198,19 @@ TEST_F(LockingTest, WeRefuseAnImageQemuHoldsReadWrite) {
   ASSERT_FALSE(rw.ok());
   EXPECT_EQ(rw.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(rw.status().message(),
-            image_ + " is being written to by another process (QEMU, qemu-img or qedfuse has it "
-                     "open read-write), which this open does not allow");
+            image_ +
+                " is being written to by another process (QEMU, qemu-img or qedfuse has it "
+                "open read-write), which this open does not allow");
 
   // A read-only top-level open does not let others write, so it is refused as well; qedimg's
   // force-share is the way to look at it.
   auto ro = OpenLocked(true, QemuLockPerms(true, false, false));
   ASSERT_FALSE(ro.ok());
   EXPECT_EQ(ro.status().message(),
-            image_ + " is being written to by another process (QEMU, qemu-img or qedfuse has it "
-                     "open read-write), which this open does not allow; qedimg's -U "
-                     "(--force-share) reads it without taking locks");
+            image_ +
+                " is being written to by another process (QEMU, qemu-img or qedfuse has it "
+                "open read-write), which this open does not allow; qedimg's -U "
+                "(--force-share) reads it without taking locks");
 
   // Our failed attempts left no lock bytes behind: once qemu-io is gone, opening works.
   qemu.Stop();
@@ -225,8 +227,9 @@ TEST_F(LockingTest, ReadOnlyQemuBlocksOurWriterButNotOurReader) {
   ASSERT_FALSE(rw.ok());
   // The holder only reads: what stops us is that it does not share writing.
   EXPECT_EQ(rw.status().message(),
-            image_ + " is in use by another process (QEMU, qemu-img or qedfuse) that does not "
-                     "let others write to it; it can be opened read-only");
+            image_ +
+                " is in use by another process (QEMU, qemu-img or qedfuse) that does not "
+                "let others write to it; it can be opened read-only");
   auto ro = OpenLocked(true, QemuLockPerms(true, false, false));
   ASSERT_TRUE(ro.ok()) << ro.status();
   EXPECT_TRUE(loop_.Run((*ro)->Close()).ok());
@@ -300,13 +303,12 @@ TEST_F(OpenImageLockingTest, WeRefuseAnImageQemuHasOpen) {
   BackgroundProcess qemu({"qemu-io", "-c", "sleep 5000", image_});
   ASSERT_TRUE(qemu.started());
   ASSERT_TRUE(WaitForLock(203));
-  OpenOptions o;
-  o.path = image_;
-  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = loop_.Run(OpenImage(o));
+  absl::StatusOr<std::unique_ptr<BlockBackend>> bb = OpenPath(image_);
   ASSERT_FALSE(bb.ok());
   EXPECT_EQ(bb.status().message(),
-            image_ + " is being written to by another process (QEMU, qemu-img or qedfuse has it "
-                     "open read-write), which this open does not allow");
+            image_ +
+                " is being written to by another process (QEMU, qemu-img or qedfuse has it "
+                "open read-write), which this open does not allow");
 }
 
 }  // namespace

@@ -332,7 +332,7 @@ coro::Task<Result<void>> QedDriver::Read(uint64_t offset, IoVector iov) {
     IoVector part = iov.Slice(done, n);
     switch (lk->kind) {
       case ClusterKind::kFound: {
-        DataIo io(*this);  // registered before the lock was released: see data_io_
+        DataIo io(*this);  // registered before anything suspends: see data_io_
         file_->Annotate(DebugEvent::kReadData);
         Result<void> r = co_await ReadChild(*file_, lk->host_offset, part);
         if (!r) co_return r;

@@ -244,8 +244,8 @@ absl::StatusOr<std::string> ResolveBacking(const std::string& image_path, const 
                      "', which is outside the image's directory (", real,
                      "); --backing=confined refuses such names, --backing=none ignores them"));
   }
-  // The chain shows (and the open uses) the file the name leads to, symlinks resolved.
-  return real.empty() ? path : real;
+  // Named as QEMU names it (qemu-img shows the same chain); the warning above gave the real file.
+  return path;
 }
 
 coro::Task<absl::StatusOr<std::unique_ptr<BlockBackend>>> OpenImage(const OpenOptions& options,

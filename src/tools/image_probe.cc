@@ -121,8 +121,8 @@ absl::StatusOr<std::vector<LayerInfo>> DescribeLayers(const std::vector<block::C
   for (std::size_t i = 0; i < links.size(); ++i) {
     auto layer = DescribeLayer(links[i].path, links[i].format);
     if (!layer.ok()) return layer.status();
-    // The file below is the one the block layer resolved and opened; none when ignored.
-    layer->full_backing = i + 1 < links.size() ? links[i + 1].path : "";
+    // The file below is the one the block layer opened; none when the policy ignored it.
+    if (i + 1 == links.size()) layer->full_backing.clear();
     chain.push_back(std::move(*layer));
   }
   return chain;

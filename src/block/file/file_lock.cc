@@ -16,16 +16,16 @@ constexpr off_t kSharedBase = 200;
 constexpr int kPermCount = 4;
 
 // Permission |n| in words: what it lets a user do ("does not let others ..."), and what a user
-// holding it is doing ("is being ... by another process").
+// holding it is doing ("another process ... is ...").
 struct PermText {
   const char* verb;
   const char* doing;
 };
 constexpr PermText kPermText[kPermCount] = {
-    {"read it", "read"},
-    {"write to it", "written to"},
-    {"write to it", "written to"},  // write-unchanged
-    {"resize it", "resized"},
+    {"read it", "reading it"},
+    {"write to it", "writing to it"},
+    {"write to it", "writing to it"},  // write-unchanged
+    {"resize it", "resizing it"},
 };
 
 // Sets (F_RDLCK) or clears (F_UNLCK) one byte. Returns 0 or an errno value.
@@ -64,11 +64,10 @@ bool LockingUnsupported(int err) {
 absl::Status Conflict(const std::string& path, int n, bool they_refuse, bool read_only) {
   std::string msg =
       they_refuse
-          ? absl::StrCat(path, " is in use by another process (QEMU, qemu-img or qedfuse) that ",
-                         "does not let others ", kPermText[n].verb)
-          : absl::StrCat(path, " is being ", kPermText[n].doing,
-                         " by another process (QEMU, qemu-img ",
-                         "or qedfuse has it open read-write), which this open does not allow");
+          ? absl::StrCat(path, " is locked: another process (QEMU, qemu-img or qedfuse) uses it ",
+                         "and does not let others ", kPermText[n].verb)
+          : absl::StrCat(path, " is locked: another process (QEMU, qemu-img or qedfuse) is ",
+                         kPermText[n].doing, ", which this open does not allow");
   if (read_only) {
     absl::StrAppend(&msg, "; qedimg's -U (--force-share) reads it without taking locks");
   } else if (they_refuse && n != 0) {

@@ -157,8 +157,8 @@ TEST_F(BackingLockingTest, WhatWeMayDoWithTheBackingFileOfAQemuOverlay) {
   ASSERT_FALSE(rw.ok());
   EXPECT_EQ(rw.status().message(),
             base_qed_ +
-                " is in use by another process (QEMU, qemu-img or qedfuse) that does not "
-                "let others write to it; it can be opened read-only");
+                " is locked: another process (QEMU, qemu-img or qedfuse) uses it and does "
+                "not let others write to it; it can be opened read-only");
   // ... but read-only, and as the backing file of another overlay of ours.
   absl::StatusOr<std::unique_ptr<BlockBackend>> ro = OpenPath(base_qed_, /*read_only=*/true);
   ASSERT_TRUE(ro.ok()) << ro.status();
@@ -199,8 +199,8 @@ TEST_F(LockingTest, WeRefuseAnImageQemuHoldsReadWrite) {
   EXPECT_EQ(rw.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(rw.status().message(),
             image_ +
-                " is being written to by another process (QEMU, qemu-img or qedfuse has it "
-                "open read-write), which this open does not allow");
+                " is locked: another process (QEMU, qemu-img or qedfuse) is writing to it, "
+                "which this open does not allow");
 
   // A read-only top-level open does not let others write, so it is refused as well; qedimg's
   // force-share is the way to look at it.
@@ -208,8 +208,8 @@ TEST_F(LockingTest, WeRefuseAnImageQemuHoldsReadWrite) {
   ASSERT_FALSE(ro.ok());
   EXPECT_EQ(ro.status().message(),
             image_ +
-                " is being written to by another process (QEMU, qemu-img or qedfuse has it "
-                "open read-write), which this open does not allow; qedimg's -U "
+                " is locked: another process (QEMU, qemu-img or qedfuse) is writing to it, "
+                "which this open does not allow; qedimg's -U "
                 "(--force-share) reads it without taking locks");
 
   // Our failed attempts left no lock bytes behind: once qemu-io is gone, opening works.
@@ -228,8 +228,8 @@ TEST_F(LockingTest, ReadOnlyQemuBlocksOurWriterButNotOurReader) {
   // The holder only reads: what stops us is that it does not share writing.
   EXPECT_EQ(rw.status().message(),
             image_ +
-                " is in use by another process (QEMU, qemu-img or qedfuse) that does not "
-                "let others write to it; it can be opened read-only");
+                " is locked: another process (QEMU, qemu-img or qedfuse) uses it and does "
+                "not let others write to it; it can be opened read-only");
   auto ro = OpenLocked(true, QemuLockPerms(true, false, false));
   ASSERT_TRUE(ro.ok()) << ro.status();
   EXPECT_TRUE(loop_.Run((*ro)->Close()).ok());
@@ -307,8 +307,8 @@ TEST_F(OpenImageLockingTest, WeRefuseAnImageQemuHasOpen) {
   ASSERT_FALSE(bb.ok());
   EXPECT_EQ(bb.status().message(),
             image_ +
-                " is being written to by another process (QEMU, qemu-img or qedfuse has it "
-                "open read-write), which this open does not allow");
+                " is locked: another process (QEMU, qemu-img or qedfuse) is writing to it, "
+                "which this open does not allow");
 }
 
 }  // namespace

@@ -56,6 +56,7 @@ constexpr int kWorkers = 8;
 constexpr uint64_t kRawGranule = 4096;
 
 struct ConvertArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
   std::string src;
   std::string dst;
   std::string src_format;
@@ -356,6 +357,7 @@ coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
   so.format = args.src_format;
   so.read_only = true;
   so.lock = !args.force_share;
+  so.backing = args.backing;
   block::OpenReport sreport;
   auto sopened = co_await block::OpenImage(so, &sreport);
   if (!sopened.ok()) {
@@ -413,8 +415,9 @@ coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
 
 int ConvertCommand(int argc, char** argv) {
   ConvertArgs args;
-  enum { kOptTargetIsZero = 256 };
+  enum { kOptTargetIsZero = 256, kOptBacking };
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"backing", required_argument, nullptr, kOptBacking},
                                  {"quiet", no_argument, nullptr, 'q'},
                                  {"progress", no_argument, nullptr, 'p'},
                                  {"force-share", no_argument, nullptr, 'U'},
@@ -451,6 +454,9 @@ int ConvertCommand(int argc, char** argv) {
         break;
       case kOptTargetIsZero:
         args.target_is_zero = true;
+        break;
+      case kOptBacking:
+        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
         break;
       default:
         PrintUsage("convert", true);

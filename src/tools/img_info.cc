@@ -24,6 +24,7 @@ namespace qedfuse::tools {
 namespace {
 
 struct InfoArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
   std::string image;
   std::string format;
   OutputFormat output = OutputFormat::kHuman;
@@ -118,6 +119,7 @@ coro::Task<int> RunInfo(InfoArgs args) {
   opts.read_only = true;
   opts.for_check = true;  // report the image as it is; never repair while inspecting
   opts.lock = !args.force_share;
+  opts.backing = args.backing;
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
@@ -128,7 +130,8 @@ coro::Task<int> RunInfo(InfoArgs args) {
   absl::Status closed = co_await backend->Close();
   if (!closed.ok()) Error(closed);
 
-  auto chain = DescribeChain(args.image, report.format.empty() ? args.format : report.format);
+  if (!report.chain.empty()) report.chain[0].path = args.image;  // shown as given
+  auto chain = DescribeLayers(report.chain);
   if (!chain.ok()) {
     Error(chain.status());
     co_return kExitFailure;
@@ -160,8 +163,9 @@ coro::Task<int> RunInfo(InfoArgs args) {
 
 int InfoCommand(int argc, char** argv) {
   InfoArgs args;
-  enum { kOptOutput = 256, kOptBackingChain };
+  enum { kOptOutput = 256, kOptBackingChain, kOptBacking };
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"backing", required_argument, nullptr, kOptBacking},
                                  {"output", required_argument, nullptr, kOptOutput},
                                  {"backing-chain", no_argument, nullptr, kOptBackingChain},
                                  {"force-share", no_argument, nullptr, 'U'},
@@ -182,6 +186,9 @@ int InfoCommand(int argc, char** argv) {
         break;
       case kOptBackingChain:
         args.backing_chain = true;
+        break;
+      case kOptBacking:
+        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
         break;
       case kOptOutput:
         if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;

@@ -25,6 +25,7 @@ namespace qedfuse::tools {
 namespace {
 
 struct MapArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
   std::string image;
   std::string format;
   OutputFormat output = OutputFormat::kHuman;
@@ -94,6 +95,7 @@ coro::Task<int> RunMap(MapArgs args) {
   opts.format = args.format;
   opts.read_only = true;
   opts.lock = !args.force_share;
+  opts.backing = args.backing;
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
@@ -105,7 +107,7 @@ coro::Task<int> RunMap(MapArgs args) {
   // File names per depth: the name as given for the top, resolved names below it.
   std::vector<std::string> names{args.image};
   std::vector<std::string> formats{report.format};
-  auto chain = DescribeChain(args.image, report.format);
+  auto chain = DescribeLayers(report.chain);
   if (chain.ok()) {
     for (std::size_t i = 1; i < chain->size(); ++i) {
       names.push_back((*chain)[i].filename);
@@ -177,8 +179,9 @@ coro::Task<int> RunMap(MapArgs args) {
 
 int MapCommand(int argc, char** argv) {
   MapArgs args;
-  enum { kOptOutput = 256, kOptStart, kOptMaxLength };
+  enum { kOptOutput = 256, kOptStart, kOptMaxLength, kOptBacking };
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"backing", required_argument, nullptr, kOptBacking},
                                  {"output", required_argument, nullptr, kOptOutput},
                                  {"start-offset", required_argument, nullptr, kOptStart},
                                  {"max-length", required_argument, nullptr, kOptMaxLength},
@@ -197,6 +200,9 @@ int MapCommand(int argc, char** argv) {
         break;
       case 'U':
         args.force_share = true;
+        break;
+      case kOptBacking:
+        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
         break;
       case kOptOutput:
         if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;

@@ -26,16 +26,19 @@ struct CommandEntry {
 constexpr CommandEntry kCommands[] = {
     {"create", CreateCommand,
      "create [-q] [-o cluster_size=N,table_size=N] [-b BACKING [-F raw|qed]] IMAGE [SIZE]"},
-    {"info", InfoCommand, "info [--output=human|json] [--backing-chain] [-f FMT] [-U] IMAGE"},
+    {"info", InfoCommand,
+     "info [--output=human|json] [--backing-chain] [--backing=POLICY] [-f FMT] [-U] IMAGE"},
     {"check", CheckCommand,
-     "check [-q] [-p] [-r leaks|all] [--output=human|json] [-f FMT] [-U] IMAGE"},
+     "check [-q] [-p] [-r leaks|all] [--output=human|json] [--backing=POLICY] [-f FMT] [-U] "
+     "IMAGE"},
     {"map", MapCommand,
-     "map [--output=human|json] [--start-offset=OFFSET] [--max-length=LEN] [-f FMT] [-U] "
+     "map [--output=human|json] [--start-offset=OFFSET] [--max-length=LEN] [--backing=POLICY] "
+     "[-f FMT] [-U] "
      "IMAGE"},
     {"resize", ResizeCommand, "resize [-q] [-f FMT] IMAGE [+]SIZE"},
     {"convert", ConvertCommand,
      "convert [-p] [-q] [-U] [-n [--target-is-zero]] [-f raw|qed] [-O raw|qed] "
-     "[-o cluster_size=N,table_size=N] SRC DST"},
+     "[-o cluster_size=N,table_size=N] [--backing=POLICY] SRC DST"},
 };
 
 constexpr const char* kHelpTail = R"(

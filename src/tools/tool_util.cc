@@ -490,4 +490,14 @@ std::string DirName(const std::string& path) {
   return path.substr(0, slash + 1);
 }
 
+bool ParseBackingOption(const char* text, block::BackingPolicy* out) {
+  std::optional<block::BackingPolicy> p = block::ParseBackingPolicy(text);
+  if (!p) {
+    Error(absl::StrCat("Invalid --backing value '", text, "' (use follow, confined or none)"));
+    return false;
+  }
+  *out = *p;
+  return true;
+}
+
 }  // namespace qedfuse::tools

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "qedfuse/block/open.h"
 
 namespace qedfuse::tools {
 
@@ -133,6 +134,10 @@ bool CheckOperandCount(const char* command, int operands, int count, const char*
                        const char* too_many = "Too many arguments");
 // A -f/-O format name: empty (probe), "qed" or "raw".
 bool CheckFormatName(const std::string& format);
+
+// --backing=follow|confined|none (see block::BackingPolicy); prints the error and returns false
+// on a bad value.
+bool ParseBackingOption(const char* text, block::BackingPolicy* out);
 
 // A qemu-img style progress indicator: "    (12.34/100%)\r" on stdout, rewritten at most once
 // per percent-hundredth, and a newline on Finish(). Disabled unless |enabled|.

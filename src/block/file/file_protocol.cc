@@ -153,7 +153,7 @@ struct LseekJob {
 absl::StatusOr<std::unique_ptr<FileProtocol>> FileProtocol::Open(
     const FileProtocolOptions& options) {
   bool direct = options.cache == CacheMode::kNone;
-  int flags = O_CLOEXEC | (options.read_only ? O_RDONLY : O_RDWR);
+  int flags = O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (options.read_only ? O_RDONLY : O_RDWR);
   if (options.create && !options.read_only) flags |= O_CREAT;
   if (direct) flags |= O_DIRECT;
   int fd = ::open(options.path.c_str(), flags, 0644);
@@ -171,6 +171,16 @@ absl::StatusOr<std::unique_ptr<FileProtocol>> FileProtocol::Open(
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return absl::InvalidArgumentError(
         absl::StrCat(options.path, " is neither a regular file nor a block device"));
+  }
+  if (options.expect_id && (static_cast<uint64_t>(st.st_dev) != options.expect_id->first ||
+                            static_cast<uint64_t>(st.st_ino) != options.expect_id->second)) {
+    return absl::AbortedError(
+        absl::StrCat(options.path, " was replaced by another file while it was being opened"));
+  }
+  // Regular files and block devices never block on open or I/O the way O_NONBLOCK is about;
+  // clear it so that nothing later depends on it.
+  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+    return OpenError(options.path, errno, direct);
   }
   off_t end = ::lseek(fd, 0, SEEK_END);
   if (end < 0) return OpenError(options.path, errno, direct);

@@ -104,12 +104,25 @@ uint64_t LoadBe64(const unsigned char* p) {
 }
 
 // The virtual size of the backing file, as QEMU would open it with |format| ("" probes).
+// Only regular files and block devices are opened (a FIFO would block the open forever); the
+// open cannot block either (O_NONBLOCK), and the opened file must be the one checked.
 absl::StatusOr<uint64_t> BackingVirtualSize(const std::string& path, const std::string& format) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat before;
+  if (::stat(path.c_str(), &before) != 0) {
+    return ErrnoStatus(errno, "cannot open backing file '" + path + "'");
+  }
+  if (!S_ISREG(before.st_mode) && !S_ISBLK(before.st_mode)) {
+    return absl::InvalidArgumentError("backing file '" + path +
+                                      "' is neither a regular file nor a block device");
+  }
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (fd.get() < 0) return ErrnoStatus(errno, "cannot open backing file '" + path + "'");
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) {
     return ErrnoStatus(errno, "cannot stat backing file '" + path + "'");
+  }
+  if (st.st_dev != before.st_dev || st.st_ino != before.st_ino) {
+    return absl::AbortedError("backing file '" + path + "' was replaced while it was opened");
   }
   std::array<std::byte, kHeaderBytes> buf{};
   const ssize_t got = PreadFull(fd.get(), buf.data(), buf.size(), 0);

@@ -205,6 +205,7 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd) {
   oo.cache = o.cache;
   oo.lock = true;
   if (o.need_check_delay) oo.need_check_delay = *o.need_check_delay;
+  oo.backing = o.backing;
   absl::Status hooks = absl::OkStatus();
   if (!o.debug_log_writes.empty()) hooks = InstallWriteLog(o.debug_log_writes, &oo);
   if (hooks.ok() && !o.debug_faults.empty()) hooks = InstallFaults(o.debug_faults, &oo);
@@ -234,6 +235,12 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd) {
   }
   Log(LogLevel::kDebug,
       absl::StrCat("opened ", paths.image, " format ", report.format, " aio ", report.aio));
+  if (report.chain.size() > 1 || (!report.chain.empty() && report.chain[0].backing_ignored)) {
+    // What the disk's unallocated ranges read from is worth a line at every mount.
+    const std::string msg = absl::StrCat("backing chain: ", block::DescribeChain(report.chain));
+    Log(LogLevel::kInfo, msg);
+    if (daemon) syslog(LOG_INFO | LOG_DAEMON, "%s", msg.c_str());
+  }
 
   FrontendConfig fc;
   fc.mountpoint = paths.mountpoint;

@@ -57,6 +57,16 @@ absl::Status SetFormat(MountOptions& o, string_view value) {
   return absl::OkStatus();
 }
 
+absl::Status SetBacking(MountOptions& o, string_view value) {
+  std::optional<block::BackingPolicy> p = block::ParseBackingPolicy(value);
+  if (!p) {
+    return Bad(
+        absl::StrCat("invalid backing policy '", S(value), "' (use follow, confined or none)"));
+  }
+  o.backing = *p;
+  return absl::OkStatus();
+}
+
 absl::Status SetNeedCheckDelay(MountOptions& o, string_view value) {
   long long ms = 0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
@@ -152,6 +162,8 @@ absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
     return SetFormat(o, value);
   } else if (name == "need_check_delay" && has_value) {
     return SetNeedCheckDelay(o, value);
+  } else if (name == "backing" && has_value) {
+    return SetBacking(o, value);
   } else if (name == "writeback_cache") {
     if (!has_value) {
       o.writeback_cache = true;
@@ -220,6 +232,7 @@ constexpr ValueOption kValueOptions[] = {
     {"--aio", SetAio},
     {"--format", SetFormat},
     {"--need-check-delay", SetNeedCheckDelay},
+    {"--backing", SetBacking},
     {"--writeback-cache", SetWritebackFlag},
 };
 
@@ -306,6 +319,11 @@ Options:
       --aio=io_uring|threads image file I/O backend (default: io_uring when available)
       --format=qed|raw       image format (default: qed)
       --need-check-delay=MS  delay before a dirty QED image is marked clean (default 5000)
+      --backing=follow|confined|none
+                             the backing file the image names: open it (default; a name
+                             outside the image's directory is logged), open it only if it
+                             resolves inside the image's directory, or ignore it (reads
+                             as zeros)
       --allow-other          let other users access the mount, as the file's mode allows
                              (default mode 0600; non-root users need user_allow_other)
   -f, --foreground           do not daemonise; log to stderr
@@ -318,6 +336,7 @@ Options:
   -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, allow_root, uid=N,
                              gid=N, umask=OCTAL (mode 0666 & ~umask), cache=..., aio=...,
                              writeback_cache=on|off, format=..., need_check_delay=MS,
+                             backing=follow|confined|none,
                              nosuid, nodev, noexec, fsname=..., debug; /etc/fstab-only
                              options (defaults, noauto, user, _netdev, ...) are ignored
 

@@ -33,6 +33,7 @@ struct MountOptions {
   // |cache|: on for cache=writeback, off for cache=none.
   std::optional<bool> writeback_cache;
   std::optional<std::chrono::milliseconds> need_check_delay;
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;  // --backing=
 
   bool foreground = false;  // -f: stay attached to the terminal
   bool debug = false;       // -d: log every request to stderr (implies foreground)

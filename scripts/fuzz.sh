@@ -2,7 +2,7 @@
 # Longer fuzzing campaigns (the test command runs each target for about a minute only).
 #
 # Usage: scripts/fuzz.sh [TARGET|all] [SECONDS] [JOBS]
-#   TARGET   qed_open_fuzz, qed_header_fuzz, qed_ops_fuzz or all (default all, one after another)
+#   TARGET   qed_open_fuzz, qed_header_fuzz, qed_ops_fuzz, fuse_codec_fuzz or all (default all, one after another)
 #   SECONDS  run time per target (default 600)
 #   JOBS     parallel libFuzzer workers per target (default 1)
 #
@@ -23,11 +23,11 @@ target=${1:-all}
 seconds=${2:-600}
 jobs=${3:-1}
 dir=$root/${QEDFUSE_FUZZ_BUILD_DIR:-build-fuzz}
-all_targets=(qed_open_fuzz qed_header_fuzz qed_ops_fuzz)
+all_targets=(qed_open_fuzz qed_header_fuzz qed_ops_fuzz fuse_codec_fuzz)
 
 case $target in
   all) targets=("${all_targets[@]}") ;;
-  qed_open_fuzz | qed_header_fuzz | qed_ops_fuzz) targets=("$target") ;;
+  qed_open_fuzz | qed_header_fuzz | qed_ops_fuzz | fuse_codec_fuzz) targets=("$target") ;;
   *)
     echo "fuzz.sh: unknown target '$target' (expected: ${all_targets[*]} or all)" >&2
     exit 2
@@ -59,8 +59,10 @@ for t in "${targets[@]}"; do
     mv "$work/corpus" "$work/previous"
   fi
   echo "=== $t: ${seconds}s, $jobs job(s)"
+  dict=$root/tests/fuzz/qed.dict
+  [[ $t == fuse_* ]] && dict=$root/tests/fuzz/fuse.dict
   QEDFUSE_FUZZ_EXTRA_CORPUS=$work/previous "$root/tests/fuzz/fuzz_run.sh" \
-    "$dir/tests/fuzz/$t" "$root/tests/fuzz/corpus/$t" "$root/tests/fuzz/qed.dict" "$work" \
+    "$dir/tests/fuzz/$t" "$root/tests/fuzz/corpus/$t" "$dict" "$work" \
     "$seconds" "$jobs"
   rc=$?
   grep -h '^stat::' "$work/fuzz.log" | sort | uniq

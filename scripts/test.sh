@@ -62,7 +62,8 @@ run_tree() {
   echo "=== [$name] build $dir"
   local targets=() args=("${test_args[@]}")
   if [[ $name == fuzz ]]; then
-    targets=(tests/fuzz/qed_open_fuzz tests/fuzz/qed_header_fuzz tests/fuzz/qed_ops_fuzz)
+    targets=(tests/fuzz/qed_open_fuzz tests/fuzz/qed_header_fuzz tests/fuzz/qed_ops_fuzz
+      tests/fuzz/fuse_codec_fuzz)
     args=(--suite fuzz)
   fi
   if ! ninja -C "$dir" -j "$jobs" "${targets[@]}"; then

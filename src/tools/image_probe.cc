@@ -116,32 +116,14 @@ absl::StatusOr<LayerInfo> DescribeLayer(const std::string& path, const std::stri
   return info;
 }
 
-absl::StatusOr<std::vector<LayerInfo>> DescribeChain(const std::string& path,
-                                                     const std::string& format, int max_depth) {
+absl::StatusOr<std::vector<LayerInfo>> DescribeLayers(const std::vector<block::ChainLink>& links) {
   std::vector<LayerInfo> chain;
-  std::vector<std::pair<dev_t, ino_t>> seen;
-  std::string next = path;
-  std::string next_format = format;
-  while (true) {
-    struct stat st {};
-    if (::stat(next.c_str(), &st) != 0) return ErrnoStatus("Could not open '" + next + "'", errno);
-    for (const auto& [dev, ino] : seen) {
-      if (dev == st.st_dev && ino == st.st_ino) {
-        return absl::InvalidArgumentError("Backing chain of '" + path + "' loops at '" + next +
-                                          "'");
-      }
-    }
-    seen.emplace_back(st.st_dev, st.st_ino);
-    auto layer = DescribeLayer(next, next_format);
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    auto layer = DescribeLayer(links[i].path, links[i].format);
     if (!layer.ok()) return layer.status();
+    // The file below is the one the block layer opened; none when the policy ignored it.
+    if (i + 1 == links.size()) layer->full_backing.clear();
     chain.push_back(std::move(*layer));
-    const LayerInfo& top = chain.back();
-    if (top.full_backing.empty()) break;
-    if (static_cast<int>(chain.size()) > max_depth) {
-      return absl::InvalidArgumentError("Backing chain of '" + path + "' is too deep");
-    }
-    next = top.full_backing;
-    next_format = top.backing_format;
   }
   return chain;
 }

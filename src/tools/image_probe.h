@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "block/qed/qed_format.h"
+#include "qedfuse/block/open.h"
 
 namespace qedfuse::tools {
 
@@ -30,10 +31,10 @@ struct LayerInfo {
 // beyond decoding it: callers open the image through block::OpenImage first.
 absl::StatusOr<LayerInfo> DescribeLayer(const std::string& path, const std::string& format);
 
-// The whole chain, top first, following backing names until a layer has none. A loop or a chain
-// deeper than |max_depth| is reported as an error.
-absl::StatusOr<std::vector<LayerInfo>> DescribeChain(const std::string& path,
-                                                     const std::string& format, int max_depth = 64);
+// The chain block::OpenImage opened (OpenReport::chain, top first; it resolved the backing
+// names under the caller's BackingPolicy and refused loops, deep chains and files that are not
+// regular files or block devices). A backing name the policy ignored is shown but not followed.
+absl::StatusOr<std::vector<LayerInfo>> DescribeLayers(const std::vector<block::ChainLink>& chain);
 
 // Names the feature bits, e.g. "backing-file, need-check"; "none" for 0; unknown bits in hex.
 std::string FeatureNames(uint64_t features);

@@ -31,6 +31,7 @@ constexpr int kExitLeaks = 3;
 constexpr int kExitNotSupported = 63;
 
 struct CheckArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
   std::string image;
   std::string format;
   OutputFormat output = OutputFormat::kHuman;
@@ -98,10 +99,12 @@ coro::Task<int> RunCheck(CheckArgs args) {
   opts.read_only = !args.repair;
   opts.for_check = true;
   opts.lock = !args.force_share;
+  opts.backing = args.backing;
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(),
+                    args.repair ? OpenPurpose::kWrite : OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
@@ -171,8 +174,9 @@ int CheckCommand(int argc, char** argv) {
   CheckArgs args;
   args.progress = StdoutIsTty();
   bool progress_flag = false;
-  enum { kOptOutput = 256 };
+  enum { kOptOutput = 256, kOptBacking };
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"backing", required_argument, nullptr, kOptBacking},
                                  {"output", required_argument, nullptr, kOptOutput},
                                  {"repair", required_argument, nullptr, 'r'},
                                  {"force-share", no_argument, nullptr, 'U'},
@@ -206,6 +210,9 @@ int CheckCommand(int argc, char** argv) {
         break;
       case 'p':
         progress_flag = true;
+        break;
+      case kOptBacking:
+        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
         break;
       case kOptOutput:
         if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;

@@ -1,17 +1,27 @@
-// qedimg convert: copies an image (raw or QED, with its backing chain flattened) into a new raw
-// or QED image.
+// qedimg convert: copies an image (raw or QED, with its backing chain flattened) into a raw or
+// QED target: a new file, an existing file (emptied first, as qemu-img re-creates it), a block
+// device, or with -n an existing image written into as it is.
 //
-// The copy is sparse: the source's block status skips ranges that read as zeros without reading
-// them, and the data that is read is scanned per granule (a cluster for a QED target, 4 KiB for
-// a raw target) so that all-zero granules are not written either. A new QED image reads zeros
-// wherever nothing was written (no backing file) and a new raw file is created at full length
-// with ftruncate, so skipped ranges stay unallocated: holes in raw, unallocated clusters in QED.
+// What the target holds before the copy decides what becomes of the source's zero ranges. A
+// target qedimg has just made reads as zeros: a new QED image, or a raw file cut to length 0 and
+// extended (ftruncate's result is checked: a file that refuses to shrink, such as a mounted
+// qedfuse disk, is an error, not a file assumed empty). Zero ranges are then skipped and stay
+// unallocated: holes in raw, unallocated clusters in QED. Any other target (a block device, an
+// existing image with -n) still holds its old bytes, so every zero range is written as zeros with
+// WriteZeroes (holes punched or ranges zeroed where the file or device can, zeros written where
+// it cannot), unless the user vouches for the target with --target-is-zero.
+//
+// The copy is sparse on the source side too: the source's block status skips ranges that read as
+// zeros without reading them, and the data that is read is scanned per granule (a cluster for a
+// QED target, 4 KiB for a raw target) so that all-zero granules count as zero ranges.
 //
 // Speed comes from large requests (2 MiB chunks) with several in flight on the event loop.
 // Reads run out of order; writes to a QED target are issued in chunk order (as qemu-img does by
 // default), which keeps the new image's clusters in guest order.
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,7 +34,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "block/file/file_lock.h"
 #include "block/qed/qed_create.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/block/io_vector.h"
@@ -43,6 +56,7 @@ constexpr int kWorkers = 8;
 constexpr uint64_t kRawGranule = 4096;
 
 struct ConvertArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
   std::string src;
   std::string dst;
   std::string src_format;
@@ -50,6 +64,9 @@ struct ConvertArgs {
   std::vector<std::string> option_lists;
   bool progress = false;
   bool quiet = false;
+  bool skip_create = false;     // -n: write into the existing target as it is
+  bool target_is_zero = false;  // --target-is-zero: the user says the -n target reads as zeros
+  bool force_share = false;     // -U: open the source without locks
 };
 
 struct Copier {
@@ -59,6 +76,8 @@ struct Copier {
   uint64_t chunk = kChunkBytes;
   uint64_t granule = kRawGranule;
   bool in_order = false;
+  // The target reads as zeros already: zero ranges need no write.
+  bool target_zero = false;
 
   uint64_t next_chunk = 0;  // next chunk index to claim
   // In-order writes: every chunk below this index is written or known to be zero.
@@ -92,16 +111,26 @@ bool AllZero(const std::byte* p, std::size_t n) {
   return true;
 }
 
-// Reads chunk |idx| into |buf| (zero-filling ranges the source reports as zeros) and returns
-// the granule-aligned runs, relative to the chunk start, that hold non-zero bytes.
-struct ChunkData {
-  std::vector<std::pair<uint64_t, uint64_t>> runs;  // to write, relative to the chunk
-  uint64_t zero_end = 0;  // when the whole chunk reads as zeros: where that zero run ends
+// A stretch of the target to write: data from the chunk buffer, or zeros.
+struct Piece {
+  uint64_t offset = 0;  // in the image
+  uint64_t length = 0;
+  bool zero = false;
 };
 
+// What ReadChunk found in one chunk.
+struct ChunkData {
+  // Data and zero pieces covering the chunk in order, when it holds any data.
+  std::vector<Piece> pieces;
+  // When the whole chunk reads as zeros: where that zero run ends (past the chunk if the run goes
+  // on); 0 otherwise.
+  uint64_t zero_end = 0;
+};
+
+// Reads chunk [off, off+len) into |buf| (zero-filling ranges the source reports as zeros) and
+// splits it into granule-aligned data and zero pieces.
 coro::Task<ChunkData> ReadChunk(Copier* s, uint64_t off, uint64_t len, block::IoBuffer* buf) {
   ChunkData out;
-  std::vector<std::pair<uint64_t, uint64_t>>& runs = out.runs;
   bool any_data = false;
   uint64_t pos = off;
   while (pos < off + len && !s->failed) {
@@ -134,14 +163,18 @@ coro::Task<ChunkData> ReadChunk(Copier* s, uint64_t off, uint64_t len, block::Io
     }
     pos += n;
   }
-  if (!any_data) co_return out;
+  if (s->failed) co_return out;
+  if (!any_data) {  // zero runs of several layers: the chunk is zeros all the same
+    out.zero_end = off + len;
+    co_return out;
+  }
   for (uint64_t g = 0; g < len; g += s->granule) {
     uint64_t n = std::min(s->granule, len - g);
-    if (AllZero(buf->data() + g, n)) continue;
-    if (!runs.empty() && runs.back().first + runs.back().second == g) {
-      runs.back().second += n;
+    bool zero = AllZero(buf->data() + g, n);
+    if (!out.pieces.empty() && out.pieces.back().zero == zero) {
+      out.pieces.back().length += n;
     } else {
-      runs.emplace_back(g, n);
+      out.pieces.push_back(Piece{off + g, n, zero});
     }
   }
   co_return out;
@@ -155,14 +188,22 @@ coro::Task<void> CopyWorker(Copier* s) {
     if (off >= s->length) break;
     uint64_t len = std::min(s->chunk, s->length - off);
     ChunkData chunk = co_await ReadChunk(s, off, len, &buf);
-    // Chunks wholly inside a zero run that reaches past this one need no work: skip them by
-    // moving the shared cursor (chunks other workers already claimed are zero too).
+    if (s->failed) break;
     uint64_t skip_to = idx + 1;
-    if (chunk.zero_end > off + len) {
-      skip_to = chunk.zero_end / s->chunk;
-      if (skip_to > s->next_chunk) {
-        s->done += (skip_to - s->next_chunk) * s->chunk;
-        s->next_chunk = skip_to;
+    if (chunk.zero_end != 0) {
+      chunk.pieces.push_back(Piece{off, len, true});
+      // Chunks wholly inside a zero run that reaches past this one are done here in one step:
+      // move the shared cursor past them (chunks other workers already claimed are zero too,
+      // and those workers handle them).
+      if (chunk.zero_end > off + len) {
+        skip_to = chunk.zero_end / s->chunk;
+        if (skip_to > s->next_chunk) {
+          uint64_t from = s->next_chunk * s->chunk;
+          uint64_t to = skip_to * s->chunk;
+          chunk.pieces.push_back(Piece{from, to - from, true});
+          s->done += to - from;
+          s->next_chunk = skip_to;
+        }
       }
     }
     if (s->in_order) {
@@ -171,12 +212,18 @@ coro::Task<void> CopyWorker(Copier* s) {
       coro::CoMutex::Guard g = co_await s->order_lock.Lock();
       while (s->next_write < idx && !s->failed) co_await s->order_queue.Wait(g);
     }
-    for (const auto& [rel, n] : chunk.runs) {
+    for (const Piece& p : chunk.pieces) {
       if (s->failed) break;
-      auto w = co_await s->dst->Write(off + rel, block::IoVector(buf.data() + rel, n));
+      Result<void> w = Ok();
+      if (!p.zero) {
+        w = co_await s->dst->Write(p.offset,
+                                   block::IoVector(buf.data() + (p.offset - off), p.length));
+      } else if (!s->target_zero) {
+        w = co_await s->dst->WriteZeroes(p.offset, p.length, block::ZeroFlags::kMayUnmap);
+      }
       if (!w) {
         s->Fail(absl::StrFormat("error while writing at byte %llu: %s",
-                                static_cast<unsigned long long>(off + rel), w.error().message()));
+                                static_cast<unsigned long long>(p.offset), w.error().message()));
       }
     }
     if (s->in_order) {
@@ -194,28 +241,114 @@ coro::Task<void> CopyWorker(Copier* s) {
   }
 }
 
-// Creates the raw target at full length (all holes).
-absl::Status CreateRaw(const std::string& path, uint64_t length) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::Status(absl::ErrnoToStatusCode(errno),
-                        absl::StrFormat("Could not create '%s': %s", path, std::strerror(errno)));
+absl::Status ErrnoError(int err, const std::string& what) {
+  return absl::Status(absl::ErrnoToStatusCode(err),
+                      absl::StrFormat("%s: %s", what, std::strerror(err)));
+}
+
+// Prepares a raw target for a convert without -n, as qemu-img re-creates it: a block device is
+// used as it is, if it is big enough; a file is created, or emptied and extended to |length|.
+// Returns true when the target now reads as zeros (a file), false when it holds old data (a
+// device). Never trusts O_TRUNC: a file that ignores it would keep its old bytes.
+absl::StatusOr<bool> PrepareRawTarget(const std::string& path, uint64_t length) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError(errno, "Could not create '" + path + "'");
+  absl::Cleanup close_fd = [fd] { ::close(fd); };
+  // Like qemu-img, refuse to destroy a file another process uses (the locks go with the fd).
+  absl::Status locked = block::ApplyQemuLocks(fd, path, block::QemuCreateLockPerms());
+  if (!locked.ok()) return locked;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return ErrnoError(errno, "Could not stat '" + path + "'");
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t size = 0;
+    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) {
+      return ErrnoError(errno, "Could not get the size of '" + path + "'");
+    }
+    if (size < length) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "Cannot grow device files: the device holds %u bytes, the image needs %u", size, length));
+    }
+    return false;
   }
-  int rc = ::ftruncate(fd, static_cast<off_t>(length));
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrFormat("Could not resize '%s': %s", path, std::strerror(err)));
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("'%s' is neither a regular file nor a block device", path));
   }
-  return absl::OkStatus();
+  if (::ftruncate(fd, 0) != 0) {
+    int err = errno;
+    absl::Status status = ErrnoError(err, "Could not resize file");
+    if (err != EPERM) return status;
+    // A mounted qedfuse disk (like a block device) refuses to shrink.
+    return absl::Status(status.code(),
+                        absl::StrCat(status.message(),
+                                     "\nThe file refuses to be emptied (a mounted qedfuse disk "
+                                     "never shrinks).\nUse -n to convert into it as it is; zero "
+                                     "ranges are then written as zeros."));
+  }
+  if (::fstat(fd, &st) != 0) return ErrnoError(errno, "Could not stat '" + path + "'");
+  if (st.st_size != 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "'%s' still holds %u bytes after being truncated to 0; use -n to convert into it as it is",
+        path, static_cast<uint64_t>(st.st_size)));
+  }
+  if (::ftruncate(fd, static_cast<off_t>(length)) != 0) {
+    return ErrnoError(errno, "Could not resize file");
+  }
+  return true;
 }
 
 bool SameFile(const std::string& a, const std::string& b) {
   struct stat sa {};
   struct stat sb {};
   if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
+  if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode)) return sa.st_rdev == sb.st_rdev;
   return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+// Opens (and, without -n, first creates) the target. On failure prints the error and returns
+// null. |*target_zero| tells whether it reads as zeros.
+coro::Task<std::unique_ptr<block::BlockBackend>> OpenTarget(const ConvertArgs& args,
+                                                            qed::CreateOptions create,
+                                                            uint64_t length, bool* target_zero) {
+  *target_zero = args.target_is_zero;
+  if (!args.skip_create) {
+    absl::Status made;
+    if (args.dst_format == "qed") {
+      create.path = args.dst;
+      create.size = length;
+      made = qed::CreateImage(create);
+      *target_zero = true;  // a new QED image without a backing file
+    } else {
+      absl::StatusOr<bool> prepared = PrepareRawTarget(args.dst, length);
+      made = prepared.status();
+      if (prepared.ok()) *target_zero = *prepared;
+    }
+    if (!made.ok()) {
+      Error(absl::StrFormat("%s: error while converting %s: %s", args.dst, args.dst_format,
+                            made.message()));
+      HintOnLockConflict(made, OpenPurpose::kWrite);
+      co_return nullptr;
+    }
+  }
+  block::OpenOptions opts;
+  opts.path = args.dst;
+  opts.format = args.dst_format;  // never probed: a raw target may hold any bytes
+  opts.read_only = false;
+  auto opened = co_await block::OpenImage(opts, nullptr);
+  if (!opened.ok()) {
+    ReportOpenError(args.dst, opened.status(), OpenPurpose::kWrite);
+    co_return nullptr;
+  }
+  std::unique_ptr<block::BlockBackend> dst = std::move(*opened);
+  if (dst->length() < length) {
+    Error(absl::StrFormat(
+        "output file is smaller than input file: '%s' holds %u bytes, '%s' needs %u", args.dst,
+        dst->length(), args.src, length));
+    absl::Status closed = co_await dst->Close();
+    if (!closed.ok()) Error(closed);
+    co_return nullptr;
+  }
+  co_return dst;
 }
 
 coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
@@ -223,47 +356,32 @@ coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
   so.path = args.src;
   so.format = args.src_format;
   so.read_only = true;
+  so.lock = !args.force_share;
+  so.backing = args.backing;
   block::OpenReport sreport;
   auto sopened = co_await block::OpenImage(so, &sreport);
   if (!sopened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.src, sopened.status().message()));
+    ReportOpenError(args.src, sopened.status(), OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> src = std::move(*sopened);
   uint64_t length = src->length();
 
-  absl::Status created;
-  if (args.dst_format == "qed") {
-    create.path = args.dst;
-    create.size = length;
-    created = qed::CreateImage(create);
-  } else {
-    created = CreateRaw(args.dst, length);
-  }
-  if (!created.ok()) {
-    Error(absl::StrFormat("%s: %s", args.dst, created.message()));
+  bool target_zero = false;
+  std::unique_ptr<block::BlockBackend> dst =
+      co_await OpenTarget(args, create, length, &target_zero);
+  if (dst == nullptr) {
     absl::Status c = co_await src->Close();
     (void)c;
     co_return kExitFailure;
   }
-  block::OpenOptions dopts;
-  dopts.path = args.dst;
-  dopts.format = args.dst_format;
-  dopts.read_only = false;
-  auto dopened = co_await block::OpenImage(dopts, nullptr);
-  if (!dopened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.dst, dopened.status().message()));
-    absl::Status c = co_await src->Close();
-    (void)c;
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> dst = std::move(*dopened);
 
   Progress progress(args.progress);
   Copier s;
   s.src = src.get();
   s.dst = dst.get();
-  s.length = std::min(length, dst->length());
+  s.length = length;
+  s.target_zero = target_zero;
   s.in_order = args.dst_format == "qed";
   s.granule = args.dst_format == "qed" ? create.cluster_size : kRawGranule;
   s.chunk = std::max<uint64_t>(kChunkBytes, s.granule);
@@ -297,15 +415,18 @@ coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
 
 int ConvertCommand(int argc, char** argv) {
   ConvertArgs args;
-  args.progress = false;
+  enum { kOptTargetIsZero = 256, kOptBacking };
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"backing", required_argument, nullptr, kOptBacking},
                                  {"quiet", no_argument, nullptr, 'q'},
                                  {"progress", no_argument, nullptr, 'p'},
+                                 {"force-share", no_argument, nullptr, 'U'},
+                                 {"target-is-zero", no_argument, nullptr, kOptTargetIsZero},
                                  {nullptr, 0, nullptr, 0}};
   optind = 0;
   int c;
   bool progress_flag = false;
-  while ((c = getopt_long(argc, argv, "+hf:O:o:pq", kLong, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "+hf:O:o:pqnU", kLong, nullptr)) != -1) {
     switch (c) {
       case 'h':
         PrintUsage("convert", false);
@@ -325,6 +446,18 @@ int ConvertCommand(int argc, char** argv) {
       case 'q':
         args.quiet = true;
         break;
+      case 'n':
+        args.skip_create = true;
+        break;
+      case 'U':
+        args.force_share = true;
+        break;
+      case kOptTargetIsZero:
+        args.target_is_zero = true;
+        break;
+      case kOptBacking:
+        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
+        break;
       default:
         PrintUsage("convert", true);
         return kExitFailure;
@@ -338,6 +471,14 @@ int ConvertCommand(int argc, char** argv) {
   args.src = argv[optind];
   args.dst = argv[optind + 1];
   if (!CheckFormatName(args.src_format) || !CheckFormatName(args.dst_format)) return kExitFailure;
+  if (args.target_is_zero && !args.skip_create) {
+    Error("--target-is-zero requires use of -n flag");
+    return kExitFailure;
+  }
+  if (args.skip_create && !args.option_lists.empty()) {
+    Error("-o has no effect when skipping image creation");
+    return kExitFailure;
+  }
   qed::CreateOptions create;
   if (args.dst_format == "raw" && !args.option_lists.empty()) {
     Error("-o options apply to a QED target only (-O qed)");

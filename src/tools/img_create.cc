@@ -86,6 +86,7 @@ coro::Task<int> RunCreate(CreateArgs args) {
   absl::Status st = qed::CreateImage(c);
   if (!st.ok()) {
     Error(absl::StrFormat("%s: %s", c.path, st.message()));
+    HintOnLockConflict(st, OpenPurpose::kWrite);
     co_return kExitFailure;
   }
   co_return kExitOk;
@@ -96,11 +97,8 @@ coro::Task<int> RunCreate(CreateArgs args) {
 bool ApplyOption(const std::string& image, const std::string& key, const std::string& value,
                  qed::CreateOptions* c, bool* table_size_given) {
   if (key == "cluster_size" || key == "table_size") {
-    auto v = ParseSize(value);
-    if (!v || *v > UINT32_MAX) {
-      Error(absl::StrFormat("%s: Parameter '%s' expects a size, got '%s'", image, key, value));
-      return false;
-    }
+    auto v = ParseSizeParameter(image, key, value, UINT32_MAX);
+    if (!v) return false;
     if (key == "cluster_size") {
       c->cluster_size = static_cast<uint32_t>(*v);
     } else {
@@ -203,10 +201,13 @@ int CreateCommand(int argc, char** argv) {
     return kExitFailure;
   }
   if (optind + 1 < argc) {
-    auto size = ParseSize(argv[optind + 1]);
-    if (!size || *size > (uint64_t{1} << 63)) {
-      Error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
-      Error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+    bool out_of_range = false;
+    bool is_number = ParseSize(argv[optind + 1], &out_of_range).has_value() || out_of_range;
+    auto size = ParseSizeArgument("image size", argv[optind + 1]);
+    if (!size) {
+      // Past qemu-img's range, the limit of the image's geometry is the useful figure.
+      std::string capacity = QedCapacityText(co.cluster_size, co.table_size);
+      if (is_number && !capacity.empty()) Error(co.path + ": " + capacity);
       return kExitFailure;
     }
     args.size_arg = *size;

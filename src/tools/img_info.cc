@@ -24,6 +24,7 @@ namespace qedfuse::tools {
 namespace {
 
 struct InfoArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
   std::string image;
   std::string format;
   OutputFormat output = OutputFormat::kHuman;
@@ -69,7 +70,7 @@ JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
 }
 
 void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
-  std::printf("image: %s\n", l.filename.c_str());
+  std::printf("image: %s\n", Printable(l.filename).c_str());
   std::printf("file format: %s\n", l.format.c_str());
   std::printf("virtual size: %s (%llu bytes)\n", HumanSize(l.virtual_size).c_str(),
               static_cast<unsigned long long>(l.virtual_size));
@@ -79,10 +80,10 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
   std::printf("cluster_size: %u\n", h.cluster_size);
   if (!l.backing_name.empty()) {
     if (l.full_backing != l.backing_name) {
-      std::printf("backing file: %s (actual path: %s)\n", l.backing_name.c_str(),
-                  l.full_backing.c_str());
+      std::printf("backing file: %s (actual path: %s)\n", Printable(l.backing_name).c_str(),
+                  Printable(l.full_backing).c_str());
     } else {
-      std::printf("backing file: %s\n", l.backing_name.c_str());
+      std::printf("backing file: %s\n", Printable(l.backing_name).c_str());
     }
     if (!l.backing_format.empty()) {
       std::printf("backing file format: %s\n", l.backing_format.c_str());
@@ -106,7 +107,7 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
   std::printf("    file size: %llu\n", static_cast<unsigned long long>(l.file_size));
   if (!below.empty()) {
     std::vector<std::string> names;
-    for (const LayerInfo& b : below) names.push_back(b.filename + " (" + b.format + ")");
+    for (const LayerInfo& b : below) names.push_back(Printable(b.filename) + " (" + b.format + ")");
     std::printf("    backing chain: %s\n", absl::StrJoin(names, " -> ").c_str());
   }
 }
@@ -118,17 +119,19 @@ coro::Task<int> RunInfo(InfoArgs args) {
   opts.read_only = true;
   opts.for_check = true;  // report the image as it is; never repair while inspecting
   opts.lock = !args.force_share;
+  opts.backing = args.backing;
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
   absl::Status closed = co_await backend->Close();
   if (!closed.ok()) Error(closed);
 
-  auto chain = DescribeChain(args.image, report.format.empty() ? args.format : report.format);
+  if (!report.chain.empty()) report.chain[0].path = args.image;  // shown as given
+  auto chain = DescribeLayers(report.chain);
   if (!chain.ok()) {
     Error(chain.status());
     co_return kExitFailure;
@@ -160,8 +163,9 @@ coro::Task<int> RunInfo(InfoArgs args) {
 
 int InfoCommand(int argc, char** argv) {
   InfoArgs args;
-  enum { kOptOutput = 256, kOptBackingChain };
+  enum { kOptOutput = 256, kOptBackingChain, kOptBacking };
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"backing", required_argument, nullptr, kOptBacking},
                                  {"output", required_argument, nullptr, kOptOutput},
                                  {"backing-chain", no_argument, nullptr, kOptBackingChain},
                                  {"force-share", no_argument, nullptr, 'U'},
@@ -182,6 +186,9 @@ int InfoCommand(int argc, char** argv) {
         break;
       case kOptBackingChain:
         args.backing_chain = true;
+        break;
+      case kOptBacking:
+        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
         break;
       case kOptOutput:
         if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;

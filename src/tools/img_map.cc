@@ -25,6 +25,7 @@ namespace qedfuse::tools {
 namespace {
 
 struct MapArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
   std::string image;
   std::string format;
   OutputFormat output = OutputFormat::kHuman;
@@ -68,7 +69,8 @@ bool Dump(OutputFormat fmt, const Extent& e, Extent* next) {
       std::string s = absl::StrFormat("%#x", e.start);
       std::string l = absl::StrFormat("%#x", e.length);
       std::string o = absl::StrFormat("%#x", e.offset.value_or(0));
-      std::printf("%-16s%-16s%-16s%s\n", s.c_str(), l.c_str(), o.c_str(), e.filename.c_str());
+      std::printf("%-16s%-16s%-16s%s\n", s.c_str(), l.c_str(), o.c_str(),
+                  Printable(e.filename).c_str());
     }
     if (next != nullptr && (!next->data || next->zero)) {
       next->data = false;
@@ -93,10 +95,11 @@ coro::Task<int> RunMap(MapArgs args) {
   opts.format = args.format;
   opts.read_only = true;
   opts.lock = !args.force_share;
+  opts.backing = args.backing;
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
@@ -104,7 +107,7 @@ coro::Task<int> RunMap(MapArgs args) {
   // File names per depth: the name as given for the top, resolved names below it.
   std::vector<std::string> names{args.image};
   std::vector<std::string> formats{report.format};
-  auto chain = DescribeChain(args.image, report.format);
+  auto chain = DescribeLayers(report.chain);
   if (chain.ok()) {
     for (std::size_t i = 1; i < chain->size(); ++i) {
       names.push_back((*chain)[i].filename);
@@ -176,8 +179,9 @@ coro::Task<int> RunMap(MapArgs args) {
 
 int MapCommand(int argc, char** argv) {
   MapArgs args;
-  enum { kOptOutput = 256, kOptStart, kOptMaxLength };
+  enum { kOptOutput = 256, kOptStart, kOptMaxLength, kOptBacking };
   static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
+                                 {"backing", required_argument, nullptr, kOptBacking},
                                  {"output", required_argument, nullptr, kOptOutput},
                                  {"start-offset", required_argument, nullptr, kOptStart},
                                  {"max-length", required_argument, nullptr, kOptMaxLength},
@@ -197,24 +201,21 @@ int MapCommand(int argc, char** argv) {
       case 'U':
         args.force_share = true;
         break;
+      case kOptBacking:
+        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
+        break;
       case kOptOutput:
         if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
         break;
       case kOptStart: {
-        auto v = ParseSize(optarg);
-        if (!v) {
-          Error(std::string("Invalid start offset specified: ") + optarg);
-          return kExitFailure;
-        }
+        auto v = ParseSizeArgument("start offset", optarg);
+        if (!v) return kExitFailure;
         args.start = *v;
         break;
       }
       case kOptMaxLength: {
-        auto v = ParseSize(optarg);
-        if (!v) {
-          Error(std::string("Invalid max length specified: ") + optarg);
-          return kExitFailure;
-        }
+        auto v = ParseSizeArgument("max length", optarg);
+        if (!v) return kExitFailure;
         args.max_length = *v;
         break;
       }

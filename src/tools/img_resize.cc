@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "absl/strings/str_format.h"
+#include "block/qed/qed_driver.h"
 #include "qedfuse/base/errors.h"
 #include "qedfuse/block/open.h"
 #include "qedfuse/coro/event_loop.h"
@@ -32,12 +33,8 @@ coro::Task<int> RunResize(ResizeArgs args) {
     sign = text[0];
     text.erase(0, 1);
   }
-  auto amount = ParseSize(text);
-  if (!amount) {
-    Error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
-    Error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-    co_return kExitFailure;
-  }
+  auto amount = ParseSizeParameter("", "size", text);
+  if (!amount) co_return kExitFailure;
 
   block::OpenOptions opts;
   opts.path = args.image;
@@ -46,7 +43,7 @@ coro::Task<int> RunResize(ResizeArgs args) {
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    Error(absl::StrFormat("Could not open '%s': %s", args.image, opened.status().message()));
+    ReportOpenError(args.image, opened.status(), OpenPurpose::kWrite);
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
@@ -74,10 +71,15 @@ coro::Task<int> RunResize(ResizeArgs args) {
     auto r = co_await backend->Truncate(target);
     if (!r) {
       if (r.error() == make_error_code(Errc::kOutOfRange)) {
-        Error(absl::StrFormat(
-            "Invalid image size specified: %llu bytes %s", static_cast<unsigned long long>(target),
-            target % 512 != 0 ? "is not a multiple of 512"
-                              : "exceeds the maximum size of the image's geometry"));
+        std::string why = "is not a multiple of 512";
+        if (target % 512 == 0) {
+          why = "is more than the image can hold";
+          if (auto* q = dynamic_cast<qed::QedDriver*>(&backend->driver())) {
+            const qed::Geometry& g = q->geometry();
+            why += ": " + QedCapacityText(g.cluster_size, g.table_size);
+          }
+        }
+        Error(absl::StrFormat("Invalid image size specified: %u bytes %s", target, why));
       } else {
         Error(absl::StrFormat("Error resizing image: %s", r.error().message()));
       }

@@ -3,6 +3,7 @@
 // img_<name>.cc; this file only dispatches and prints help.
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include "qedfuse/base/log.h"
@@ -25,15 +26,19 @@ struct CommandEntry {
 constexpr CommandEntry kCommands[] = {
     {"create", CreateCommand,
      "create [-q] [-o cluster_size=N,table_size=N] [-b BACKING [-F raw|qed]] IMAGE [SIZE]"},
-    {"info", InfoCommand, "info [--output=human|json] [--backing-chain] [-f FMT] [-U] IMAGE"},
+    {"info", InfoCommand,
+     "info [--output=human|json] [--backing-chain] [--backing=POLICY] [-f FMT] [-U] IMAGE"},
     {"check", CheckCommand,
-     "check [-q] [-p] [-r leaks|all] [--output=human|json] [-f FMT] [-U] IMAGE"},
+     "check [-q] [-p] [-r leaks|all] [--output=human|json] [--backing=POLICY] [-f FMT] [-U] "
+     "IMAGE"},
     {"map", MapCommand,
-     "map [--output=human|json] [--start-offset=OFFSET] [--max-length=LEN] [-f FMT] [-U] "
+     "map [--output=human|json] [--start-offset=OFFSET] [--max-length=LEN] [--backing=POLICY] "
+     "[-f FMT] [-U] "
      "IMAGE"},
     {"resize", ResizeCommand, "resize [-q] [-f FMT] IMAGE [+]SIZE"},
     {"convert", ConvertCommand,
-     "convert [-p] [-q] [-f raw|qed] [-O raw|qed] [-o cluster_size=N,table_size=N] SRC DST"},
+     "convert [-p] [-q] [-U] [-n [--target-is-zero]] [-f raw|qed] [-O raw|qed] "
+     "[-o cluster_size=N,table_size=N] [--backing=POLICY] SRC DST"},
 };
 
 constexpr const char* kHelpTail = R"(
@@ -43,7 +48,8 @@ Commands:
   check    check consistency; -r leaks|all repairs invalid table entries
   map      list the extents of the image: data, zero, unallocated, from a backing file
   resize   grow the virtual size (shrinking is refused)
-  convert  copy between raw and QED (-O raw|qed), keeping zero areas sparse
+  convert  copy between raw and QED (-O raw|qed), keeping zero areas sparse; the target may be
+           a new or existing file, a block device, or (-n) an existing image written into
 
 SIZE accepts the suffixes k, M, G, T, P, E (powers of 1024) and is rounded up to 512 bytes.
 
@@ -81,11 +87,14 @@ void PrintUsage(const char* command, bool to_stderr) {
 int main(int argc, char** argv) {
   using namespace qedfuse::tools;
   qedfuse::SetLogProgram("qedimg");  // block-layer reports (corruption, I/O errors) name us
-  if (argc < 2) {
-    Error("Not enough arguments");
-    PrintUsage("", true);
+  // Top-level mistakes get one line and a pointer to --help, as in qemu-img; the full help is
+  // only printed when asked for.
+  auto bad_usage = [](const std::string& message) {
+    Error(message);
+    Hint("Try 'qedimg --help' for more information");
     return kExitFailure;
-  }
+  };
+  if (argc < 2) return bad_usage("Not enough arguments");
   std::string_view cmd = argv[1];
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     PrintUsage("", false);
@@ -103,7 +112,8 @@ int main(int argc, char** argv) {
       return c.run(argc - 1, argv + 1);
     }
   }
-  Error("Command not found: " + std::string(cmd));
-  PrintUsage("", true);
-  return kExitFailure;
+  if (cmd.size() > 1 && cmd[0] == '-') {
+    return bad_usage("unrecognized option '" + std::string(cmd) + "'");
+  }
+  return bad_usage("Command not found: " + std::string(cmd));
 }

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "block/qed/qed_format.h"
 #include "tools/commands.h"
 
 namespace qedfuse::tools {
@@ -16,8 +17,89 @@ namespace {
 __extension__ typedef unsigned __int128 U128;  // GCC/Clang extension; exact 64x64 products
 }  // namespace
 
+namespace {
+
+// ReadableMessage shortens words whose escaped form is longer than kLongWord to at most
+// kWordHead + kWordTail shown characters.
+constexpr std::size_t kLongWord = 200;
+constexpr std::size_t kWordHead = 96;
+constexpr std::size_t kWordTail = 32;
+
+bool IsControl(unsigned char c) { return c < 0x20 || c == 0x7f; }
+// In a message, a newline is a line break the message meant.
+bool NeedsEscape(unsigned char c) { return IsControl(c) && c != '\n'; }
+std::size_t EscapedSize(unsigned char c) { return NeedsEscape(c) ? 4 : 1; }
+bool Continuation(unsigned char c) { return (c & 0xC0) == 0x80; }  // inside a UTF-8 character
+
+void AppendEscaped(std::string_view s, std::string* out,
+                   bool (*escape)(unsigned char) = NeedsEscape) {
+  for (char ch : s) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (escape(c)) {
+      absl::StrAppendFormat(out, "\\x%02x", c);
+    } else {
+      out->push_back(ch);
+    }
+  }
+}
+
+void AppendWord(std::string_view word, std::string* out) {
+  std::size_t shown = 0;
+  for (char c : word) shown += EscapedSize(static_cast<unsigned char>(c));
+  if (shown <= kLongWord) {
+    AppendEscaped(word, out);
+    return;
+  }
+  // Cut at whole characters and whole escapes: the head and tail keep at most kWordHead and
+  // kWordTail shown characters.
+  std::size_t head = 0;
+  for (std::size_t n = 0; head < word.size(); ++head) {
+    n += EscapedSize(static_cast<unsigned char>(word[head]));
+    if (n > kWordHead) break;
+  }
+  while (head > 0 && Continuation(static_cast<unsigned char>(word[head]))) --head;
+  std::size_t tail = word.size();
+  for (std::size_t n = 0; tail > head; --tail) {
+    n += EscapedSize(static_cast<unsigned char>(word[tail - 1]));
+    if (n > kWordTail) break;
+  }
+  while (tail < word.size() && Continuation(static_cast<unsigned char>(word[tail]))) ++tail;
+  AppendEscaped(word.substr(0, head), out);
+  absl::StrAppendFormat(out, "...[%u bytes not shown]...", tail - head);
+  AppendEscaped(word.substr(tail), out);
+}
+
+}  // namespace
+
+std::string ReadableMessage(std::string_view message) {
+  std::string out;
+  out.reserve(message.size());
+  std::size_t start = 0;
+  while (true) {
+    std::size_t end = message.find_first_of(" \n", start);
+    if (end == std::string_view::npos) end = message.size();
+    AppendWord(message.substr(start, end - start), &out);
+    if (end == message.size()) break;
+    out.push_back(message[end]);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string Printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  AppendEscaped(text, &out, IsControl);
+  return out;
+}
+
 void Error(std::string_view message) {
-  std::fprintf(stderr, "%s: %.*s\n", kProgram, static_cast<int>(message.size()), message.data());
+  std::string text = ReadableMessage(message);
+  std::fprintf(stderr, "%s: %s\n", kProgram, text.c_str());
+}
+
+void Hint(std::string_view line) {
+  std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
 }
 
 void Error(const absl::Status& status) {
@@ -50,7 +132,10 @@ bool CheckFormatName(const std::string& format) {
   return false;
 }
 
-std::optional<uint64_t> ParseSize(std::string_view text) {
+namespace {
+
+// ParseSize, telling an overflow (*overflow = true) from a syntax error.
+std::optional<uint64_t> ParseSizeChecked(std::string_view text, bool* overflow) {
   std::string_view s = text;
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   if (s.empty()) return std::nullopt;
@@ -68,7 +153,10 @@ std::optional<uint64_t> ParseSize(std::string_view text) {
       } else {
         return std::nullopt;
       }
-      if (v > (UINT64_MAX >> 4)) return std::nullopt;
+      if (v > (UINT64_MAX >> 4)) {
+        *overflow = true;
+        return std::nullopt;
+      }
       v = (v << 4) | static_cast<uint64_t>(d);
     }
     return v;
@@ -78,8 +166,9 @@ std::optional<uint64_t> ParseSize(std::string_view text) {
   bool digits = false;
   while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
     uint64_t d = static_cast<uint64_t>(s[i] - '0');
-    if (whole > (UINT64_MAX - d) / 10) return std::nullopt;
-    whole = whole * 10 + d;
+    // Keep scanning on overflow: "99999999999999999999x" is a syntax error, not a range one.
+    if (whole > (UINT64_MAX - d) / 10) *overflow = true;
+    whole = *overflow ? whole : whole * 10 + d;
     digits = true;
     ++i;
   }
@@ -130,20 +219,102 @@ std::optional<uint64_t> ParseSize(std::string_view text) {
         shift = 60;
         break;
       default:
+        *overflow = false;
         return std::nullopt;
     }
     ++i;
   }
-  if (i != s.size()) return std::nullopt;
-  if (shift > 0 && whole > (UINT64_MAX >> shift)) return std::nullopt;
+  if (i != s.size()) {
+    *overflow = false;
+    return std::nullopt;
+  }
+  if (*overflow || (shift > 0 && whole > (UINT64_MAX >> shift))) {
+    *overflow = true;
+    return std::nullopt;
+  }
   uint64_t value = whole << shift;
   if (frac_num != 0) {
     // frac_num / frac_den * 2^shift, truncated; computed in 128 bits to avoid overflow.
     U128 f = (static_cast<U128>(frac_num) << shift) / frac_den;
-    if (f > UINT64_MAX - value) return std::nullopt;
+    if (f > UINT64_MAX - value) {
+      *overflow = true;
+      return std::nullopt;
+    }
     value += static_cast<uint64_t>(f);
   }
   return value;
+}
+
+}  // namespace
+
+std::optional<uint64_t> ParseSize(std::string_view text, bool* out_of_range) {
+  bool overflow = false;
+  std::optional<uint64_t> v = ParseSizeChecked(text, &overflow);
+  if (out_of_range != nullptr) *out_of_range = overflow;
+  return v;
+}
+
+std::optional<uint64_t> ParseSizeArgument(std::string_view what, std::string_view text,
+                                          uint64_t max) {
+  bool overflow = false;
+  std::optional<uint64_t> v = ParseSize(text, &overflow);
+  if (!v && !overflow) {
+    Error(
+        absl::StrFormat("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", what));
+    Error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+    return std::nullopt;
+  }
+  if (!v || *v > max) {
+    Error(absl::StrFormat("Invalid %s specified. Must be between 0 and %u.", what, max));
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<uint64_t> ParseSizeParameter(std::string_view context, std::string_view name,
+                                           std::string_view value, uint64_t max) {
+  std::string prefix = context.empty() ? "" : std::string(context) + ": ";
+  bool overflow = false;
+  std::optional<uint64_t> v = ParseSize(value, &overflow);
+  if (!v && !overflow) {
+    Error(
+        absl::StrFormat("%sParameter '%s' expects a non-negative number below 2^64", prefix, name));
+    Hint("Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-");
+    Hint("and exabytes, respectively.");
+    return std::nullopt;
+  }
+  if (!v || *v > max) {
+    Error(absl::StrFormat("%sValue '%s' is out of range for parameter '%s'", prefix, value, name));
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::string QedCapacityText(uint32_t cluster_size, uint32_t table_size) {
+  if (!qed::MakeGeometry(cluster_size, table_size, 1).ok()) return "";
+  std::optional<uint64_t> max = qed::MaxImageSize(cluster_size, table_size);
+  if (!max) return "";
+  return absl::StrFormat(
+      "with cluster_size=%u and table_size=%u a QED image holds at most %u "
+      "bytes (%s)",
+      cluster_size, table_size, *max, HumanSize(*max));
+}
+
+void ReportOpenError(const std::string& image, const absl::Status& status, OpenPurpose purpose) {
+  Error(absl::StrFormat("Could not open '%s': %s", image, status.message()));
+  HintOnLockConflict(status, purpose);
+}
+
+void HintOnLockConflict(const absl::Status& status, OpenPurpose purpose) {
+  // The block layer reports a lock held by another process, and nothing else, as kUnavailable.
+  if (status.code() != absl::StatusCode::kUnavailable) return;
+  if (purpose == OpenPurpose::kRead) {
+    Hint("Use -U (--force-share) to read it while the other process has it open; what you see");
+    Hint("may be inconsistent while that process writes.");
+  } else {
+    Hint("It cannot be changed while another process (qemu, qemu-storage-daemon, a qedfuse");
+    Hint("mount) has it open: stop that process or unmount it first.");
+  }
 }
 
 std::string HumanSize(uint64_t bytes) {
@@ -317,6 +488,16 @@ std::string DirName(const std::string& path) {
   std::size_t slash = path.rfind('/');
   if (slash == std::string::npos) return "";
   return path.substr(0, slash + 1);
+}
+
+bool ParseBackingOption(const char* text, block::BackingPolicy* out) {
+  std::optional<block::BackingPolicy> p = block::ParseBackingPolicy(text);
+  if (!p) {
+    Error(absl::StrCat("Invalid --backing value '", text, "' (use follow, confined or none)"));
+    return false;
+  }
+  *out = *p;
+  return true;
 }
 
 }  // namespace qedfuse::tools

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "qedfuse/block/open.h"
 
 namespace qedfuse::tools {
 
@@ -23,14 +24,54 @@ inline constexpr const char* kProgram = "qedimg";
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 
-// Prints "qedimg: <message>" to stderr.
+// Prints "qedimg: <message>" to stderr, made readable first (ReadableMessage).
 void Error(std::string_view message);
 // Prints "qedimg: <status message>" to stderr.
 void Error(const absl::Status& status);
+// Prints |line| to stderr without the program prefix: the advice qemu-img prints on the line
+// after an error ("Try 'qedimg --help' for more information").
+void Hint(std::string_view line);
+
+// |message| as it can be shown on a terminal: control characters other than newline become
+// \xHH escapes (names from an image are a stranger's bytes), and a word longer than 200 bytes
+// (a name gone wild) keeps only its head and tail, so that no message runs
+// to kilobytes.
+std::string ReadableMessage(std::string_view message);
+// |text| with every control character, newline included, shown as \xHH: names taken from an
+// image, as human-readable output prints them (JSON output escapes them its own way).
+std::string Printable(std::string_view text);
 
 // Parses a size such as "1048576", "64k", "1.5G", "2T" (suffixes b/k/M/G/T/P/E, case-insensitive,
-// powers of 1024, like qemu-img). Returns nullopt on syntax errors or overflow.
-std::optional<uint64_t> ParseSize(std::string_view text);
+// powers of 1024, like qemu-img). Returns nullopt on syntax errors or overflow; |out_of_range|,
+// when given, tells which (true: the value does not fit in 64 bits).
+std::optional<uint64_t> ParseSize(std::string_view text, bool* out_of_range = nullptr);
+
+// A size given as an operand or option value (qemu-img's cvtnum): on a syntax error, or a value
+// above |max|, prints qemu-img's message naming |what| ("image size", "start offset") and returns
+// nullopt.
+std::optional<uint64_t> ParseSizeArgument(std::string_view what, std::string_view text,
+                                          uint64_t max = INT64_MAX);
+
+// The value of a size parameter (an -o key, resize's SIZE): on failure prints qemu-img's
+// message for parameter |name|, after "|context|: " when |context| is not empty.
+std::optional<uint64_t> ParseSizeParameter(std::string_view context, std::string_view name,
+                                           std::string_view value, uint64_t max = UINT64_MAX);
+
+// "with cluster_size=65536 and table_size=4 a QED image holds at most 70368744177664 bytes
+// (64 TiB)", or "" for a geometry QED does not allow.
+std::string QedCapacityText(uint32_t cluster_size, uint32_t table_size);
+
+// Who opens an image, for ReportOpenError's advice on a lock held by another process.
+enum class OpenPurpose {
+  kRead,   // a command that only reads and takes -U (info, check, map, convert's source)
+  kWrite,  // a command that changes the image (resize, check -r, convert's target)
+};
+// Reports a failed block::OpenImage of |image|: "Could not open 'IMAGE': reason", then
+// HintOnLockConflict.
+void ReportOpenError(const std::string& image, const absl::Status& status, OpenPurpose purpose);
+// When |status| is a lock conflict (another process has the image open), prints what to do
+// about it: -U for commands that only read, stopping the other user for those that write.
+void HintOnLockConflict(const absl::Status& status, OpenPurpose purpose);
 
 // qemu's size_to_str(): "580 KiB", "1 GiB", "1.5 MiB" (three significant digits).
 std::string HumanSize(uint64_t bytes);
@@ -93,6 +134,10 @@ bool CheckOperandCount(const char* command, int operands, int count, const char*
                        const char* too_many = "Too many arguments");
 // A -f/-O format name: empty (probe), "qed" or "raw".
 bool CheckFormatName(const std::string& format);
+
+// --backing=follow|confined|none (see block::BackingPolicy); prints the error and returns false
+// on a bad value.
+bool ParseBackingOption(const char* text, block::BackingPolicy* out);
 
 // A qemu-img style progress indicator: "    (12.34/100%)\r" on stdout, rewritten at most once
 // per percent-hundredth, and a newline on Finish(). Disabled unless |enabled|.

@@ -24,6 +24,7 @@ name=$(basename "$fuzzer")
 case $name in
   qed_header_fuzz) max_len=8192 ;;
   qed_ops_fuzz) max_len=2048 ;;
+  fuse_codec_fuzz) max_len=4096 ;;
   *) max_len=65536 ;;
 esac
 

@@ -461,7 +461,9 @@ class Replayer:
                 except ValueError:
                     pass
         p = run(["qemu-img", "check", "-f", "qed", img_path])
-        if p.returncode == 3:
+        if p.returncode == 3 and not a.qedfuse:
+            # qedimg check -r repairs like qemu-img, which never fixes QED leaks; the repair at
+            # a read-write mount compacts them away, so after it a leak is a failure.
             self.stats["leaks"] += 1
             self.note = " [leaks]"
         elif p.returncode != 0:

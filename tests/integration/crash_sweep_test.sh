@@ -4,10 +4,11 @@
 # write and flush the guest was promised. crash_replay.py then rebuilds the image as a crash would
 # have left it at every flush boundary and at random points in between (unflushed writes dropped,
 # whole or in 4 KiB pieces), opens each state with a read-write qedfuse mount (which repairs it),
-# and requires: qemu-img check clean or leaks only, every fsync-acknowledged write read back
-# (through qedfuse and through qemu-img), and for the ext4 workload e2fsck clean after its journal
-# replay. Workloads: (a) fio random writes with fsync/fdatasync, allocating and overwriting, plus
-# a zero-range; (b) ext4 on a loop device: files written, sync, more files, sync -f, unmount.
+# and requires: qemu-img check clean (the repair compacts leaks), every fsync-acknowledged write
+# read back (through qedfuse and through qemu-img), and for the ext4 workload e2fsck clean after
+# its journal replay. Workloads: (a) fio random writes with fsync/fdatasync, allocating and
+# overwriting, plus a zero-range; (b) ext4 on a loop device: files written, sync, more files,
+# sync -f, unmount.
 #
 # Environment: CRASH_SWEEP_STATES (states per workload, 0 = all; default 120, 30 under
 # sanitizers), CRASH_SWEEP_SCALE (workload size factor, default 1), CRASH_SWEEP_PER_INTERVAL

@@ -20,7 +20,8 @@ bad() {  # CMD...: must exit 1 with a message and a usage hint on stderr, nothin
   grep -q "^qedimg: " err.txt || fail "'$*': message not prefixed: $(cat err.txt)"
 }
 bad
-grep -q "Usage" err.txt || fail "no usage: $(cat err.txt)"
+grep -qx "Try 'qedimg --help' for more information" err.txt || fail "no hint: $(cat err.txt)"
+[ "$(wc -l <err.txt)" = 2 ] || fail "more than one line and a hint: $(cat err.txt)"
 bad frobnicate
 grep -q "Command not found: frobnicate" err.txt || fail "$(cat err.txt)"
 bad create

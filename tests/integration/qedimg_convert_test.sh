@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # qedimg convert round-trips raw -> qed -> raw byte for byte, keeps zero ranges unallocated
 # (unallocated clusters in QED, holes in raw, as qemu-img map and SEEK_HOLE show), flattens
-# backing chains like qemu-img convert, and produces images qemu-img checks clean.
+# backing chains like qemu-img convert, and produces images qemu-img checks clean. Targets that
+# already hold data (an existing file, re-created or with -n written into) end up holding exactly
+# the source. Block devices and mounted disks as targets: qedimg_target_test.sh (needs root).
 source "$(dirname "$0")/qedimg_lib.sh"
 
 # is_hole FILE OFFSET LENGTH: true if [OFFSET, OFFSET+LENGTH) of FILE has no data (SEEK_DATA).
@@ -101,6 +103,79 @@ cmp -n 1000001 odd.raw odd2.raw || fail "odd size round trip"
 expect_rc 0 "$QEDIMG" convert -O qed zero.raw zero.qed
 expect_rc 0 qemu-img check zero.qed
 
+log "existing raw target holding data, without -n: re-created (emptied, sparse), exact copy"
+head -c 64M /dev/urandom >filled.raw
+expect_rc 0 "$QEDIMG" convert -O raw out.qed filled.raw
+cmp src.raw filled.raw || fail "re-created target differs from the source"
+is_hole filled.raw $((30 * M)) $((20 * M)) || fail "re-created target is not sparse"
+
+log "existing raw target holding data, with -n: written into, zero ranges zeroed"
+head -c 64M /dev/urandom >filled.raw
+ino=$(stat -c %i filled.raw)
+expect_rc 0 "$QEDIMG" convert -n -O raw out.qed filled.raw
+cmp src.raw filled.raw || fail "-n left old bytes in the target"
+[ "$(stat -c %i filled.raw)" = "$ino" ] || fail "-n replaced the target file"
+is_hole filled.raw $((30 * M)) $((20 * M)) || fail "-n did not punch the zero range"
+qemu-img compare -f raw -F raw src.raw filled.raw >/dev/null || fail "qemu-img compare -n target"
+log "a bigger -n target keeps its bytes past the image's end"
+head -c 80M /dev/urandom >big.raw
+tail -c 16M big.raw >big.tail
+expect_rc 0 "$QEDIMG" convert -n -O raw out.qed big.raw
+cmp -n 67108864 src.raw big.raw || fail "-n onto a bigger target"
+tail -c 16M big.raw | cmp - big.tail || fail "-n wrote past the image's end"
+log "a data granule with zeros inside a chunk of data (raw 4 KiB granules)"
+python3 -c 'import sys; sys.stdout.buffer.write((b"\x11" * 4096 + b"\0" * 4096) * 512)' >mixed.raw
+head -c 4M /dev/urandom >mixed-dst.raw
+expect_rc 0 "$QEDIMG" convert -n -f raw -O raw mixed.raw mixed-dst.raw
+cmp mixed.raw mixed-dst.raw || fail "zero granules between data granules kept old bytes"
+
+log "-n onto an existing QED image with a backing file: zero ranges read as zeros"
+qemu-img create -q -f raw nbase.raw 64M
+qemu-io -f raw -c 'write -P 0x77 0 64M' nbase.raw >/dev/null
+qemu-img create -q -f qed -b nbase.raw -F raw ntop.qed 64M
+expect_rc 0 "$QEDIMG" convert -n -O qed out.qed ntop.qed
+qemu-img compare -f qed -F qed out.qed ntop.qed >/dev/null || fail "-n onto a QED overlay differs"
+expect_rc 0 qemu-img check ntop.qed
+
+log "--target-is-zero trusts the target (only with -n)"
+truncate -s 64M zeroed.raw
+expect_rc 0 "$QEDIMG" convert -n --target-is-zero -O raw out.qed zeroed.raw
+cmp src.raw zeroed.raw || fail "--target-is-zero onto a zero target"
+expect_rc 1 "$QEDIMG" convert --target-is-zero -O raw out.qed zeroed.raw
+grep -qx "qedimg: --target-is-zero requires use of -n flag" err.txt || fail "$(cat err.txt)"
+
+log "-n errors: target smaller than the source, missing, -o given"
+head -c 1M /dev/urandom >small.raw
+cp small.raw small.orig
+expect_rc 1 "$QEDIMG" convert -n -O raw out.qed small.raw
+grep -q "^qedimg: output file is smaller than input file" err.txt || fail "$(cat err.txt)"
+cmp small.raw small.orig || fail "a refused -n convert changed the target"
+expect_rc 1 "$QEDIMG" convert -n -O raw out.qed missing.raw
+grep -q "Could not open 'missing.raw'" err.txt || fail "$(cat err.txt)"
+[ ! -e missing.raw ] || fail "-n created the target"
+expect_rc 1 "$QEDIMG" convert -n -O qed -o cluster_size=4k out.qed small.raw
+grep -qx "qedimg: -o has no effect when skipping image creation" err.txt || fail "$(cat err.txt)"
+expect_rc 1 "$QEDIMG" convert -n -O qed out.qed small.raw  # not a QED image
+cmp small.raw small.orig || fail "a refused -n -O qed convert changed the target"
+
+log "a target another process has open is not destroyed (as qemu-img refuses it)"
+qemu-img create -q -f qed busy.qed 64M
+qemu-io -c 'write -P 5 0 1M' busy.qed >/dev/null
+cp busy.qed busy.orig
+hold_image busy.qed
+expect_rc 1 "$QEDIMG" convert -O raw out.qed busy.qed
+grep -q "busy.qed: error while converting raw: .*locked" err.txt || fail "$(cat err.txt)"
+grep -q "stop that process or unmount it" err.txt || fail "no advice: $(cat err.txt)"
+expect_rc 1 "$QEDIMG" convert -O qed out.qed busy.qed
+expect_rc 1 "$QEDIMG" create busy.qed 64M
+cmp busy.qed busy.orig || fail "a busy target was changed"
+log "-U reads a source another process has open"
+expect_rc 1 "$QEDIMG" convert -O raw busy.qed busy.raw
+grep -q "Use -U" err.txt || fail "no -U advice: $(cat err.txt)"
+expect_rc 0 "$QEDIMG" convert -U -O raw busy.qed busy.raw
+qemu-img compare -U -f qed -F raw busy.qed busy.raw >/dev/null || fail "-U copy differs"
+release_image
+
 log "errors"
 expect_rc 1 "$QEDIMG" convert -O qcow2 src.raw x.img
 expect_rc 1 "$QEDIMG" convert -O raw -o cluster_size=4k src.raw x.raw
@@ -108,4 +183,8 @@ expect_rc 1 "$QEDIMG" convert -O qed missing.raw x.qed
 expect_rc 1 "$QEDIMG" convert -O qed src.raw src.raw
 grep -q "same file" err.txt || fail "same file: $(cat err.txt)"
 expect_rc 1 "$QEDIMG" convert src.raw
+mkdir adir
+expect_rc 1 "$QEDIMG" convert -O raw src.raw adir
+grep -qx "qedimg: adir: error while converting raw: Could not create 'adir': Is a directory" err.txt ||
+  fail "$(cat err.txt)"
 echo PASS

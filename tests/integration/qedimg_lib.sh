@@ -77,3 +77,21 @@ peek_u64() {
   python3 -c 'import struct,sys
 f=open(sys.argv[1],"rb"); f.seek(int(sys.argv[2],0)); print(struct.unpack("<Q",f.read(8))[0])' "$@"
 }
+
+# hold_image IMAGE: a qemu-io in the background keeps IMAGE open read-write, with QEMU's locks,
+# until release_image (or the end of the test).
+hold_image() {
+  qemu-io -c 'sleep 20000' "$1" >/dev/null 2>&1 &
+  HOLDER=$!
+  trap 'kill $HOLDER 2>/dev/null || true; rm -rf "$TMP"' EXIT
+  local i
+  for i in $(seq 100); do  # until qemu-io holds its locks
+    qemu-img info "$1" >/dev/null 2>&1 || return 0
+    sleep 0.1
+  done
+  fail "qemu-io did not open $1"
+}
+release_image() {
+  kill "$HOLDER"
+  wait "$HOLDER" 2>/dev/null || true
+}

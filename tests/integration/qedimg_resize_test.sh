@@ -39,7 +39,7 @@ expect_rc 1 "$QEDIMG" resize img.qed 3000000001
 grep -q "multiple of 512" err.txt || fail "unaligned: $(cat err.txt)"
 qemu-img create -q -f qed -o cluster_size=4k small.qed 1G
 expect_rc 1 "$QEDIMG" resize small.qed 17G
-grep -q "maximum" err.txt || fail "too big for 4k clusters: $(cat err.txt)"
+grep -q "holds at most 17179869184 bytes (16 GiB)" err.txt || fail "too big for 4k clusters: $(cat err.txt)"
 expect_rc 0 "$QEDIMG" resize small.qed 16G
 [ "$(vsize small.qed)" = 17179869184 ] || fail "16G on 4k clusters"
 [ "$(md5sum <img.qed)" = "$sum" ] || fail "a refused resize modified the image"

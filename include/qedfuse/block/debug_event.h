@@ -32,9 +32,10 @@ enum class DebugEvent : uint8_t {
   kFlush,           // before flushing the child
   kNeedCheckSet,    // before the header write that sets NEED_CHECK
   kNeedCheckClear,  // before the header write that clears NEED_CHECK
+  kRelocate,        // before writing the copy of a cluster or table that compaction moves
 };
 
-inline constexpr int kDebugEventCount = 12;
+inline constexpr int kDebugEventCount = 13;
 
 constexpr std::string_view DebugEventName(DebugEvent e) {
   switch (e) {
@@ -62,6 +63,8 @@ constexpr std::string_view DebugEventName(DebugEvent e) {
       return "need_check_set";
     case DebugEvent::kNeedCheckClear:
       return "need_check_clear";
+    case DebugEvent::kRelocate:
+      return "relocate";
   }
   return "unknown";
 }

@@ -15,18 +15,18 @@ constexpr off_t kPermBase = 100;
 constexpr off_t kSharedBase = 200;
 constexpr int kPermCount = 4;
 
-const char* PermNoun(int n) {
-  switch (n) {
-    case 0:
-      return "reading";
-    case 1:
-      return "writing";
-    case 2:
-      return "unchanged writing";
-    default:
-      return "resizing";
-  }
-}
+// Permission |n| in words: what it lets a user do ("does not let others ..."), and what a user
+// holding it is doing ("another process ... is ...").
+struct PermText {
+  const char* verb;
+  const char* doing;
+};
+constexpr PermText kPermText[kPermCount] = {
+    {"read it", "reading it"},
+    {"write to it", "writing to it"},
+    {"write to it", "writing to it"},  // write-unchanged
+    {"resize it", "resizing it"},
+};
 
 // Sets (F_RDLCK) or clears (F_UNLCK) one byte. Returns 0 or an errno value.
 int LockByte(int fd, off_t byte, short type) {
@@ -58,10 +58,23 @@ bool LockingUnsupported(int err) {
   return err == EINVAL || err == ENOLCK || err == EOPNOTSUPP || err == ENOSYS;
 }
 
-// Either way round the other process holds the image for |n| in a way we cannot coexist with.
-absl::Status Conflict(const std::string& path, int n) {
-  return absl::UnavailableError(
-      absl::StrCat(path, " is locked for ", PermNoun(n), " by another process (qemu or qedfuse?)"));
+// The other process refuses to share permission |n|, which this open needs (it holds byte
+// 200 + n), or uses |n|, which this open refuses to share (it holds byte 100 + n). OFD locks do
+// not name their owner.
+absl::Status Conflict(const std::string& path, int n, bool they_refuse, bool read_only) {
+  std::string msg =
+      they_refuse
+          ? absl::StrCat(path, " is locked: another process (QEMU, qemu-img or qedfuse) uses it ",
+                         "and does not let others ", kPermText[n].verb)
+          : absl::StrCat(path, " is locked: another process (QEMU, qemu-img or qedfuse) is ",
+                         kPermText[n].doing, ", which this open does not allow");
+  if (read_only) {
+    absl::StrAppend(&msg, "; qedimg's -U (--force-share) reads it without taking locks");
+  } else if (they_refuse && n != 0) {
+    // Checked after "someone writes": the other process only reads, so a read-only open works.
+    absl::StrAppend(&msg, "; it can be opened read-only");
+  }
+  return absl::UnavailableError(msg);
 }
 
 }  // namespace
@@ -69,17 +82,21 @@ absl::Status Conflict(const std::string& path, int n) {
 LockPerms QemuLockPerms(bool read_only, bool is_backing, bool is_raw_format) {
   LockPerms p;
   p.held = kPermConsistentRead;
-  if (is_backing) return p;
   if (is_raw_format) {
-    if (!read_only) p.held |= kPermWrite;
+    // The raw format passes its users' sharing through: a raw file (also as a backing file)
+    // lets others write to it and resize it.
+    if (!read_only && !is_backing) p.held |= kPermWrite;
     return p;
   }
+  // A format with metadata never lets others change its file under it, whatever its role: a
+  // QED backing file gets the same locks as a read-only QED image.
   p.unshared = kPermWrite | kPermResize;
-  if (!read_only) p.held |= kPermWrite | kPermResize;
+  if (!read_only && !is_backing) p.held |= kPermWrite | kPermResize;
   return p;
 }
 
 absl::Status ApplyQemuLocks(int fd, const std::string& path, LockPerms perms) {
+  const bool read_only = (perms.held & (kPermWrite | kPermResize)) == 0;
   for (int n = 0; n < kPermCount; ++n) {
     short held = (perms.held >> n) & 1 ? F_RDLCK : F_UNLCK;
     short unshared = (perms.unshared >> n) & 1 ? F_RDLCK : F_UNLCK;
@@ -89,32 +106,27 @@ absl::Status ApplyQemuLocks(int fd, const std::string& path, LockPerms perms) {
       if (err == 0) continue;
       if (LockingUnsupported(err)) return absl::OkStatus();
       ReleaseQemuLocks(fd);
-      if (err == EAGAIN || err == EACCES) return Conflict(path, n);
+      if (err == EAGAIN || err == EACCES) return Conflict(path, n, /*they_refuse=*/true, read_only);
       return absl::InternalError(absl::StrCat("cannot lock ", path, ": ", std::strerror(err)));
     }
   }
-  for (int n = 0; n < kPermCount; ++n) {
-    int err = 0;
-    if ((perms.held >> n) & 1) {
-      // Someone refuses to share a permission we use.
-      bool taken = ByteTaken(fd, kSharedBase + n, &err);
+  // Two passes: first whether someone uses a permission we refuse to share (the more specific
+  // finding: another process writes), then whether someone refuses one we use.
+  for (const bool they_refuse : {false, true}) {
+    for (int n = 0; n < kPermCount; ++n) {
+      const uint8_t mine = they_refuse ? perms.held : perms.unshared;
+      if (((mine >> n) & 1) == 0) continue;
+      int err = 0;
+      const bool taken = ByteTaken(fd, (they_refuse ? kSharedBase : kPermBase) + n, &err);
       if (taken) {
         ReleaseQemuLocks(fd);
-        return Conflict(path, n);
+        return Conflict(path, n, they_refuse, read_only);
       }
-    }
-    if ((perms.unshared >> n) & 1) {
-      // Someone uses a permission we refuse to share.
-      bool taken = ByteTaken(fd, kPermBase + n, &err);
-      if (taken) {
+      if (err != 0 && !LockingUnsupported(err)) {
         ReleaseQemuLocks(fd);
-        return Conflict(path, n);
+        return absl::InternalError(
+            absl::StrCat("cannot test locks on ", path, ": ", std::strerror(err)));
       }
-    }
-    if (err != 0 && !LockingUnsupported(err)) {
-      ReleaseQemuLocks(fd);
-      return absl::InternalError(
-          absl::StrCat("cannot test locks on ", path, ": ", std::strerror(err)));
     }
   }
   return absl::OkStatus();

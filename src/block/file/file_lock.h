@@ -11,8 +11,11 @@
 // What QEMU 7.2 takes (observed in /proc/locks):
 //   read-write image        : 100, 101, 103 held; 201, 203 (write, resize) not shared
 //   read-only top image     : 100 held;            201, 203 not shared
-//   backing file            : 100 held;            everything shared
+//   QED backing file        : 100 held;            201, 203 not shared
+//   raw backing file        : 100 held;            everything shared
 //   read-write raw (format) : 100, 101 held;       everything shared
+// (A QED backing file under a live QEMU overlay cannot be opened for writing; a raw one can,
+// because the raw format shares what its users share.)
 // Taking the same locks makes qemu-img/qemu-io refuse an image we have open, and us refuse one
 // they have open. Locks belong to the open file description and vanish when it is closed.
 #pragma once
@@ -38,6 +41,11 @@ struct LockPerms {
 
 // The permissions QEMU takes for an image in the given role.
 LockPerms QemuLockPerms(bool read_only, bool is_backing, bool is_raw_format);
+
+// The permissions qemu-img takes while it creates or re-creates (empties) a file: write and
+// resize, refusing resize to others. Anyone writing to a QED image, or resizing any image,
+// conflicts with them.
+inline LockPerms QemuCreateLockPerms() { return LockPerms{kPermWrite | kPermResize, kPermResize}; }
 
 // Takes the lock bytes for |perms| on |fd| (dropping bytes taken earlier that |perms| no longer
 // needs), then checks for conflicting users. On conflict every lock byte is released again and

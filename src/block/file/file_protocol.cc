@@ -119,6 +119,11 @@ struct FallocateJob {
   }
 };
 
+// fallocate errors that mean "not for this file or range": fall back to another way of zeroing.
+bool FallocateUnsupported(int err) {
+  return err == EOPNOTSUPP || err == ENOTSUP || err == EINVAL || err == ENOSYS;
+}
+
 struct FtruncateJob {
   int fd;
   off_t len;
@@ -148,7 +153,7 @@ struct LseekJob {
 absl::StatusOr<std::unique_ptr<FileProtocol>> FileProtocol::Open(
     const FileProtocolOptions& options) {
   bool direct = options.cache == CacheMode::kNone;
-  int flags = O_CLOEXEC | (options.read_only ? O_RDONLY : O_RDWR);
+  int flags = O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (options.read_only ? O_RDONLY : O_RDWR);
   if (options.create && !options.read_only) flags |= O_CREAT;
   if (direct) flags |= O_DIRECT;
   int fd = ::open(options.path.c_str(), flags, 0644);
@@ -166,6 +171,16 @@ absl::StatusOr<std::unique_ptr<FileProtocol>> FileProtocol::Open(
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return absl::InvalidArgumentError(
         absl::StrCat(options.path, " is neither a regular file nor a block device"));
+  }
+  if (options.expect_id && (static_cast<uint64_t>(st.st_dev) != options.expect_id->first ||
+                            static_cast<uint64_t>(st.st_ino) != options.expect_id->second)) {
+    return absl::AbortedError(
+        absl::StrCat(options.path, " was replaced by another file while it was being opened"));
+  }
+  // Regular files and block devices never block on open or I/O the way O_NONBLOCK is about;
+  // clear it so that nothing later depends on it.
+  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+    return OpenError(options.path, errno, direct);
   }
   off_t end = ::lseek(fd, 0, SEEK_END);
   if (end < 0) return OpenError(options.path, errno, direct);
@@ -315,14 +330,18 @@ coro::Task<Result<void>> FileProtocol::WriteZeroes(uint64_t offset, uint64_t len
     int mode = punch ? (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) : FALLOC_FL_ZERO_RANGE;
     r = co_await FileBlockingPool().Offload(
         FallocateJob{fd_, mode, static_cast<off_t>(offset), static_cast<off_t>(len)});
+    if (punch && r.rc != 0 && FallocateUnsupported(r.err)) {
+      // No hole punching (a block device without discard, some file systems): zeroing the range
+      // in place still beats writing zero buffers (a block device does it in the kernel).
+      r = co_await FileBlockingPool().Offload(FallocateJob{
+          fd_, FALLOC_FL_ZERO_RANGE, static_cast<off_t>(offset), static_cast<off_t>(len)});
+    }
     if (r.rc == 0) {
       size_ = std::max(size_, end);
       co_return Ok();
     }
   }
-  if (r.err != EOPNOTSUPP && r.err != ENOTSUP && r.err != EINVAL && r.err != ENOSYS) {
-    co_return Unexpected(ErrnoCode(r.err));
-  }
+  if (!FallocateUnsupported(r.err)) co_return Unexpected(ErrnoCode(r.err));
   // No fallocate support for this mode: write zeros (outside the tracked scope above, since the
   // writes track themselves).
   co_return co_await BlockDriver::WriteZeroes(offset, len, flags);

@@ -16,7 +16,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "block/file/file_io.h"
@@ -36,12 +38,18 @@ struct FileProtocolOptions {
   // With kNone: use at least this request alignment (a power of two). Tests use it to model a
   // 4 KiB-sector disk on a 512-byte one.
   uint32_t min_direct_alignment = 0;
+  // The (st_dev, st_ino) the caller found at |path| (stat before open): the opened file must be
+  // that one, or the open fails (the path changed in between).
+  std::optional<std::pair<uint64_t, uint64_t>> expect_id;
 };
 
 class FileProtocol final : public BlockDriver {
  public:
   // Opens the file. Control path; call on the event-loop thread (the io_uring backend binds to
   // its loop). Errors name the file: missing, permission denied, a directory, no O_DIRECT.
+  // The open uses O_NONBLOCK and O_NOCTTY (a FIFO or a terminal put there meanwhile cannot
+  // block or become the controlling terminal), checks the file type and identity on the
+  // descriptor, then clears O_NONBLOCK.
   static absl::StatusOr<std::unique_ptr<FileProtocol>> Open(const FileProtocolOptions& options);
   ~FileProtocol() override;
 

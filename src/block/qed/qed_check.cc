@@ -6,11 +6,7 @@
 // trusted). An entry that fails the offset predicates of §2.3 is a fixable corruption: repair
 // sets it to 0, which only forgets data that was never reachable anyway. Whatever is not marked
 // at the end is leaked space; leaks are harmless and, like QEMU, are only counted (unless the
-// optional trailing-leak truncation is asked for).
-//
-// The bitmap is paged: one 4 KiB page per 32768 clusters, allocated on first use. A dense
-// 64 TiB image with 64 KiB clusters needs 128 MiB; a huge sparse file that refers to little
-// costs little.
+// leak fixing is asked for, which compacts the file: qed_compact.h).
 #include "block/qed/qed_check.h"
 
 #include <algorithm>
@@ -22,87 +18,14 @@
 #include <new>
 
 #include "absl/strings/str_format.h"
+#include "block/qed/qed_compact.h"
+#include "block/qed/qed_used_clusters.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/block/io_vector.h"
 
 namespace qedfuse::qed {
 namespace {
-
-class UsedClusters {
- public:
-  static constexpr uint64_t kPageBits = 1u << 15;  // clusters per page
-  static constexpr uint64_t kPageWords = kPageBits / 64;
-
-  explicit UsedClusters(uint64_t nclusters) : nclusters_(nclusters) {}
-
-  // Marks |n| clusters from |first|; returns how many were already marked. Clusters at or past
-  // the end of the file are ignored (the predicates keep callers from passing them).
-  uint64_t Mark(uint64_t first, uint64_t n) {
-    uint64_t dups = 0;
-    for (uint64_t c = first; c < first + n && c < nclusters_; ++c) {
-      std::unique_ptr<uint64_t[]>& page = pages_[c / kPageBits];
-      if (!page) page = std::make_unique<uint64_t[]>(kPageWords);
-      const uint64_t bit = c % kPageBits;
-      uint64_t& word = page[bit / 64];
-      const uint64_t mask = uint64_t{1} << (bit % 64);
-      if (word & mask) {
-        ++dups;
-      } else {
-        word |= mask;
-        if (c >= counted_from_) ++count_;
-        last_ = std::max(last_, c + 1);
-      }
-    }
-    return dups;
-  }
-
-  // Only marks at or after |first| are counted by count(); set before marking anything.
-  void CountFrom(uint64_t first) { counted_from_ = first; }
-  uint64_t count() const { return count_; }
-  // One past the highest marked cluster (0 when nothing is marked).
-  uint64_t end() const { return last_; }
-
-  // Calls fn(first, n) for each maximal run of unmarked clusters in [from, nclusters).
-  template <typename Fn>
-  void ForEachUnmarkedRun(uint64_t from, Fn&& fn) const {
-    uint64_t run_start = from;
-    uint64_t pos = from;
-    auto flush = [&](uint64_t until) {
-      if (until > run_start) fn(run_start, until - run_start);
-    };
-    for (auto it = pages_.lower_bound(from / kPageBits); it != pages_.end(); ++it) {
-      const uint64_t base = it->first * kPageBits;
-      pos = std::max(pos, base);
-      const uint64_t stop = std::min(base + kPageBits, nclusters_);
-      while (pos < stop) {
-        const uint64_t bit = pos - base;
-        const uint64_t word = it->second[bit / 64];
-        if (bit % 64 == 0 && pos + 64 <= stop && (word == 0 || word == ~uint64_t{0})) {
-          if (word != 0) {  // 64 marked clusters end any run
-            flush(pos);
-            run_start = pos + 64;
-          }
-          pos += 64;
-          continue;
-        }
-        if (word & (uint64_t{1} << (bit % 64))) {
-          flush(pos);
-          run_start = pos + 1;
-        }
-        ++pos;
-      }
-    }
-    flush(nclusters_);
-  }
-
- private:
-  uint64_t nclusters_;
-  uint64_t counted_from_ = 0;
-  uint64_t count_ = 0;
-  uint64_t last_ = 0;
-  std::map<uint64_t, std::unique_ptr<uint64_t[]>> pages_;
-};
 
 uint64_t LoadLe64(const std::byte* p) {
   uint64_t v = 0;
@@ -318,21 +241,21 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
                               c << geo.cluster_bits, n, n << geo.cluster_bits));
     });
 
-    if (options.repair && options.truncate_trailing_leaks && report.corruptions == 0 &&
-        report.leaks > 0) {
-      const uint64_t keep = std::max(used.end(), first);
-      if (keep < nclusters) {
-        Result<void> tr = co_await file.Truncate(keep << geo.cluster_bits);
-        if (!tr) {
-          out.Add(absl::StrFormat("cannot truncate trailing leaked clusters at 0x%x: %s",
-                                  keep << geo.cluster_bits, tr.error().message()));
-        } else {
-          report.leaks_fixed = nclusters - keep;
-          report.leaks -= report.leaks_fixed;
-          report.file_size = keep << geo.cluster_bits;
-          out.Add(absl::StrFormat("truncated %u trailing leaked cluster(s); file size now 0x%x",
-                                  report.leaks_fixed, report.file_size));
-        }
+    if (options.repair && options.fix_leaks && report.corruptions == 0 && report.leaks > 0) {
+      Result<CompactReport> c = co_await CompactLeaks(file, h, geo, l1, used);
+      if (!c) {
+        ++report.check_errors;
+        out.Add(absl::StrFormat("cannot fix the leaked clusters: %s", c.error().message()));
+      } else {
+        report.leaks_fixed = report.leaks - c->leaks_left;
+        report.data_relocated = c->data_moved;
+        report.tables_relocated = c->tables_moved;
+        report.leaks = c->leaks_left;
+        report.file_size = c->end_clusters << geo.cluster_bits;
+        out.Add(absl::StrFormat(
+            "fixed %u leaked cluster(s): moved %u data cluster(s) and %u L2 table(s); file size "
+            "now 0x%x",
+            report.leaks_fixed, c->data_moved, c->tables_moved, report.file_size));
       }
     }
   }

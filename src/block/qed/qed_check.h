@@ -23,17 +23,20 @@ struct CheckReport {
   uint64_t corruptions_fixed = 0;
   uint64_t leaks = 0;
   uint64_t leaks_fixed = 0;
+  uint64_t data_relocated = 0;        // by leak compaction (fix_leaks)
+  uint64_t tables_relocated = 0;      // likewise; a parked table counts once per move
   uint64_t check_errors = 0;          // I/O errors while checking
   std::vector<std::string> messages;  // one line per finding, naming the offset
   uint64_t file_size = 0;             // rounded-down file size after the check (see truncation)
 };
 
 struct CheckOptions {
-  bool repair = false;  // fix invalid entries (set to 0); leaks are counted, never fixed
-  // With repair, and when the check found no remaining corruption and no I/O error: truncate the
-  // file after the last used cluster, which removes trailing leaks (counted in leaks_fixed).
-  // Off by default, as QEMU never does it.
-  bool truncate_trailing_leaks = false;
+  bool repair = false;  // fix invalid entries (set to 0)
+  // With repair, and when the check found no remaining corruption and no I/O error: remove every
+  // leak by compaction (qed_compact.h: trailing leaks are cut off, interior ones are filled by
+  // relocating the last clusters of the file), counted in leaks_fixed. Off by default, as QEMU
+  // never fixes QED leaks (and tests compare plain repairs with qemu-img's byte for byte).
+  bool fix_leaks = false;
   // At most this many lines go to CheckReport::messages; a final line counts the rest.
   std::size_t max_messages = 1000;
 };
@@ -41,13 +44,13 @@ struct CheckOptions {
 // Checks the image whose file is |file|, with header |h| (already validated, geometry |geo|),
 // L1 table |l1| (in memory; updated in place when repaired) and rounded-down |file_size|.
 // With repair, fixed tables are written back to |file| (whole tables, split to the child's
-// max_transfer) and flushed. The header (NEED_CHECK) is left alone: the caller clears it when
-// the report shows no corruptions and no check errors. The L2 tables are read straight from
-// |file|, so a caller with an L2 cache must drop it after a repair.
-// I/O errors do not fail the call: they are counted in check_errors (and then leaks are not
-// counted, as in QEMU). The call fails only for bad arguments (EINVAL: |l1| has not
-// table_nelems entries) or when memory for the tables cannot be had (ENOMEM).
-// Must run on the event-loop thread (it awaits |file|).
+// max_transfer) and flushed; with fix_leaks, |l1| also follows L2 tables that compaction moved. The
+// header (NEED_CHECK) is left alone: the caller clears it when the report shows no corruptions and
+// no check errors. The L2 tables are read straight from |file|, so a caller with an L2 cache must
+// drop it after a repair. I/O errors do not fail the call: they are counted in check_errors (and
+// then leaks are not counted, as in QEMU). The call fails only for bad arguments (EINVAL: |l1| has
+// not table_nelems entries) or when memory for the tables cannot be had (ENOMEM). Must run on the
+// event-loop thread (it awaits |file|).
 coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Header& h,
                                            const Geometry& geo, std::vector<uint64_t>& l1,
                                            uint64_t file_size, const CheckOptions& options);

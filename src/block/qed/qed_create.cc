@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "block/file/file_lock.h"
 
 namespace qedfuse::qed {
 namespace {
@@ -103,12 +104,25 @@ uint64_t LoadBe64(const unsigned char* p) {
 }
 
 // The virtual size of the backing file, as QEMU would open it with |format| ("" probes).
+// Only regular files and block devices are opened (a FIFO would block the open forever); the
+// open cannot block either (O_NONBLOCK), and the opened file must be the one checked.
 absl::StatusOr<uint64_t> BackingVirtualSize(const std::string& path, const std::string& format) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat before;
+  if (::stat(path.c_str(), &before) != 0) {
+    return ErrnoStatus(errno, "cannot open backing file '" + path + "'");
+  }
+  if (!S_ISREG(before.st_mode) && !S_ISBLK(before.st_mode)) {
+    return absl::InvalidArgumentError("backing file '" + path +
+                                      "' is neither a regular file nor a block device");
+  }
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (fd.get() < 0) return ErrnoStatus(errno, "cannot open backing file '" + path + "'");
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) {
     return ErrnoStatus(errno, "cannot stat backing file '" + path + "'");
+  }
+  if (st.st_dev != before.st_dev || st.st_ino != before.st_ino) {
+    return absl::AbortedError("backing file '" + path + "' was replaced while it was opened");
   }
   std::array<std::byte, kHeaderBytes> buf{};
   const ssize_t got = PreadFull(fd.get(), buf.data(), buf.size(), 0);
@@ -225,9 +239,31 @@ absl::Status CreateImage(const CreateOptions& options) {
   std::array<std::byte, kHeaderBytes> hbytes;
   EncodeHeader(h, hbytes);
 
-  // O_TRUNC: QED ties the file length to allocation, so old contents must go.
-  Fd fd(::open(options.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  // QED ties the file length to allocation, so an existing file's old contents must go. The
+  // file is emptied with ftruncate, whose result is checked, rather than with O_TRUNC, which
+  // some files ignore without an error (block devices, a FUSE file that never shrinks): a new
+  // header over old data would leave that data in the image as leaked clusters.
+  // O_RDWR: the lock bytes are read locks, which need a readable descriptor.
+  Fd fd(::open(options.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (fd.get() < 0) return ErrnoStatus(errno, "cannot create '" + options.path + "'");
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "cannot stat '" + options.path + "'");
+  if (S_ISBLK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "Cannot resize device files: a QED image grows as it allocates clusters, so '%s' must "
+        "be a regular file",
+        options.path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("'%s' is not a regular file", options.path));
+  }
+  // As qemu-img does, refuse to overwrite a file another process uses (the locks go with the fd).
+  absl::Status locked = block::ApplyQemuLocks(fd.get(), options.path, block::QemuCreateLockPerms());
+  if (!locked.ok()) return locked;
+  if (st.st_size != 0 && ::ftruncate(fd.get(), 0) != 0) {
+    return ErrnoStatus(errno, "cannot empty '" + options.path + "' to write a new image into it");
+  }
   auto fail = [&](int err, const std::string& what) {
     // Leave an empty file behind, as qemu-img does after a failed create.
     if (::ftruncate(fd.get(), 0) != 0) {

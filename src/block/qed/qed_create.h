@@ -19,7 +19,9 @@ struct CreateOptions {
   std::string backing_format;  // "raw" sets kFeatureBackingFormatNoProbe; "" or "qed" probes
 };
 
-// Creates (truncating) the image file. Synchronous: for tools and tests, not the data path.
+// Creates the image file, emptying an existing regular file first (an error if it cannot be
+// emptied); a block device or any other non-regular file is refused. Synchronous: for tools and
+// tests, not the data path.
 // Refuses geometries QEMU cannot open (table_size 1, Q1) or whose maximum size overflows (Q2).
 absl::Status CreateImage(const CreateOptions& options);
 

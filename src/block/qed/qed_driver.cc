@@ -25,15 +25,12 @@ constexpr uint64_t kMaxTransfer = 16u << 20;
 
 uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-// A relative backing name is relative to the directory of the image, not to the process.
-std::string ResolveBackingPath(const std::string& image_path, const std::string& name) {
-  if (name.empty() || name.front() == '/') return name;
-  std::size_t slash = image_path.rfind('/');
-  if (slash == std::string::npos) return name;
-  return image_path.substr(0, slash + 1) + name;
-}
+// Marks an error that already names the image it happened in: images further up the backing
+// chain pass it on unchanged (one context, not one per level of a deep chain).
+constexpr absl::string_view kNamedPayload = "qedfuse.dev/image-named";
 
 absl::Status Annotated(const absl::Status& s, std::string_view context) {
+  if (s.GetPayload(kNamedPayload)) return s;
   return absl::Status(s.code(), absl::StrCat(std::string(context), ": ", std::string(s.message())));
 }
 
@@ -113,7 +110,9 @@ coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> QedDriver::Open(
     }
     absl::Status ignored = co_await d->file_->Close();
     (void)ignored;
-    co_return Annotated(st, where);
+    absl::Status named = Annotated(st, where);
+    named.SetPayload(kNamedPayload, absl::Cord("1"));
+    co_return named;
   }
   co_return std::move(d);
 }
@@ -145,10 +144,9 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     if (!read_only_ && !options.for_check) {
       // The image was not closed cleanly: repair before accepting I/O. Corruptions that remain
       // keep NEED_CHECK set (suspect_); a check that could not read the image fails the open.
-      // Trailing clusters leaked by the crash (reserved at EOF, never linked) are cut off, so
-      // the repaired image checks clean; leaks inside the file stay (QEMU never fixes them).
-      Result<CheckReport> rep =
-          co_await RunCheck(/*repair=*/true, /*truncate_trailing_leaks=*/true);
+      // Clusters leaked by the crash (reserved and never linked, or freed) are compacted away,
+      // so the repaired image checks clean (QEMU never fixes QED leaks).
+      Result<CheckReport> rep = co_await RunCheck(/*repair=*/true, /*fix_leaks=*/true);
       if (!rep) co_return ToStatus(rep.error(), "consistency check of the dirty image");
       if (rep->check_errors != 0) {
         co_return absl::DataLossError(absl::StrFormat(
@@ -177,8 +175,16 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     if (!name.ok()) co_return name.status();
     backing_name_ = *name;
   }
-  if (!backing_name_.empty()) {
-    backing_path_ = ResolveBackingPath(path_, backing_name_);
+  if (report != nullptr && !report->chain.empty())
+    report->chain.back().backing_name = backing_name_;
+  if (!backing_name_.empty() && options.backing == block::BackingPolicy::kNone) {
+    // Not followed: the image reads as if it had no backing file (zeros where unallocated).
+    if (report != nullptr && !report->chain.empty()) report->chain.back().backing_ignored = true;
+  } else if (!backing_name_.empty()) {
+    absl::StatusOr<std::string> resolved =
+        block::ResolveBacking(path_, backing_name_, options.backing, chain);
+    if (!resolved.ok()) co_return resolved.status();
+    backing_path_ = *resolved;
     block::OpenOptions bo = options;
     bo.path = backing_path_;
     bo.format = (header_.features & kFeatureBackingFormatNoProbe) ? "raw" : "";
@@ -186,8 +192,13 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     bo.for_check = false;
     absl::StatusOr<std::unique_ptr<block::BlockDriver>> b =
         co_await block::OpenDriver(bo, chain, report);
-    if (!b.ok())
-      co_return Annotated(b.status(), absl::StrCat("backing file '", backing_path_, "'"));
+    if (!b.ok()) {
+      const std::string what =
+          backing_path_ == backing_name_
+              ? absl::StrCat("backing file '", backing_name_, "'")
+              : absl::StrCat("backing file '", backing_name_, "' (", backing_path_, ")");
+      co_return Annotated(b.status(), what);
+    }
     backing_ = std::make_unique<block::BlockBackend>(std::move(*b));
   }
 
@@ -321,6 +332,7 @@ coro::Task<Result<void>> QedDriver::Read(uint64_t offset, IoVector iov) {
     IoVector part = iov.Slice(done, n);
     switch (lk->kind) {
       case ClusterKind::kFound: {
+        DataIo io(*this);  // registered before anything suspends: see data_io_
         file_->Annotate(DebugEvent::kReadData);
         Result<void> r = co_await ReadChild(*file_, lk->host_offset, part);
         if (!r) co_return r;
@@ -389,8 +401,12 @@ coro::Task<Result<QedMapping>> QedDriver::Map(uint64_t offset, uint64_t len) {
 }
 
 coro::Task<Result<void>> QedDriver::FlushFile() {
+  // Frees whose entries were written before this flush started are durable once it completes.
+  const uint64_t mark = free_seq_;
   file_->Annotate(DebugEvent::kFlush);
-  co_return co_await file_->Flush();
+  Result<void> r = co_await file_->Flush();
+  if (r) durable_seq_ = std::max(durable_seq_, mark);
+  co_return r;
 }
 
 // The L2 cache is write-through, so a flush only has to reach the file.
@@ -443,23 +459,27 @@ coro::Task<Result<void>> QedDriver::Truncate(uint64_t new_length) {
   co_return r;
 }
 
-coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair, bool truncate_trailing_leaks) {
+coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair, bool fix_leaks) {
   std::vector<uint64_t> l1 = l1_.ToVector();
   CheckOptions opts;
   opts.repair = repair;
-  // CheckImage truncates only when no corruption remains and no I/O error happened.
-  opts.truncate_trailing_leaks = repair && truncate_trailing_leaks;
+  // CheckImage compacts only when no corruption remains and no I/O error happened.
+  opts.fix_leaks = repair && fix_leaks;
   Result<CheckReport> rep = co_await CheckImage(*file_, header_, geo_, l1, file_size_, opts);
   if (!rep) co_return rep;
+  stats_.data_relocated += rep->data_relocated;
+  stats_.tables_relocated += rep->tables_relocated;
   if (repair) {
     l1_.FromVector(l1);
     l2_cache_.Clear();  // repaired tables were rewritten on disk
     ++l2_generation_;
-    // Failed allocations waiting to be given back refer to the file end before the check; the
-    // check has accounted for (or trimmed) their clusters as leaks, so forget them.
-    unlinked_ranges_.clear();
+    if (opts.fix_leaks && rep->corruptions == 0 && rep->check_errors == 0) {
+      // The free clusters were leaks on disk: compaction moved data over them or cut them off.
+      free_.clear();
+      leaks_unresolved_ = rep->leaks != 0;
+    }
     if (rep->leaks_fixed != 0) {
-      // The file was truncated: new clusters must be allocated at its real end.
+      // Compaction cut the file: new clusters must be allocated at its real end.
       file_size_ = file_->length() / geo_.cluster_size * geo_.cluster_size;
     } else if (rep->file_size != 0 && rep->file_size < file_size_) {
       file_size_ = rep->file_size;
@@ -472,7 +492,10 @@ coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair, bool truncate_t
   }
   if (repair) {
     suspect_ = false;
-    if (header_.need_check()) {
+    // Leaks left (compaction not asked for, or stuck) keep the flag set: the next repair
+    // retries.
+    const bool leaks_left = rep->leaks != 0 && (fix_leaks || !free_.empty());
+    if (header_.need_check() && !leaks_left) {
       // Everything the check fixed must be durable before the flag says the image is clean.
       QEDFUSE_CO_TRY(co_await FlushFile());
       header_.features &= ~kFeatureNeedCheck;
@@ -499,7 +522,9 @@ coro::Task<Result<CheckReport>> QedDriver::Check(bool repair) {
   // Runs reserved before we took the slot may still be writing data or entries: a repair must not
   // rewrite (and drop from the cache) a table they are about to commit into.
   while (!in_flight_.empty()) co_await in_flight_waiters_.Wait(lock);
-  Result<CheckReport> rep = co_await RunCheck(repair);
+  // Leaks stay, as with qemu-img check -r (qedimg check must leave the same file); only close
+  // and the repair at a dirty open compact them.
+  Result<CheckReport> rep = co_await RunCheck(repair, /*fix_leaks=*/false);
   lock.Release();
   ReleaseAllocSlot();
   co_return rep;
@@ -520,8 +545,10 @@ coro::Task<void> QedDriver::NeedCheckLoop(coro::Gate::Holder holder) {
 coro::Task<void> QedDriver::ClearNeedCheckOnTimer() {
   CoMutex::Guard lock = co_await table_lock_.Lock();
   if (alloc_owner_ != 0 || !in_flight_.empty() || alloc_plugged_ || !header_.need_check() ||
-      suspect_ || closing_) {
-    co_return;  // an allocating write is active: it re-arms the timer when it finishes
+      suspect_ || closing_ || !free_.empty() || leaks_unresolved_ || frees_running_ != 0) {
+    // An allocating write is active (it re-arms the timer when it finishes), or freed clusters
+    // are leaks on disk until reused or compacted at close.
+    co_return;
   }
   alloc_plugged_ = true;
   lock.Release();
@@ -566,8 +593,23 @@ coro::Task<absl::Status> QedDriver::Close() {
       // Bytes a failed allocation left past the allocated area would read as leaked clusters.
       r = co_await file_->Truncate(file_size_);
     }
+    if (r && !suspect_ && (!free_.empty() || leaks_unresolved_)) {
+      // Freed clusters are leaks on disk: compact them away (NEED_CHECK is still set, so a crash
+      // in the middle is repaired at the next open). A clean result clears the flag.
+      Result<CheckReport> rep = co_await RunCheck(/*repair=*/true, /*fix_leaks=*/true);
+      if (!rep) {
+        r = Unexpected(rep.error());
+      } else if (rep->check_errors != 0) {
+        r = Unexpected(ErrnoCode(EIO));  // the image could not be read back: the close fails
+      } else if (rep->corruptions != 0 || rep->leaks != 0) {
+        Log(LogLevel::kWarning,
+            absl::StrFormat("%s: %d leaked clusters and %d corruptions left at close; the next "
+                            "read-write open repairs the image",
+                            path_, rep->leaks, rep->corruptions));
+      }
+    }
     if (r) r = co_await FlushFile();
-    if (r && header_.need_check() && !suspect_) {
+    if (r && header_.need_check() && !suspect_ && free_.empty() && !leaks_unresolved_) {
       header_.features &= ~kFeatureNeedCheck;
       r = co_await WriteHeader64(DebugEvent::kNeedCheckClear);
       if (r) r = co_await FlushFile();

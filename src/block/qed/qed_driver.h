@@ -16,15 +16,25 @@
 //  - Crash ordering of an allocating run: NEED_CHECK set and flushed (no backing file) -> data
 //    clusters (head/tail padding included) -> flush (backing file) -> L2 entries (a new L2 table
 //    is written whole and flushed) -> L1 entry.
+//  - Freeing (a zero write over whole allocated clusters): NEED_CHECK set and flushed -> the
+//    L2 entries become 1 (zero clusters, through the L2 committer like an allocation) -> the
+//    host range is punched -> the clusters join free_. An allocation inside an existing table
+//    takes free clusters before growing the file, but only once the entry change that freed
+//    them is durable (a flush completed after it) and no read or in-place write that may still
+//    use the old mapping is in flight (otherwise a crash, or that I/O, could see one cluster
+//    under two guest offsets). Free clusters are leaks on disk, so NEED_CHECK stays set while
+//    any are left; Close() removes them by compaction (qed_compact.h), and so does the repair at
+//    the open of a dirty image.
 //  - One long-lived coroutine per read-write image (NeedCheckLoop) clears NEED_CHECK once
-//    allocations have been quiet for OpenOptions::need_check_delay; Close() stops it, flushes and
-//    clears the flag.
+//    allocations have been quiet for OpenOptions::need_check_delay and no freed cluster is left;
+//    Close() stops it, compacts, flushes and clears the flag.
 // Everything runs on the event-loop thread.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -92,9 +102,9 @@ class QedDriver final : public block::BlockDriver {
   bool read_only() const override { return read_only_; }
   coro::Task<Result<void>> Read(uint64_t offset, block::IoVector iov) override;
   coro::Task<Result<void>> Write(uint64_t offset, block::IoVector iov) override;
-  // Whole unallocated/zero clusters become zero entries; allocated clusters are zeroed in place
-  // (the file range may be punched with kMayUnmap; the cluster stays allocated); partial
-  // clusters that do not already read as zeros get ordinary writes of zeros.
+  // Whole clusters become zero entries (allocated ones are freed: see above), whatever |flags|
+  // say; parts of allocated clusters are zeroed in place (punched with kMayUnmap); parts of
+  // unallocated clusters that do not already read as zeros get ordinary writes of zeros.
   coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len,
                                        block::ZeroFlags flags) override;
   coro::Task<Result<void>> Flush() override;
@@ -123,6 +133,13 @@ class QedDriver final : public block::BlockDriver {
   // True when NEED_CHECK was found set and no clean check has cleared it since (the image is
   // suspect: Close() leaves the flag set).
   bool suspect() const noexcept { return suspect_; }
+  // Clusters freed (or given back by failed allocations) and not reused yet: leaks on disk until
+  // reused or compacted at close.
+  uint64_t free_clusters() const noexcept {
+    uint64_t n = 0;
+    for (const FreeExtent& e : free_) n += e.n;
+    return n;
+  }
   // The mapping of the run starting at |offset| (at most |len| bytes).
   coro::Task<Result<QedMapping>> Map(uint64_t offset, uint64_t len);
 
@@ -142,6 +159,10 @@ class QedDriver final : public block::BlockDriver {
     uint64_t l2_commit_batches = 0;  // L2 committer batches (existing tables)
     uint64_t l2_commit_runs = 0;     // runs committed by them
     uint64_t l2_commit_writes = 0;   // table writes issued by them
+    uint64_t clusters_freed = 0;     // by zero writes over allocated clusters
+    uint64_t clusters_reused = 0;    // allocated from freed clusters
+    uint64_t data_relocated = 0;     // by leak compaction (close, repairs)
+    uint64_t tables_relocated = 0;
   };
   const Stats& stats() const noexcept { return stats_; }
 
@@ -177,10 +198,17 @@ class QedDriver final : public block::BlockDriver {
   coro::Task<Result<void>> FlushFile();
   coro::Task<void> NeedCheckLoop(coro::Gate::Holder holder);
   coro::Task<void> ClearNeedCheckOnTimer();
-  coro::Task<Result<CheckReport>> RunCheck(bool repair, bool truncate_trailing_leaks = false);
+  // With |fix_leaks| (and repair) leaks are compacted away; NEED_CHECK is cleared only if the
+  // image then has neither corruptions nor leaks.
+  coro::Task<Result<CheckReport>> RunCheck(bool repair, bool fix_leaks);
 
   // ---- qed_write.cc ----
   using RequestId = uint64_t;
+  struct FreeExtent {
+    uint64_t host = 0;  // file offset of the first cluster
+    uint64_t n = 0;     // clusters
+    uint64_t seq = 0;   // free_seq_ when its entries changed (0: never referenced)
+  };
   // One write or zero-write request (|iov| is empty for zero writes), run by run.
   coro::Task<Result<void>> WriteRequest(uint64_t offset, uint64_t len, block::IoVector iov,
                                         bool zero, block::ZeroFlags flags);
@@ -196,9 +224,18 @@ class QedDriver final : public block::BlockDriver {
   // Allocates the run |lk| (inside an existing L2 table) at |pos|: reserves its clusters while
   // owning the slot, releases the slot (|owner| becomes false), writes the data and commits the
   // entries through the L2 committer. |lock| is held on entry and on return.
+  // An allocation may get fewer free clusters than it asked for: |len| is then shortened to the
+  // bytes it covered. A kFound run with zero_entries frees its clusters.
   coro::Task<Result<void>> AllocateInTable(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
-                                           uint64_t len, block::IoVector data, bool zero_entries,
+                                           uint64_t& len, block::IoVector data, bool zero_entries,
                                            bool& owner);
+  // Reserves up to |want| clusters: a reusable free extent (lowest first) or the file end.
+  // Returns the host offset and sets |got| (>= 1). Caller owns the slot and holds the lock.
+  uint64_t ReserveClusters(uint64_t want, uint64_t& got);
+  // Adds freed clusters whose entry change became visible at free sequence |seq| (0: never
+  // referenced, reusable at once).
+  void AddFree(uint64_t host, uint64_t n, uint64_t seq);
+  bool Reusable(const FreeExtent& e) const;
   coro::Task<Result<void>> SetNeedCheckForAllocation(coro::CoMutex::Guard& lock);
   coro::Task<Result<void>> WriteNewClusters(const Lookup& lk, uint64_t pos, uint64_t len,
                                             block::IoVector data, uint64_t host, uint64_t first,
@@ -211,6 +248,19 @@ class QedDriver final : public block::BlockDriver {
 
   // A run allocated inside an existing L2 table, from the reservation of its clusters until its
   // entries are committed (or it failed). Lives in the frame of the request that runs it.
+  // Registers a read or in-place write that uses a kFound mapping (see data_io_).
+  class DataIo {
+   public:
+    explicit DataIo(QedDriver& d) : d_(d), seq_(d.free_seq_) { ++d_.data_io_[seq_]; }
+    ~DataIo();
+    DataIo(const DataIo&) = delete;
+    DataIo& operator=(const DataIo&) = delete;
+
+   private:
+    QedDriver& d_;
+    uint64_t seq_;
+  };
+
   struct PendingRun {
     uint64_t guest_first = 0;  // first guest byte of its first cluster
     uint64_t guest_end = 0;    // end of its last cluster
@@ -246,8 +296,8 @@ class QedDriver final : public block::BlockDriver {
   coro::Task<void> WriteSpan(L2Span& sp, int* remaining, coro::CoQueue* joined);
   // The committer's work on one batch (|lock| held on entry and return, released around I/O).
   coro::Task<void> CommitBatch(coro::CoMutex::Guard& lock, std::vector<PendingRun*>& batch);
-  // After a failed allocation that nothing links to: gives [begin, end) back if it is still the
-  // end of the allocated area. Caller holds the table lock.
+  // After a failed allocation that nothing links to: gives [begin, end) back to the file end if
+  // it is still the end of the allocated area, else to the free clusters. Caller holds the lock.
   void ReleaseReservation(uint64_t begin, uint64_t end);
 
   std::unique_ptr<block::BlockDriver> file_;
@@ -263,9 +313,19 @@ class QedDriver final : public block::BlockDriver {
   // A released reservation may have left bytes past file_size_ (a write that failed halfway, or
   // data whose L2 table write failed): Close() cuts the file back to file_size_.
   bool trim_at_close_ = false;
-  // Failed reservations that nothing links to but that were not the last one when they failed:
-  // given back once every reservation after them has been (ReleaseReservation).
-  std::vector<std::pair<uint64_t, uint64_t>> unlinked_ranges_;
+  // Free clusters: freed by zero writes, or reserved by a failed allocation that nothing links
+  // to. Reusable per Reusable(); all of them are leaks on disk until reused or compacted.
+  std::vector<FreeExtent> free_;
+  uint64_t free_seq_ = 0;     // bumped each time freed entries have become visible
+  uint64_t durable_seq_ = 0;  // frees up to this sequence are durable (a flush completed after)
+  // Reads and in-place writes in flight through a kFound lookup, by the free_seq_ at their
+  // lookup: a free with a higher sequence waits until they are done (they may use the old
+  // mapping).
+  std::map<uint64_t, uint32_t> data_io_;
+  // An entry write failed: clusters may have leaked where the driver cannot tell. Keeps
+  // NEED_CHECK set and makes Close() compact.
+  bool leaks_unresolved_ = false;
+  int frees_running_ = 0;  // freeing runs between reservation and AddFree (or failure)
   Table l1_;
   L2Cache l2_cache_;
   // Bumped whenever a table's contents change under a reference that a concurrent miss could

@@ -2,7 +2,9 @@
 // writes, and the serialisation of allocations (qed-format.md §5).
 //
 // Crash-consistency rules implemented here, in this order, for every allocating run:
-//   1. no backing file: NEED_CHECK is set on disk and flushed before the first allocation;
+//   1. NEED_CHECK is set on disk and flushed before the first allocation (with or without a
+//      backing file: a crash can leave clusters unlinked, and the repair at the next read-write
+//      open, which the flag triggers, compacts them away);
 //   2. data clusters are written whole (guest data plus head/tail padding) past the old EOF;
 //   3. with a backing file: flush, so that data (and padding copied from the backing file) is
 //      durable before any entry makes the guest depend on it;
@@ -10,7 +12,7 @@
 //      entries of a batch of runs (each run's data write has completed before it joins a batch);
 //      a new table is written whole and flushed before
 //   5. the L1 entry that links it is written.
-// Until steps 4/5 reach the disk a crash only leaks clusters past the old EOF. Entries become
+// Until steps 4/5 reach the disk a crash only leaks the reserved clusters. Entries become
 // visible to lookups only after their write succeeded, so no request reads through (or writes in
 // place into) a cluster whose entry might not be on disk, and a failed write needs no rollback.
 //
@@ -20,7 +22,14 @@
 // of such a run are registered in in_flight_ from reservation to commit: any other allocation
 // touching them waits and looks up again (it would otherwise allocate the same guest cluster
 // twice), while reads see the old contents (backing file or zeros) until the commit.
+//
+// Freeing (qed_driver.h): a zero write over whole allocated clusters is a run with zero entries
+// like any other (NEED_CHECK, in_flight_, the L2 committer); once its entries are written and
+// visible, the host range is punched and the clusters join free_. ReserveClusters() hands them
+// out again only when Reusable(): the freeing entry write is durable (durable_seq_) and no read
+// or in-place write that looked the old mapping up is still running (data_io_).
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 #include <vector>
 
@@ -67,20 +76,37 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
     Lookup& lk = *found;
     uint64_t n = lk.len;
 
-    if (lk.kind == ClusterKind::kFound) {
+    // A zero request covers whole clusters (the last one may end at the end of the image), which
+    // become zero entries, or a part of one cluster.
+    bool whole = false;
+    if (zero) {
+      const uint64_t in = geo_.in_cluster(pos);
+      const bool to_image_end = pos + n >= header_.image_size;
+      if (in != 0 || (n < cs && !to_image_end)) {
+        n = std::min(n, cs - in);
+      } else {
+        if (!to_image_end) n = n / cs * cs;
+        whole = true;
+      }
+    }
+
+    if (lk.kind == ClusterKind::kFound && !whole) {
       // In place: no metadata changes, so the data I/O runs without the lock and concurrently
       // with other in-place writes and reads.
       if (owner) {  // someone allocated the cluster while we waited for the slot
         ReleaseAllocSlot();
         owner = false;
       }
-      lock.Release();
       Result<void> r;
-      file_->Annotate(DebugEvent::kWriteData);
-      if (zero) {
-        r = co_await WriteZeroesChild(*file_, lk.host_offset, n, flags);  // stays allocated
-      } else {
-        r = co_await WriteChild(*file_, lk.host_offset, iov.Slice(done, n));
+      {
+        DataIo io(*this);  // registered before the lock is released: see data_io_
+        lock.Release();
+        file_->Annotate(DebugEvent::kWriteData);
+        if (zero) {
+          r = co_await WriteZeroesChild(*file_, lk.host_offset, n, flags);  // part of a cluster
+        } else {
+          r = co_await WriteChild(*file_, lk.host_offset, iov.Slice(done, n));
+        }
       }
       if (!r) {
         result = r;
@@ -99,12 +125,9 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
         done += n;
         continue;
       }
-      const uint64_t in = geo_.in_cluster(pos);
-      const bool to_image_end = pos + n >= header_.image_size;
-      if (in != 0 || (n < cs && !to_image_end)) {
-        // Part of a cluster. Without a backing file an unallocated cluster already reads as
-        // zeros; with one, it needs an ordinary allocating write of zeros.
-        n = std::min(n, cs - in);
+      if (!whole) {
+        // Part of an unallocated cluster. Without a backing file it already reads as zeros;
+        // with one, it needs an ordinary allocating write of zeros.
         if (!backing_) {
           done += n;
           continue;
@@ -112,8 +135,7 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
         zeros = IoBuffer(n, /*zero=*/true);
         data = IoVector(zeros);
       } else {
-        // Whole clusters (the last one may end at the end of the image): zero entries.
-        if (!to_image_end) n = n / cs * cs;
+        // Whole clusters: zero entries (allocated ones are freed).
         zero_entries = true;
       }
     } else {
@@ -212,9 +234,10 @@ void QedDriver::FinishInFlight(PendingRun* run) {
 }
 
 coro::Task<Result<void>> QedDriver::SetNeedCheckForAllocation(CoMutex::Guard& lock) {
-  // Images with a backing file never use the flag: the flush before their L2 updates already
-  // orders data before metadata (qed-format.md §5.3).
-  if (backing_ || header_.need_check()) co_return Ok();
+  // Also with a backing file, although its flush before the L2 updates already orders data
+  // before metadata (QEMU leaves the flag alone there): a crash still leaves unlinked or freed
+  // clusters behind, and only the flag makes the next read-write open compact them away.
+  if (header_.need_check()) co_return Ok();
   header_.features |= kFeatureNeedCheck;
   ++stats_.need_check_sets;
   lock.Release();
@@ -265,36 +288,74 @@ void QedDriver::ReleaseReservation(uint64_t begin, uint64_t end) {
   // Reservations move file_size_ only under the table lock, without suspending in between, so a
   // range that still ends at file_size_ is the last one handed out and nothing after it exists. A
   // failed entry write (L2 or L1) never comes here: the entry may have reached the disk, so its
-  // clusters must leak rather than be handed out twice.
+  // clusters must leak (leaks_unresolved_) rather than be handed out twice.
   if (begin == end) return;
   if (file_size_ != end) {
-    // A later reservation is still in use (concurrent runs): keep the range until it is the
-    // last one again.
-    unlinked_ranges_.emplace_back(begin, end);
+    // A later reservation is still in use (concurrent runs), or the range was free clusters:
+    // nothing ever linked it, so it is free at once.
+    AddFree(begin, (end - begin) / geo_.cluster_size, /*seq=*/0);
     return;
   }
   file_size_ = begin;
   trim_at_close_ = true;
-  // Earlier failed reservations that now end the allocated area go back too.
-  for (bool again = true; again;) {
-    again = false;
-    for (auto it = unlinked_ranges_.begin(); it != unlinked_ranges_.end(); ++it) {
-      if (it->second == file_size_) {
-        file_size_ = it->first;
-        unlinked_ranges_.erase(it);
-        again = true;
-        break;
-      }
+}
+
+bool QedDriver::Reusable(const FreeExtent& e) const {
+  if (e.seq == 0) return true;  // never referenced
+  return e.seq <= durable_seq_ && (data_io_.empty() || data_io_.begin()->first >= e.seq);
+}
+
+uint64_t QedDriver::ReserveClusters(uint64_t want, uint64_t& got) {
+  assert(want > 0);
+  const uint64_t cs = geo_.cluster_size;
+  auto best = free_.end();
+  for (auto it = free_.begin(); it != free_.end(); ++it) {
+    if (Reusable(*it) && (best == free_.end() || it->host < best->host)) best = it;
+  }
+  stats_.clusters_allocated += want;
+  if (best == free_.end()) {
+    got = want;
+    const uint64_t host = file_size_;
+    file_size_ += want * cs;
+    return host;
+  }
+  got = std::min(want, best->n);
+  const uint64_t host = best->host;
+  best->host += got * cs;
+  best->n -= got;
+  if (best->n == 0) free_.erase(best);
+  stats_.clusters_allocated -= want - got;
+  stats_.clusters_reused += got;
+  return host;
+}
+
+void QedDriver::AddFree(uint64_t host, uint64_t n, uint64_t seq) {
+  assert(n > 0 && host % geo_.cluster_size == 0 && host + n * geo_.cluster_size <= file_size_);
+  const uint64_t end = host + n * geo_.cluster_size;
+  for (FreeExtent& e : free_) {
+    // Adjacent extents merge; the merged one is reusable when both would be.
+    if (e.host + e.n * geo_.cluster_size == host || end == e.host) {
+      e.host = std::min(e.host, host);
+      e.n += n;
+      e.seq = std::max(e.seq, seq);
+      return;
     }
   }
+  free_.push_back(FreeExtent{host, n, seq});
+}
+
+QedDriver::DataIo::~DataIo() {
+  auto it = d_.data_io_.find(seq_);
+  assert(it != d_.data_io_.end());
+  if (--it->second == 0) d_.data_io_.erase(it);
 }
 
 coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
-                                                    uint64_t len, IoVector data, bool zero_entries,
+                                                    uint64_t& len, IoVector data, bool zero_entries,
                                                     bool& owner) {
   const uint64_t cs = geo_.cluster_size;
   const uint64_t first = geo_.cluster_start(pos);
-  const uint64_t nclusters = (pos + len - first + cs - 1) / cs;
+  uint64_t nclusters = (pos + len - first + cs - 1) / cs;
   ++stats_.allocating_runs;
 
   // Step 1: NEED_CHECK set and flushed before anything is allocated. The slot is held, so no
@@ -304,20 +365,30 @@ coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup
 
   PendingRun run;
   run.guest_first = first;
-  run.guest_end = first + nclusters * cs;
   run.index = geo_.l2_index(pos);
-  run.n = nclusters;
   run.zero_entries = zero_entries;
   run.first_value = kZeroClusterEntry;
   uint64_t host = 0;
+  // A zero run over allocated clusters frees them (contiguous on the host: one kFound run).
+  const bool freeing = zero_entries && lk.kind == ClusterKind::kFound;
+  const uint64_t freed_host = freeing ? lk.host_offset : 0;
+  assert(!freeing || geo_.in_cluster(freed_host) == 0);
   if (!zero_entries) {
-    // Reserve whole clusters at the in-memory EOF. Only the slot owner moves it, and the range
-    // stays ours after the slot is released (the file end has moved past it).
-    host = file_size_;
-    file_size_ += nclusters * cs;
-    stats_.clusters_allocated += nclusters;
+    // Reserve whole clusters: free ones, or at the in-memory EOF. Only the slot owner reserves,
+    // and the range stays ours after the slot is released. Free clusters may cover only the
+    // head of the run: the request then goes on with the rest.
+    uint64_t got = 0;
+    host = ReserveClusters(nclusters, got);
+    if (got < nclusters) {
+      nclusters = got;
+      len = std::min(len, first + got * cs - pos);
+      data = data.Slice(0, len);
+    }
     run.first_value = host;
   }
+  run.guest_end = first + nclusters * cs;
+  run.n = nclusters;
+  if (freeing) ++frees_running_;
   run.l2 = std::move(lk.l2);  // pins the table until the entries are committed
   // From here until its entries are committed, requests touching these guest clusters wait
   // (they would otherwise allocate them a second time). Readers see the old contents (backing
@@ -336,12 +407,29 @@ coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup
     // Steps 3 and 4 (flush with a backing file, L2 entries) for a whole batch of runs.
     r = co_await CommitL2(run);
     lock = co_await table_lock_.Lock();
+    if (!r) {
+      leaks_unresolved_ = true;  // the entries may or may not be on disk
+    } else if (freeing) {
+      // The entries say "zero" (visible to lookups since the commit): the old clusters are free.
+      // Their free sequence orders them after every data I/O that may still use the old mapping
+      // and before the next flush (Reusable).
+      const uint64_t seq = ++free_seq_;
+      stats_.clusters_freed += nclusters;
+      lock.Release();
+      // The host range only holds space now. A failed punch leaves it allocated on the host (the
+      // clusters are free all the same); the request reports the error.
+      r = co_await WriteZeroesChild(*file_, freed_host, nclusters * cs,
+                                    block::ZeroFlags::kMayUnmap);
+      lock = co_await table_lock_.Lock();
+      AddFree(freed_host, nclusters, seq);
+    }
+    if (freeing) --frees_running_;
     co_return r;
   }
   lock = co_await table_lock_.Lock();
-  // No entry points at the reserved clusters: give them back if nothing was reserved after them
-  // (otherwise they leak).
+  // No entry points at the reserved clusters: give them back.
   if (!zero_entries) ReleaseReservation(host, host + nclusters * cs);
+  if (freeing) --frees_running_;
   FinishInFlight(&run);
   co_return r;
 }
@@ -413,6 +501,7 @@ coro::Task<Result<void>> QedDriver::CreateL2(CoMutex::Guard& lock, uint64_t pos,
   l1_.Set(l1i, l2_off);
   r = co_await tables_->WriteEntries(header_.l1_table_offset, l1_, l1i, 1, DebugEvent::kL1Update);
   if (!r) {
+    leaks_unresolved_ = true;
     l1_.Set(l1i, 0);  // leak the table rather than trust an entry of unknown durability
     l2_cache_.Erase(l2_off);
     ++l2_generation_;

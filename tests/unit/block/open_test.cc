@@ -52,7 +52,7 @@ TEST_F(OpenTest, UnknownContentOpensAsRaw) {
   EXPECT_EQ(report.format, "raw");
   EXPECT_EQ(report.aio, UringUsable() ? "io_uring" : "threads");
   ASSERT_EQ(report.chain.size(), 1u);
-  EXPECT_EQ(report.chain[0], path);
+  EXPECT_EQ(report.chain[0].path, path);
   EXPECT_EQ((*bb)->length(), 1u << 20);
   EXPECT_EQ((*bb)->driver().format_name(), "raw");
 
@@ -242,8 +242,8 @@ TEST_F(OpenTest, ProbesQedAndReportsTheChain) {
   ASSERT_TRUE(bb.ok()) << bb.status();
   EXPECT_EQ(report.format, "qed");
   ASSERT_EQ(report.chain.size(), 2u);
-  EXPECT_EQ(report.chain[0], top);
-  EXPECT_NE(report.chain[1].find("base.raw"), std::string::npos);
+  EXPECT_EQ(report.chain[0].path, top);
+  EXPECT_NE(report.chain[1].path.find("base.raw"), std::string::npos);
   EXPECT_EQ((*bb)->length(), 1u << 20);
   EXPECT_TRUE(loop_.Run((*bb)->Close()).ok());
 }

@@ -215,10 +215,15 @@ TEST_P(QedAllocBatchTest, ConcurrentAllocatingWritesMatchTheModel) {
   auto c = loop_.RunSync(drv_->Check(false));
   ASSERT_TRUE(c);
   EXPECT_EQ(c->corruptions, 0u);
-  EXPECT_EQ(c->leaks, 0u);
+  // Clusters freed by zero writes and not reused yet are the only leaks; close compacts them.
+  EXPECT_EQ(c->leaks, drv_->free_clusters());
   Close();
   Open(state_);
   EXPECT_TRUE(ReadAll(*drv_) == model_);
+  c = loop_.RunSync(drv_->Check(false));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->corruptions, 0u);
+  EXPECT_EQ(c->leaks, 0u);
   Close();
 }
 

@@ -108,7 +108,7 @@ class QedCheck : public ::testing::Test {
   CheckReport Repair(const std::string& path, bool truncate = false) {
     CheckOptions opt;
     opt.repair = true;
-    opt.truncate_trailing_leaks = truncate;
+    opt.fix_leaks = truncate;
     return CheckFile(path, opt);
   }
 

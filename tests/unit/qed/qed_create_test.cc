@@ -2,11 +2,14 @@
 // `qemu-img check` clean on ours, backing files and default sizes, and refusals.
 #include "block/qed/qed_create.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
 
+#include "block/file/file_lock.h"
 #include "gtest/gtest.h"
 #include "qed_fmt_test_util.h"
 
@@ -99,6 +102,36 @@ TEST(QedCreate, TruncatesAnExistingFile) {
   EXPECT_EQ(FileSize(path), 5u * 65536);
   MustRun("qemu-img create -q -f qed " + Q(dir.File("ref.qed")) + " 1G");
   EXPECT_EQ(Shell("cmp " + Q(path) + " " + Q(dir.File("ref.qed"))).exit_code, 0);
+}
+
+TEST(QedCreate, RefusesAFileAnotherProcessUses_LeavesItAlone) {
+  TempDir dir;
+  const std::string path = dir.File("busy.qed");
+  MustRun("qemu-img create -q -f qed " + Q(path) + " 1G");
+  const std::vector<std::byte> before = ReadBytes(path, 0, 4096);
+  // A holder with QEMU's locks of a read-write image; its own open file description stands for
+  // the other process (OFD locks of two descriptions conflict like those of two processes).
+  int holder = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(holder, 0);
+  ASSERT_TRUE(block::ApplyQemuLocks(holder, path, block::QemuLockPerms(false, false, false)).ok());
+  CreateOptions opt;
+  opt.path = path;
+  opt.size = kMiB;
+  absl::Status st = CreateImage(opt);
+  ::close(holder);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_EQ(FileSize(path), 5u * 65536) << "a busy image must not be emptied";
+  EXPECT_EQ(ReadBytes(path, 0, 4096), before);
+}
+
+TEST(QedCreate, RefusesFilesThatAreNotRegular) {
+  CreateOptions opt;
+  opt.path = "/dev/null";
+  opt.size = kMiB;
+  absl::Status st = CreateImage(opt);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("not a regular file"), std::string::npos) << st;
 }
 
 class QedCreateBacking : public ::testing::Test {

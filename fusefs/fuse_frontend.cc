@@ -344,12 +344,13 @@ coro::Task<void> FuseFrontend::BecomeReady() {
       Log(LogLevel::kError,
           absl::StrCat("cannot publish the size of ", path, " to the kernel: ", strerror(err)));
       BeginShutdown("mount setup failed", /*mount_gone=*/false);
+      FinishEarlyOpens();
       co_return;
     }
   }
-  if (shutting_down_) co_return;
-  ready_ = true;
-  if (on_ready_) on_ready_();
+  if (!shutting_down_) ready_ = true;
+  FinishEarlyOpens();
+  if (ready_ && on_ready_) on_ready_();
 }
 
 coro::Task<void> FuseFrontend::PushKernelCache() {

@@ -227,6 +227,8 @@ class FuseFrontend {
   coro::Task<bool> WriteBackKernelCache(uint64_t from);
   // allow_root: whether user |uid| may make a request that names the file.
   bool MayAccess(uid_t uid) const;
+  // Answers the OPENs that arrived before the mount was ready: as usual once ready_, else EIO.
+  void FinishEarlyOpens();
 
   // Enters the gate for one handler; empty once shutdown has started.
   std::optional<coro::Gate::Holder> EnterHandler();
@@ -262,6 +264,12 @@ class FuseFrontend {
   coro::CoMutex grow_lock_;        // serialises GrowTo
   dev_t mount_dev_ = 0;            // device of the mounted file, as statx reports it
   uint64_t writable_handles_ = 0;  // files open for writing (OPEN minus RELEASE)
+  struct EarlyOpen {
+    FuseRequest req;
+    uint32_t open_flags;
+    bool writable;
+  };
+  std::vector<EarlyOpen> early_opens_;  // OPENs waiting for ready_
   std::function<void()> on_ready_;
   bool init_done_ = false;
   bool writeback_active_ = false;  // the kernel agreed to FUSE_CAP_WRITEBACK_CACHE

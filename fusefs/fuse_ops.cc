@@ -64,6 +64,7 @@
 #include <cstring>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "fusefs/fuse_frontend.h"
@@ -187,9 +188,20 @@ struct FuseOps {
     // overlapping ones. libfuse 3.14 cannot ask for the flag, so the reply is built here.
     uint32_t flags =
         (fi->flags & O_DIRECT) ? FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES : FOPEN_KEEP_CACHE;
+    const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+    if (!self->ready_) {
+      // Until BecomeReady has published the size, a write-back-caching kernel takes the file
+      // for empty: an append would land at offset 0. The open waits (and fails if the mount
+      // never becomes ready).
+      self->early_opens_.push_back({std::move(r), flags, writable});
+      return;
+    }
+    AnswerOpen(self, std::move(r), flags, writable);
+  }
+
+  static void AnswerOpen(FuseFrontend* self, FuseRequest r, uint32_t flags, bool writable) {
     // Only a handle open for writing can leave dirty pages in the kernel (write(), shared
     // writable mmap); the kernel writes them all back before it releases the handle.
-    const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
     if (writable) ++self->writable_handles_;
     r.ReplyOpenFlags(writable ? kWritableHandle : kReadOnlyHandle, flags);
   }
@@ -278,6 +290,16 @@ struct FuseOps {
     return ops;
   }
 };
+
+void FuseFrontend::FinishEarlyOpens() {
+  for (EarlyOpen& o : std::exchange(early_opens_, {})) {
+    if (ready_) {
+      FuseOps::AnswerOpen(this, std::move(o.req), o.open_flags, o.writable);
+    } else {
+      o.req.ReplyError(EIO);
+    }
+  }
+}
 
 const fuse_lowlevel_ops& FuseOpsTable() {
   static const fuse_lowlevel_ops ops = FuseOps::MakeTable();

@@ -68,7 +68,7 @@ trap cleanup EXIT
 daemon_pids() {
   local p
   for p in $(pgrep -x qedfuse || true); do
-    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$1"; then echo "$p"; fi
+    if tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$1"; then echo "$p"; fi
   done
 }
 
@@ -80,6 +80,46 @@ wait_pid_gone() {
     sleep 0.1
   done
   fail "process $1 did not exit"
+}
+
+# Waits (at most 60 s) until PATH is no longer a mount point.
+wait_unmounted() {
+  local i
+  for ((i = 0; i < 600; i++)); do
+    is_mounted "$1" || return 0
+    sleep 0.1
+  done
+  fail "$1 is still mounted"
+}
+
+# Waits (at most 60 s) until FILE has at least COUNT (default 1) lines matching the fixed string
+# TEXT.
+wait_for_line() {
+  local file=$1 text=$2 count=${3:-1} i
+  for ((i = 0; i < 600; i++)); do
+    (($(grep -cF -- "$text" "$file" 2>/dev/null) + 0 >= count)) && return 0
+    sleep 0.1
+  done
+  fail "no line '$text' in $file: $(cat "$file" 2>/dev/null)"
+}
+
+# Unprivileged tests run as this user, in $TMP/user (owned by it): see require_user_mounts.
+TEST_UID=65534
+AS_USER=(setpriv --reuid="$TEST_UID" --regid="$TEST_UID" --clear-groups)
+as_user() { "${AS_USER[@]}" "$@"; }
+
+# Prepares unprivileged FUSE mounts (fusermount3): makes $TMP/user, and gives /dev/fuse the mode
+# udev gives it on a normal system (0666) where nothing did (containers without udev).
+require_user_mounts() {
+  require_tools setpriv
+  [ -u "$(command -v fusermount3)" ] || skip "fusermount3 is not setuid root"
+  chmod 755 "$TMP"
+  mkdir -p "$TMP/user"
+  chown "$TEST_UID:$TEST_UID" "$TMP/user"
+  if ! as_user test -r /dev/fuse -a -w /dev/fuse; then
+    chmod 0666 /dev/fuse
+    echo "note: /dev/fuse was not usable by unprivileged users; set it to udev's mode 0666"
+  fi
 }
 
 # qedfuse [ARGS...] IMAGE MOUNTPOINT: mounts (the command returns when the mount is live) and

@@ -1,0 +1,115 @@
+#!/bin/bash
+# SIGTERM/SIGINT while the mounted file is in use: the daemon writes back the kernel cache, finds
+# the mount busy (a non-lazy unmount fails with EBUSY), says so and keeps serving; the user of the
+# file notices nothing (ext4 on a loop device stays writable and fsck-clean). Once the file is
+# free, the next signal unmounts and the daemon exits with a clean image. For each aio backend,
+# with and without the kernel write-back cache; then as an unprivileged user (fusermount3), with
+# an open file as the user.
+source "$(dirname "$0")/lib.sh"
+require_fuse
+require_tools qemu-img qemu-io losetup mkfs.ext4 e2fsck findmnt python3
+
+FS=$TMP/fs
+mkdir "$FS"
+
+busy_loop_ext4() {  # AIO WRITEBACK_CACHE
+  local aio=$1 wb=$2 pid loop
+  local img=$TMP/$aio-$wb.qed mnt=$TMP/$aio-$wb.raw log=$TMP/$aio-$wb.log
+  log "busy: loop device + ext4, --aio=$aio --writeback-cache=$wb"
+  qemu-img create -q -f qed "$img" 128M
+  mount_image --aio="$aio" --writeback-cache="$wb" --log-file="$log" "$img" "$mnt"
+  pid=$DAEMON_PID
+  loop=$(losetup -f --show "$mnt")
+  LOOPS+=("$loop")
+  mkfs.ext4 -q -F "$loop"
+  mount "$loop" "$FS"
+  OTHER_MOUNTS+=("$FS")
+  head -c 4M /dev/urandom >"$FS/before"
+  sync
+
+  kill -TERM "$pid"
+  wait_for_line "$log" "still in use (loop device $loop); keeping it mounted"
+  kill -0 "$pid" || fail "the daemon exited although its mount is in use"
+  is_mounted "$mnt" || fail "$mnt was unmounted although it is in use"
+  # The filesystem on top keeps working: no I/O error, not remounted read-only.
+  head -c 4M /dev/urandom >"$FS/after"
+  sync
+  findmnt -n -o OPTIONS --mountpoint "$FS" | grep -q '^rw' || fail "ext4 went read-only"
+  (cd "$FS" && sha256sum before after >"$TMP/sums")
+
+  # A later signal tries again (and the mount is still busy).
+  kill -INT "$pid"
+  wait_for_line "$log" "still in use (loop device $loop)" 2
+  kill -0 "$pid" || fail "the daemon exited on the second signal"
+
+  umount "$FS"
+  e2fsck -fn "$loop" >"$TMP/fsck" 2>&1 || { cat "$TMP/fsck"; fail "e2fsck after busy SIGTERM"; }
+  mount -o ro "$loop" "$FS"
+  (cd "$FS" && sha256sum -c --quiet "$TMP/sums") || fail "ext4 data changed"
+  umount "$FS"
+  losetup -d "$loop"
+  kill -TERM "$pid"
+  wait_pid_gone "$pid"
+  ! is_mounted "$mnt" || fail "still mounted after SIGTERM of a free mount"
+  grep -q "unmounted $mnt" "$log" || fail "no 'unmounted' in the log: $(cat "$log")"
+  qemu_check_clean "$img"
+}
+
+busy_loop_ext4 io_uring on
+busy_loop_ext4 io_uring off
+busy_loop_ext4 threads on
+busy_loop_ext4 threads off
+
+log "busy: data cached in the kernel is written back at the signal even though the mount stays"
+IMG=$TMP/cached.qed MNT=$TMP/cached.raw LOG=$TMP/cached.log
+qemu-img create -q -f qed "$IMG" 16M
+mount_image --writeback-cache=on --need-check-delay=600000 --log-file="$LOG" "$IMG" "$MNT"
+pid=$DAEMON_PID
+exec 7<>"$MNT"
+python3 -c 'import os; os.pwrite(7, b"cached-in-the-kernel", 1 << 20)'
+kill -TERM "$pid"
+wait_for_line "$LOG" "still in use"
+# The daemon has the data: read the image file beside the mount (shared, read-only).
+qemu-img convert -U -f qed -O raw "$IMG" "$TMP/cached.out"
+[ "$(dd if="$TMP/cached.out" bs=1 skip=$((1 << 20)) count=20 status=none)" = \
+  "cached-in-the-kernel" ] || fail "the kernel cache was not written back at SIGTERM"
+exec 7>&-
+kill -TERM "$pid"
+wait_pid_gone "$pid"
+! is_mounted "$MNT" || fail "still mounted"
+! need_check_set "$IMG" || fail "NEED_CHECK still set after the unmount"
+qemu_check_clean "$IMG"
+
+log "busy: unprivileged user, a file kept open"
+require_user_mounts
+U=$TMP/user
+as_user qemu-img create -q -f qed "$U/img.qed" 16M
+FUSE_MOUNTS+=("$U/disk.raw")
+as_user "$QEDFUSE" --log-file="$U/log" "$U/img.qed" "$U/disk.raw"
+pid=$(daemon_pids "$U/disk.raw" | head -n1)
+[ -n "$pid" ] || fail "no daemon for the unprivileged mount"
+# The holder writes its pid once it has the file open (as_user runs in a subshell here).
+as_user bash -c 'exec 7<>"$1"; echo "pid $$" >"$2"; exec sleep 600' - "$U/disk.raw" "$U/held" &
+wait_for_line "$U/held" pid
+holder=$(awk '{print $2}' "$U/held")
+KILL_PIDS+=("$holder")
+kill -TERM "$pid"
+wait_for_line "$U/log" "still in use (an open file or a mapping); keeping it mounted"
+kill -0 "$pid" || fail "the unprivileged daemon exited although its mount is in use"
+is_mounted "$U/disk.raw" || fail "unmounted although in use"
+as_user dd if=/dev/zero of="$U/disk.raw" bs=4k count=4 conv=notrunc,fsync status=none ||
+  fail "writing the busy mount failed"
+kill "$holder"
+wait_pid_gone "$holder"
+kill -TERM "$pid"
+wait_pid_gone "$pid"
+! is_mounted "$U/disk.raw" || fail "still mounted after SIGTERM"
+qemu_check_clean "$U/img.qed"
+
+log "unprivileged fusermount3 -u still ends the daemon cleanly"
+as_user "$QEDFUSE" --log-file="$U/log" "$U/img.qed" "$U/disk.raw"
+pid=$(daemon_pids "$U/disk.raw" | head -n1)
+as_user fusermount3 -u "$U/disk.raw"
+wait_pid_gone "$pid"
+qemu_check_clean "$U/img.qed"
+echo PASS

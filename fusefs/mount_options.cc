@@ -262,13 +262,11 @@ absl::StatusOr<MountOptions> ParseCommandLine(int argc, const char* const* argv)
     } else if (arg == "-s") {
       // libfuse's "single-threaded" flag: always true here, accepted for compatibility.
     } else if (arg == "-r" || arg == "--read-only") {
-      o.read_only = true;
-      o.mount_flags.emplace_back("ro");
+      if (absl::Status s = ApplyMountOption(o, "ro"); !s.ok()) return s;
     } else if (arg == "--allow-other") {
-      o.allow_other = true;
+      if (absl::Status s = ApplyMountOption(o, "allow_other"); !s.ok()) return s;
     } else if (arg == "--no-writeback-cache") {
-      o.writeback_cache = false;
-      o.mount_time_settings.emplace_back(arg);
+      if (absl::Status s = ApplyMountOption(o, "no_writeback_cache"); !s.ok()) return s;
     } else if (arg == "-o") {
       if (i + 1 >= argc) return Bad("option '-o' needs an argument");
       if (absl::Status s = ApplyMountOptionList(o, argv[++i]); !s.ok()) return s;

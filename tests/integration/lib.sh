@@ -122,6 +122,33 @@ require_user_mounts() {
   fi
 }
 
+# Unprivileged setup most tests share: USER_IMG (a 16 MiB QED image the test user owns) and
+# USER_MNT (its mountpoint, unmounted at exit), in $TMP/user.
+prepare_user_image() {
+  require_user_mounts
+  USER_IMG=$TMP/user/img.qed USER_MNT=$TMP/user/disk.raw
+  as_user qemu-img create -q -f qed "$USER_IMG" 16M
+  FUSE_MOUNTS+=("$USER_MNT")
+}
+
+# mount_user_image [ARGS...]: the test user mounts USER_IMG on USER_MNT; sets DAEMON_PID.
+mount_user_image() {
+  as_user "$QEDFUSE" "$@" "$USER_IMG" "$USER_MNT"
+  DAEMON_PID=$(daemon_pids "$USER_MNT" | head -n1)
+  [ -n "$DAEMON_PID" ] || fail "no qedfuse daemon for $USER_MNT"
+}
+
+# expect_refused PATTERN COMMAND...: COMMAND must fail with the fixed string PATTERN on stderr
+# (kept in $TMP/err).
+expect_refused() {
+  local pattern=$1 rc=0
+  shift
+  "$@" 2>"$TMP/err" || rc=$?
+  [ "$rc" -ne 0 ] || fail "$* succeeded"
+  grep -qF -- "$pattern" "$TMP/err" || fail "$*: expected '$pattern', got: $(cat "$TMP/err")"
+  echo "ok: $(head -n1 "$TMP/err")"
+}
+
 # qedfuse [ARGS...] IMAGE MOUNTPOINT: mounts (the command returns when the mount is live) and
 # records the mount for cleanup; sets DAEMON_PID.
 mount_image() {

@@ -81,35 +81,32 @@ wait_pid_gone "$pid"
 qemu_check_clean "$IMG"
 
 log "busy: unprivileged user, a file kept open"
-require_user_mounts
+prepare_user_image
 U=$TMP/user
-as_user qemu-img create -q -f qed "$U/img.qed" 16M
-FUSE_MOUNTS+=("$U/disk.raw")
-as_user "$QEDFUSE" --log-file="$U/log" "$U/img.qed" "$U/disk.raw"
-pid=$(daemon_pids "$U/disk.raw" | head -n1)
-[ -n "$pid" ] || fail "no daemon for the unprivileged mount"
+mount_user_image --log-file="$U/log"
+pid=$DAEMON_PID
 # The holder writes its pid once it has the file open (as_user runs in a subshell here).
-as_user bash -c 'exec 7<>"$1"; echo "pid $$" >"$2"; exec sleep 600' - "$U/disk.raw" "$U/held" &
+as_user bash -c 'exec 7<>"$1"; echo "pid $$" >"$2"; exec sleep 600' - "$USER_MNT" "$U/held" &
 wait_for_line "$U/held" pid
 holder=$(awk '{print $2}' "$U/held")
 KILL_PIDS+=("$holder")
 kill -TERM "$pid"
 wait_for_line "$U/log" "still in use (an open file or a mapping); keeping it mounted"
 kill -0 "$pid" || fail "the unprivileged daemon exited although its mount is in use"
-is_mounted "$U/disk.raw" || fail "unmounted although in use"
-as_user dd if=/dev/zero of="$U/disk.raw" bs=4k count=4 conv=notrunc,fsync status=none ||
+is_mounted "$USER_MNT" || fail "unmounted although in use"
+as_user dd if=/dev/zero of="$USER_MNT" bs=4k count=4 conv=notrunc,fsync status=none ||
   fail "writing the busy mount failed"
 kill "$holder"
 wait_pid_gone "$holder"
 kill -TERM "$pid"
 wait_pid_gone "$pid"
-! is_mounted "$U/disk.raw" || fail "still mounted after SIGTERM"
-qemu_check_clean "$U/img.qed"
+! is_mounted "$USER_MNT" || fail "still mounted after SIGTERM"
+qemu_check_clean "$USER_IMG"
 
 log "unprivileged fusermount3 -u still ends the daemon cleanly"
-as_user "$QEDFUSE" --log-file="$U/log" "$U/img.qed" "$U/disk.raw"
-pid=$(daemon_pids "$U/disk.raw" | head -n1)
-as_user fusermount3 -u "$U/disk.raw"
+mount_user_image --log-file="$U/log"
+pid=$DAEMON_PID
+as_user fusermount3 -u "$USER_MNT"
 wait_pid_gone "$pid"
-qemu_check_clean "$U/img.qed"
+qemu_check_clean "$USER_IMG"
 echo PASS

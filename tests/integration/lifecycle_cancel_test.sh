@@ -49,18 +49,26 @@ cancel_with INT "$QEDFUSE" -f "$SLOW" "$IMG" "$MNT"
 grep -q "cancelled; nothing was mounted" "$TMP/err" || fail "no 'cancelled' message"
 nothing_left "$IMG" "$MNT"
 
+# kill_command_while_opening IMAGE MOUNTPOINT: SIGKILL to the command (run through the prefix in
+# RUN) once its daemon is opening the image; the daemon must notice and leave nothing behind.
+RUN=()
+kill_command_while_opening() {
+  local img=$1 mnt=$2 parent i
+  "${RUN[@]}" "$QEDFUSE" "$SLOW" "$img" "$mnt" 2>"$TMP/err" &
+  parent=$!
+  for ((i = 0; i < 600; i++)); do
+    (($(daemon_pids "$mnt" | wc -l) >= 2)) && break
+    sleep 0.1
+  done
+  (($(daemon_pids "$mnt" | wc -l) >= 2)) || fail "the daemon did not start"
+  [ -e "$mnt" ] || fail "the mountpoint was not created"
+  kill -KILL "$parent"
+  wait "$parent" 2>/dev/null || true
+  nothing_left "$img" "$mnt"
+}
+
 log "the command killed with SIGKILL while the daemon opens the image"
-"$QEDFUSE" "$SLOW" "$IMG" "$MNT" 2>"$TMP/err" &
-parent=$!
-for ((i = 0; i < 600; i++)); do
-  (($(daemon_pids "$MNT" | wc -l) >= 2)) && break
-  sleep 0.1
-done
-(($(daemon_pids "$MNT" | wc -l) >= 2)) || fail "the daemon did not start"
-[ -e "$MNT" ] || fail "the mountpoint was not created"
-kill -KILL "$parent"
-wait "$parent" 2>/dev/null || true
-nothing_left "$IMG" "$MNT"
+kill_command_while_opening "$IMG" "$MNT"
 
 log "a pre-existing mountpoint file is kept"
 touch "$MNT"
@@ -96,7 +104,6 @@ qemu_check_clean "$TMP/top.qed"
 # prefix in RUN) 0-100 ms after it starts, N times. Either the mount completed first (exit 0: it is
 # live and serves the image) or it was cancelled (killed by SIGTERM: nothing left); never anything
 # in between.
-RUN=()
 cancel_at_random_moments() {
   local n=$1 img=$2 mnt=$3 i rc cancelled=0 completed=0 delay pid d
   for ((i = 0; i < n; i++)); do
@@ -110,7 +117,7 @@ cancel_at_random_moments() {
     if [ "$rc" = 0 ]; then
       completed=$((completed + 1))
       is_mounted "$mnt" || fail "the command succeeded but nothing is mounted"
-      [ "$(stat -c %s "$mnt")" = $((16 << 20)) ] || fail "the mount does not serve the image"
+      [ "$("${RUN[@]}" stat -c %s "$mnt")" = $((16 << 20)) ] || fail "the mount does not serve the image"
       d=$(daemon_pids "$mnt" | head -n1)
       "${RUN[@]}" fusermount3 -u "$mnt"
       wait_pid_gone "$d"
@@ -131,21 +138,10 @@ cancel_at_random_moments 20 "$IMG" "$MNT"
 qemu_check_clean "$IMG"
 
 log "unprivileged user (fusermount3): SIGINT while opening, SIGKILL of the command, random SIGTERM"
-require_user_mounts
-U=$TMP/user
-as_user qemu-img create -q -f qed "$U/img.qed" 16M
-FUSE_MOUNTS+=("$U/disk.raw")
-cancel_with INT "${AS_USER[@]}" "$QEDFUSE" "$SLOW" "$U/img.qed" "$U/disk.raw"
-nothing_left "$U/img.qed" "$U/disk.raw"
-"${AS_USER[@]}" "$QEDFUSE" "$SLOW" "$U/img.qed" "$U/disk.raw" 2>"$TMP/err" &
-parent=$!
-for ((i = 0; i < 600; i++)); do
-  (($(daemon_pids "$U/disk.raw" | wc -l) >= 2)) && break
-  sleep 0.1
-done
-kill -KILL "$parent"
-wait "$parent" 2>/dev/null || true
-nothing_left "$U/img.qed" "$U/disk.raw"
+prepare_user_image
+cancel_with INT "${AS_USER[@]}" "$QEDFUSE" "$SLOW" "$USER_IMG" "$USER_MNT"
+nothing_left "$USER_IMG" "$USER_MNT"
 RUN=("${AS_USER[@]}")
-cancel_at_random_moments 8 "$U/img.qed" "$U/disk.raw"
+kill_command_while_opening "$USER_IMG" "$USER_MNT"
+cancel_at_random_moments 8 "$USER_IMG" "$USER_MNT"
 echo PASS

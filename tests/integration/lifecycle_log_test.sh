@@ -129,32 +129,35 @@ with open(sys.argv[1], \"ab\", buffering=0) as out:
   if [ "$SYSLOG" = yes ]; then kill "$listener"; fi
 '
 
+# expect_lines FILE REGEX...: FILE has a line matching each REGEX.
+expect_lines() {
+  local file=$1 re
+  shift
+  for re in "$@"; do
+    grep -q -- "$re" "$file" || fail "no line /$re/ in $file: $(cat "$file")"
+  done
+}
+
 log "with syslog: the detached daemon logs there, and the command stays quiet"
 in_namespace yes "$NS_SETUP"
-grep -q "qedfuse\[[0-9]*\]: mounted $IMG on $TMP/ns.raw" "$TMP/syslog.out" ||
-  fail "no mount line in syslog: $(cat "$TMP/syslog.out")"
-grep -q "qedfuse\[[0-9]*\]: unmounted $TMP/ns.raw" "$TMP/syslog.out" ||
-  fail "no unmount line in syslog: $(cat "$TMP/syslog.out")"
+expect_lines "$TMP/syslog.out" "qedfuse\[[0-9]*\]: mounted $IMG on $TMP/ns.raw" \
+  "qedfuse\[[0-9]*\]: unmounted $TMP/ns.raw"
 [ ! -s "$TMP/ns.err" ] || fail "messages on stderr although syslog is there: $(cat "$TMP/ns.err")"
 
 log "without syslog and --log-file: warned at mount, later messages on the inherited stderr"
 in_namespace no "$NS_SETUP"
-grep -q "no syslog daemon listens on /dev/log and no --log-file was given" "$TMP/ns.err" ||
-  fail "no warning at mount: $(cat "$TMP/ns.err")"
-grep -q "^qedfuse: unmounted $TMP/ns.raw" "$TMP/ns.err" ||
-  fail "the daemon's later messages were lost: $(cat "$TMP/ns.err")"
+expect_lines "$TMP/ns.err" "no syslog daemon listens on /dev/log and no --log-file was given" \
+  "^qedfuse: unmounted $TMP/ns.raw"
 qemu_check_clean "$IMG"
 
 log "unprivileged user: --log-file"
-require_user_mounts
+prepare_user_image
 U=$TMP/user
-as_user qemu-img create -q -f qed "$U/img.qed" 16M
-FUSE_MOUNTS+=("$U/disk.raw")
-as_user "$QEDFUSE" --log-file="$U/log" "$U/img.qed" "$U/disk.raw"
-pid=$(daemon_pids "$U/disk.raw" | head -n1)
+mount_user_image --log-file="$U/log"
+pid=$DAEMON_PID
 [ "$(stat -c '%U %a' "$U/log")" = "nobody 600" ] || fail "log file owner/mode: $(stat -c '%U %a' "$U/log")"
-as_user fusermount3 -u "$U/disk.raw"
+as_user fusermount3 -u "$USER_MNT"
 wait_pid_gone "$pid"
-grep -q "info: mounted $U/img.qed on $U/disk.raw" "$U/log" || fail "no mount line"
-grep -q "info: unmounted $U/disk.raw" "$U/log" || fail "no unmount line"
+grep -q "info: mounted $USER_IMG on $USER_MNT" "$U/log" || fail "no mount line"
+grep -q "info: unmounted $USER_MNT" "$U/log" || fail "no unmount line"
 echo PASS

@@ -12,14 +12,6 @@ require_tools qemu-img losetup findmnt python3
 IMG=$TMP/img.qed MNT=$TMP/disk.raw
 qemu-img create -q -f qed "$IMG" 16M
 
-expect_refused() {  # PATTERN ARGS...
-  local pattern=$1 rc=0
-  shift
-  "$@" 2>"$TMP/err" || rc=$?
-  [ "$rc" -ne 0 ] || fail "$* succeeded"
-  grep -qF -- "$pattern" "$TMP/err" || fail "$*: expected '$pattern', got: $(cat "$TMP/err")"
-  echo "ok: $(head -n1 "$TMP/err")"
-}
 opts() { findmnt -n -o OPTIONS --mountpoint "$MNT"; }
 
 for wb in on off; do
@@ -85,17 +77,13 @@ expect_refused "unknown mount option 'user_id=0'" "$QEDFUSE" -o user_id=0 "$IMG"
 [ ! -e "$MNT" ] || fail "mountpoint created for a bad option"
 
 log "an unprivileged user cannot remount (fusermount3 cannot); the message says what to do"
-require_user_mounts
-U=$TMP/user
-as_user qemu-img create -q -f qed "$U/img.qed" 16M
-FUSE_MOUNTS+=("$U/disk.raw")
-as_user "$QEDFUSE" "$U/img.qed" "$U/disk.raw"
-expect_refused "only root may remount (fusermount3 cannot); unmount it with \`fusermount3 -u $U/disk.raw\`" \
-  as_user "$QEDFUSE" -o remount,ro "$U/img.qed" "$U/disk.raw"
-as_user dd if=/dev/zero of="$U/disk.raw" bs=4k count=1 conv=notrunc,fsync status=none ||
+prepare_user_image
+mount_user_image
+expect_refused "only root may remount (fusermount3 cannot); unmount it with \`fusermount3 -u $USER_MNT\`" \
+  as_user "$QEDFUSE" -o remount,ro "$USER_IMG" "$USER_MNT"
+as_user dd if=/dev/zero of="$USER_MNT" bs=4k count=1 conv=notrunc,fsync status=none ||
   fail "the mount changed after a refused remount"
-pid=$(daemon_pids "$U/disk.raw" | head -n1)
-as_user fusermount3 -u "$U/disk.raw"
-wait_pid_gone "$pid"
-qemu_check_clean "$U/img.qed"
+as_user fusermount3 -u "$USER_MNT"
+wait_pid_gone "$DAEMON_PID"
+qemu_check_clean "$USER_IMG"
 echo PASS

@@ -8,19 +8,28 @@ source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img cmp
 
-# expect_refused PATTERN ARGS...: the mount fails with PATTERN on stderr.
-expect_refused() {
-  local pattern=$1 rc=0
-  shift
-  "$@" 2>"$TMP/err" || rc=$?
-  [ "$rc" -ne 0 ] || fail "$* succeeded"
-  grep -qF -- "$pattern" "$TMP/err" || fail "$*: expected '$pattern', got: $(cat "$TMP/err")"
-  echo "ok: $(head -n1 "$TMP/err")"
-}
-
 mounts_at() { awk -v p="$1" '$5 == p' /proc/self/mountinfo | wc -l; }
 
-# stale_and_stacked RUN...: the whole sequence, with the commands run through RUN (a prefix).
+# mount_check_unmount RUN...: mounts $img on $mnt again (through the prefix RUN), checks that the
+# fsync'd data survived, unmounts, and checks the image.
+mount_check_unmount() {
+  "$@" "$QEDFUSE" "$img" "$mnt"
+  "$@" cmp -n 1M "$TMP/data" "$mnt" || fail "data lost (it was fsync'd)"
+  unmount_image "$mnt"
+  qemu_check_clean "$img"
+}
+
+# mount_watched RUN...: mounts $img on $mnt with -o auto_unmount (through the prefix RUN); sets
+# pid (the daemon) and watcher (its auto_unmount watcher).
+mount_watched() {
+  "$@" "$QEDFUSE" -o auto_unmount "$img" "$mnt"
+  pid=$(daemon_pids "$mnt" | head -n1)
+  watcher=$(pgrep -x qedfuse-watch -P "$pid" || true)
+  [ -n "$watcher" ] || fail "no auto_unmount watcher beside the daemon"
+}
+
+# stale_and_stacked DIR UMOUNT_CMD RUN...: the whole sequence in DIR, with the commands run
+# through the prefix RUN.
 stale_and_stacked() {
   local dir=$1 umount_cmd=$2
   shift 2
@@ -59,36 +68,23 @@ stale_and_stacked() {
   [ "$(mounts_at "$mnt")" = 1 ] || fail "a mount was stacked on the dead one"
   # The named fix works, and the image (killed with allocations in flight) mounts again.
   $umount_cmd "$mnt"
-  "${run[@]}" "$QEDFUSE" "$img" "$mnt"
-  "${run[@]}" cmp -n 1M "$TMP/data" "$mnt" || fail "data lost after kill -9 (it was fsync'd)"
-  unmount_image "$mnt"
-  qemu_check_clean "$img"
+  mount_check_unmount "${run[@]}"
 
   log "-o auto_unmount: the mount of a killed daemon is removed (${run[*]:-root})"
-  "${run[@]}" "$QEDFUSE" -o auto_unmount "$img" "$mnt"
-  pid=$(daemon_pids "$mnt" | head -n1)
   local watcher
-  watcher=$(pgrep -x qedfuse-watch -P "$pid" || true)
-  [ -n "$watcher" ] || fail "no auto_unmount watcher beside the daemon"
+  mount_watched "${run[@]}"
   ! ls -l "/proc/$watcher/fd" | grep -qF "$img" || fail "the auto_unmount watcher holds the image"
   "${run[@]}" dd if="$TMP/data" of="$mnt" bs=1M conv=notrunc,fsync status=none
   kill -KILL "$pid"
   wait_unmounted "$mnt"
   # Mounting again right away works: nothing holds the image's lock any more.
-  "${run[@]}" "$QEDFUSE" "$img" "$mnt"
-  "${run[@]}" cmp -n 1M "$TMP/data" "$mnt" || fail "data lost after kill -9 with auto_unmount"
-  unmount_image "$mnt"
-  qemu_check_clean "$img"
+  mount_check_unmount "${run[@]}"
   log "-o auto_unmount: an orderly unmount or SIGTERM is unaffected (${run[*]:-root})"
-  "${run[@]}" "$QEDFUSE" -o auto_unmount "$img" "$mnt"
-  pid=$(daemon_pids "$mnt" | head -n1)
-  watcher=$(pgrep -x qedfuse-watch -P "$pid")
+  mount_watched "${run[@]}"
   unmount_image "$mnt"
   wait_pid_gone "$watcher"
   qemu_check_clean "$img"
-  "${run[@]}" "$QEDFUSE" -o auto_unmount "$img" "$mnt"
-  pid=$(daemon_pids "$mnt" | head -n1)
-  watcher=$(pgrep -x qedfuse-watch -P "$pid")
+  mount_watched "${run[@]}"
   kill -TERM "$pid"
   wait_pid_gone "$watcher"
   ! is_mounted "$mnt" || fail "still mounted after SIGTERM"

@@ -26,8 +26,10 @@
 //
 // Logging (one sink, qedfuse/base/log.h): --log-file=PATH if given; else standard error in the
 // foreground; else syslog where /dev/log exists; else the daemon keeps the standard error it was
-// started with (warning once at mount), since /dev/null would swallow corruption reports. While
-// the command is still running, errors and warnings are echoed to standard error as well.
+// started with if that is a terminal or a file (warning once at mount), since /dev/null would
+// swallow corruption reports; a pipe it must let go of (its reader may wait for its end), which
+// the warning says. While the command is still running, errors and warnings are echoed to
+// standard error as well.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -438,7 +440,12 @@ class StatusPipe {
 
 // Where messages go once the command has returned (see the file comment).
 struct LogPlan {
-  bool to_stderr_after_ready = false;  // keep the inherited stderr in the background
+  enum class Detached {
+    kSink,        // syslog or the log file
+    kKeepStderr,  // the inherited stderr, a terminal or a file
+    kLost,        // nowhere: the inherited stderr is a pipe or socket (see SetUpLogging)
+  };
+  Detached detached = Detached::kSink;
 };
 
 // Stops using the terminal: stdin and stdout go to /dev/null, and stderr too unless it is where
@@ -448,7 +455,7 @@ void Detach(const LogPlan& plan) {
   if (null_fd >= 0) {
     dup2(null_fd, STDIN_FILENO);
     dup2(null_fd, STDOUT_FILENO);
-    if (!plan.to_stderr_after_ready) dup2(null_fd, STDERR_FILENO);
+    if (plan.detached != LogPlan::Detached::kKeepStderr) dup2(null_fd, STDERR_FILENO);
     if (null_fd > STDERR_FILENO) close(null_fd);
   }
   SetLogEcho(false);
@@ -540,10 +547,15 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd, const LogPla
   frontend.SetOnReady([&] {
     Log(LogLevel::kInfo, MountedMessage(paths, report, read_only));
     if (!daemon) return;
-    if (plan.to_stderr_after_ready) {
+    if (plan.detached == LogPlan::Detached::kKeepStderr) {
       Log(LogLevel::kWarning,
           "no syslog daemon listens on /dev/log and no --log-file was given: the daemon keeps "
           "writing its messages to this standard error (give --log-file=PATH to keep them)");
+    } else if (plan.detached == LogPlan::Detached::kLost) {
+      Log(LogLevel::kWarning,
+          "no syslog daemon listens on /dev/log and no --log-file was given, and this standard "
+          "error is a pipe the daemon must not keep open: its later messages are lost (give "
+          "--log-file=PATH to keep them)");
     }
     // The mount is the command's result now: it no longer ends with the command.
     prctl(PR_SET_PDEATHSIG, 0);
@@ -580,7 +592,13 @@ bool SetUpLogging(const MountOptions& o, LogPlan* plan) {
     LogToSyslog();
     SetLogEcho(true);
   } else {
-    plan->to_stderr_after_ready = true;
+    // A terminal or a file can take the daemon's messages for as long as it runs. Whoever reads
+    // a pipe or socket may be waiting for it to close (`out=$(qedfuse ...)`, a test harness),
+    // and would then wait for the daemon's end.
+    struct stat st {};
+    const bool keep =
+        fstat(STDERR_FILENO, &st) == 0 && (S_ISREG(st.st_mode) || S_ISCHR(st.st_mode));
+    plan->detached = keep ? LogPlan::Detached::kKeepStderr : LogPlan::Detached::kLost;
   }
   return true;
 }

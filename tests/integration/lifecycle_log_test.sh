@@ -4,7 +4,8 @@
 # (warned about at mount). Corruption and I/O-error reports of the block layer and the frontend
 # reach the same place; errors while the command still runs also reach its standard error. The
 # backing chain is named at mount. Syslog present/absent is arranged in a private mount namespace
-# (a listener of our own on /dev/log, or none).
+# (a listener of our own on /dev/log, or none). Without either, a stderr that is a pipe is let go
+# (its reader may wait for its end: `out=$(qedfuse ...)` must return).
 source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img qemu-io python3 unshare
@@ -97,7 +98,7 @@ grep -q "^qedfuse: unmounted $TMP/top.raw" "$TMP/fg.err" || fail "no unmount lin
 
 # In a private mount namespace: our own listener on /dev/log (a tmpfs over /dev holding the few
 # device nodes qedfuse needs), or nothing there at all.
-in_namespace() {  # SYSLOG(yes|no) SCRIPT
+in_namespace() {  # SYSLOG(yes, no, or pipe: none and the output captured) SCRIPT
   unshare -m --propagation private env QEDFUSE="$QEDFUSE" TMP="$TMP" IMG="$IMG" SYSLOG="$1" \
     bash -euo pipefail -c "$2"
 }
@@ -120,7 +121,12 @@ with open(sys.argv[1], \"ab\", buffering=0) as out:
     for ((i = 0; i < 100; i++)); do [ -S /dev/log ] && break; sleep 0.1; done
   fi
   mnt=$TMP/ns.raw
-  "$QEDFUSE" "$IMG" "$mnt" 2>"$TMP/ns.err"
+  if [ "$SYSLOG" = pipe ]; then
+    # Captured through a pipe: the command must return, and its reader see the end, at once.
+    timeout 30 bash -c "out=\$(\"\$QEDFUSE\" \"\$IMG\" $mnt 2>&1); echo \"\$out\"" >"$TMP/ns.err"
+  else
+    "$QEDFUSE" "$IMG" "$mnt" 2>"$TMP/ns.err"
+  fi
   grep -q " $mnt " /proc/self/mountinfo
   pid=$(pgrep -f -- "$mnt")
   fusermount3 -u "$mnt"
@@ -148,6 +154,11 @@ log "without syslog and --log-file: warned at mount, later messages on the inher
 in_namespace no "$NS_SETUP"
 expect_lines "$TMP/ns.err" "no syslog daemon listens on /dev/log and no --log-file was given" \
   "^qedfuse: unmounted $TMP/ns.raw"
+qemu_check_clean "$IMG"
+
+log "without syslog and --log-file, stderr a pipe: the daemon lets go of it (and says so)"
+in_namespace pipe "$NS_SETUP"
+expect_lines "$TMP/ns.err" "this standard error is a pipe the daemon must not keep open"
 qemu_check_clean "$IMG"
 
 log "unprivileged user: --log-file"

@@ -3,8 +3,8 @@
 # the mount busy (a non-lazy unmount fails with EBUSY), says so and keeps serving; the user of the
 # file notices nothing (ext4 on a loop device stays writable and fsck-clean). Once the file is
 # free, the next signal unmounts and the daemon exits with a clean image. For each aio backend,
-# with and without the kernel write-back cache; then as an unprivileged user (fusermount3), with
-# an open file as the user.
+# with and without the kernel write-back cache; fio verify=crc32c through repeated signals; then as
+# an unprivileged user (fusermount3), with an open file as the user.
 source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img qemu-io losetup mkfs.ext4 e2fsck findmnt python3
@@ -78,6 +78,37 @@ kill -TERM "$pid"
 wait_pid_gone "$pid"
 ! is_mounted "$MNT" || fail "still mounted"
 ! need_check_set "$IMG" || fail "NEED_CHECK still set after the unmount"
+qemu_check_clean "$IMG"
+
+log "busy: fio verify=crc32c keeps running through repeated signals (O_DIRECT and buffered)"
+IMG=$TMP/fio.qed MNT=$TMP/fio.raw LOG=$TMP/fio.log
+qemu-img create -q -f qed "$IMG" 64M
+require_tools fio
+mount_image --log-file="$LOG" "$IMG" "$MNT"
+pid=$DAEMON_PID
+exec 8<"$MNT"  # busy for certain, even once fio has closed the file
+fio --output="$TMP/fio.out" --filename="$MNT" --size=32M --ioengine=libaio --iodepth=16 \
+  --bs=4k --rw=randwrite --verify=crc32c --verify_fatal=1 --randrepeat=0 --time_based --runtime=3 \
+  --name=direct --direct=1 --name=buffered --direct=0 --offset=32M &
+fio_pid=$!
+for i in 1 2 3 4 5; do
+  sleep 0.3
+  kill -0 "$fio_pid" 2>/dev/null || break
+  kill -TERM "$pid"
+done
+rc=0
+wait "$fio_pid" || rc=$?
+[ "$rc" = 0 ] || { cat "$TMP/fio.out"; fail "fio failed ($rc) while the daemon was signalled"; }
+wait_for_line "$LOG" "still in use"
+kill -0 "$pid" || fail "the daemon exited while the file was open"
+exec 8<&-
+# An attempt started before the close may still find the file busy: signal until it is gone.
+for ((i = 0; i < 60; i++)); do
+  kill -TERM "$pid" 2>/dev/null || break
+  sleep 1
+done
+wait_pid_gone "$pid"
+! is_mounted "$MNT" || fail "still mounted"
 qemu_check_clean "$IMG"
 
 log "busy: unprivileged user, a file kept open"

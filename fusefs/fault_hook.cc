@@ -1,6 +1,7 @@
 // --debug-fault: parses the rules (fault_hook.h) and wraps the top image's file in a
-// FaultInjectionDriver behind a small filter that arms rules by file existence and reports what
-// was injected (each fault as a warning, up to a limit, and a total when the image is closed).
+// FaultInjectionDriver behind a small filter that arms rules by file existence, releases the
+// operations a delay= rule holds (one timer per rule), and reports what was injected (each fault
+// as a warning, up to a limit, and a total when the image is closed).
 #include "fusefs/fault_hook.h"
 
 #include <unistd.h>
@@ -14,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "fusefs/debug_hooks.h"
 #include "qedfuse/base/log.h"
+#include "qedfuse/coro/co_timer.h"
+#include "qedfuse/coro/gate.h"
 
 namespace qedfuse::fusefs {
 namespace {
@@ -76,7 +79,10 @@ class FaultHookDriver final : public block::BlockDriver {
  public:
   FaultHookDriver(std::unique_ptr<block::BlockDriver> child, std::vector<ParsedFaultRule> rules)
       : fi_(std::make_unique<block::FaultInjectionDriver>(std::move(child))) {
-    for (ParsedFaultRule& r : rules) rules_.push_back(Slot{std::move(r)});
+    for (ParsedFaultRule& r : rules) {
+      if (r.delay.count() > 0) r.rule.tag = absl::StrCat("delay-", rules_.size());
+      rules_.push_back(Slot{std::move(r)});
+    }
     Refresh();
   }
 
@@ -96,6 +102,7 @@ class FaultHookDriver final : public block::BlockDriver {
     Snapshot before = Take();
     coro::Task<Result<void>> t = fi_->Read(offset, iov);
     Report(before, FaultIo::kRead);
+    ReleaseHeldLater();
     co_return co_await t;
   }
 
@@ -104,6 +111,7 @@ class FaultHookDriver final : public block::BlockDriver {
     Snapshot before = Take();
     coro::Task<Result<void>> t = fi_->Write(offset, iov);
     Report(before, FaultIo::kWrite);
+    ReleaseHeldLater();
     co_return co_await t;
   }
 
@@ -113,6 +121,7 @@ class FaultHookDriver final : public block::BlockDriver {
     Snapshot before = Take();
     coro::Task<Result<void>> t = fi_->WriteZeroes(offset, len, flags);
     Report(before, FaultIo::kZero);
+    ReleaseHeldLater();
     co_return co_await t;
   }
 
@@ -121,6 +130,7 @@ class FaultHookDriver final : public block::BlockDriver {
     Snapshot before = Take();
     coro::Task<Result<void>> t = fi_->Flush();
     Report(before, FaultIo::kFlush);
+    ReleaseHeldLater();
     co_return co_await t;
   }
 
@@ -129,6 +139,7 @@ class FaultHookDriver final : public block::BlockDriver {
     Snapshot before = Take();
     coro::Task<Result<void>> t = fi_->Truncate(new_length);
     Report(before, FaultIo::kTruncate);
+    ReleaseHeldLater();
     co_return co_await t;
   }
 
@@ -137,7 +148,11 @@ class FaultHookDriver final : public block::BlockDriver {
   }
 
   coro::Task<absl::Status> Close() override {
-    absl::Status s = co_await fi_->Close();
+    for (Slot& s : rules_) {
+      if (s.timer) s.timer->Close();
+    }
+    co_await releasers_.Close();
+    absl::Status s = co_await fi_->Close();  // lets anything still held through
     Log(LogLevel::kInfo, absl::StrCat("debug-fault: ", fi_->failed_io(), " faults injected, ",
                                       fi_->passed_io(), " image-file operations passed"));
     co_return s;
@@ -148,7 +163,34 @@ class FaultHookDriver final : public block::BlockDriver {
     ParsedFaultRule spec;
     int id = 0;    // in fi_, 0 while not installed
     int seen = 0;  // fired(id) already reported
+    // delay= rules: lets the operations held at spec.rule.tag through when it fires; created
+    // with the first hold (on the loop thread), waited on by one Releaser.
+    std::unique_ptr<coro::CoTimer> timer;
   };
+
+  // Starts the delay of every delay= rule that has just begun holding an operation.
+  void ReleaseHeldLater() {
+    for (Slot& s : rules_) {
+      if (s.spec.delay.count() == 0 || !fi_->IsSuspended(s.spec.rule.tag)) continue;
+      if (!s.timer) {
+        auto holder = releasers_.TryEnter();
+        if (!holder) continue;  // closing: Close() lets everything through
+        s.timer = std::make_unique<coro::CoTimer>();
+        coro::Spawn(Releaser(&s, *std::move(holder)));
+      }
+      if (!s.timer->armed()) s.timer->Arm(s.spec.delay);
+    }
+  }
+
+  // Holds |holder| (a place in releasers_) until the timer is closed.
+  coro::Task<void> Releaser(Slot* s, coro::Gate::Holder holder) {
+    for (;;) {
+      coro::TimerEvent ev = co_await s->timer->Wait();
+      if (ev == coro::TimerEvent::kClosed) break;
+      fi_->Resume(s->spec.rule.tag);
+    }
+    holder.Leave();
+  }
   struct Snapshot {
     uint64_t failed;
   };
@@ -184,7 +226,7 @@ class FaultHookDriver final : public block::BlockDriver {
     std::string which = "after 'die'";
     int err = EIO;
     for (Slot& s : rules_) {
-      if (s.id == 0) continue;
+      if (s.id == 0 || s.spec.delay.count() > 0) continue;  // delay rules fail nothing
       int fired = fi_->fired(s.id);
       if (fired != s.seen) {
         s.seen = fired;
@@ -199,7 +241,8 @@ class FaultHookDriver final : public block::BlockDriver {
   }
 
   std::unique_ptr<block::FaultInjectionDriver> fi_;
-  std::vector<Slot> rules_;
+  std::vector<Slot> rules_;  // never resized after construction: Releasers point into it
+  coro::Gate releasers_;
   uint64_t logged_ = 0;
 };
 
@@ -210,7 +253,7 @@ absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
   out.text = std::string(text);
   if (text.empty()) return Bad(text, "empty rule");
   bool seen_io = false, seen_event = false, seen_error = false, seen_skip = false,
-       seen_count = false, seen_armed = false, seen_die = false;
+       seen_count = false, seen_armed = false, seen_die = false, seen_delay = false;
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
@@ -291,11 +334,23 @@ absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
       if (st = once(&seen_die); !st.ok()) return st;
       if (has_value) return Bad(text, "'die' takes no value");
       out.rule.fail_everything_after = true;
+    } else if (key == "delay") {
+      if (st = once(&seen_delay); !st.ok()) return st;
+      int ms = 0;
+      if (!ParseCount(value, &ms) || ms == 0) {
+        return Bad(text, absl::StrCat("invalid delay '", std::string(value),
+                                      "' (a positive number of milliseconds expected)"));
+      }
+      out.delay = std::chrono::milliseconds(ms);
+      out.rule.suspend = true;
     } else {
       return Bad(text, absl::StrCat("unknown key '", std::string(key),
-                                    "' (use io, event, error, skip, count, armed or die)"));
+                                    "' (use io, event, error, skip, count, armed, die or delay)"));
     }
     if (comma == text.size()) break;
+  }
+  if (seen_delay && (seen_error || seen_die)) {
+    return Bad(text, "'delay' holds operations instead of failing them: it excludes error and die");
   }
   return out;
 }

@@ -17,9 +17,12 @@
 //                     each time PATH appears, so a test creates PATH when the setup is done
 //   die               once the rule has fired, every later image-file operation fails with EIO
 //                     (the "disk died here" point; the image is left as after a crash)
+//   delay=MS          instead of failing, hold each operation the rule picks and let it through
+//                     within MS milliseconds (a slow or stalled disk; excludes error= and die)
 // Without armed=, a rule is active from the open onwards (the open's own reads count).
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -31,7 +34,9 @@ namespace qedfuse::fusefs {
 struct ParsedFaultRule {
   block::FaultRule rule;
   std::string armed_path;  // empty: always active
-  std::string text;        // the rule as given, for messages
+  // delay=MS: the rule holds operations (rule.suspend) for up to this long; zero otherwise.
+  std::chrono::milliseconds delay{0};
+  std::string text;  // the rule as given, for messages
 };
 
 // Parses one --debug-fault rule; InvalidArgument naming the problem if it is malformed.

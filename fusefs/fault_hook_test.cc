@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -99,6 +100,22 @@ TEST(ParseFaultRule, MalformedRulesNameTheProblem) {
   ExpectRefused("die=1", "'die' takes no value");
   ExpectRefused("armed=", "'armed' needs a value");
   ExpectRefused("speed=fast", "unknown key 'speed'");
+  ExpectRefused("delay=0", "invalid delay '0'");
+  ExpectRefused("delay=soon", "invalid delay 'soon'");
+  ExpectRefused("delay=10,error=EIO", "excludes error and die");
+  ExpectRefused("delay=10,die", "excludes error and die");
+}
+
+TEST(ParseFaultRule, Delay) {
+  auto r = ParseFaultRule("io=read,delay=250,count=always");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->delay, std::chrono::milliseconds(250));
+  EXPECT_TRUE(r->rule.suspend);
+  EXPECT_EQ(r->rule.count, -1);
+  auto plain = ParseFaultRule("io=read");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->delay.count(), 0);
+  EXPECT_FALSE(plain->rule.suspend);
 }
 
 TEST(ParseFaultRule, CommandLineRefusesMalformedRules) {
@@ -187,6 +204,35 @@ TEST(InstallFaults, ArmedByFileExistence) {
   EXPECT_TRUE(loop.RunSync(node->Close()).ok());
   unlink(arm.c_str());
   rmdir(dir_template);
+}
+
+TEST(InstallFaults, DelayHoldsThenLetsThrough) {
+  coro::EventLoop loop;
+  auto state = test::MemFileState::Create(1 << 20);
+  block::OpenOptions oo;
+  ASSERT_TRUE(InstallFaults({"io=write,delay=20,count=2"}, &oo).ok());
+  auto node = oo.wrap_image_file(std::make_unique<test::MemFile>(state));
+  std::vector<std::byte> buf(512, std::byte{0x5a});
+  // Held: the write has not reached the file when the call returns its (suspended) task.
+  coro::Task<Result<void>> held = node->Write(0, block::IoVector(buf.data(), buf.size()));
+  EXPECT_FALSE(held.done());
+  EXPECT_EQ(state->writes, 0u);
+  // Then it goes through and succeeds; nothing was failed.
+  Result<void> r = loop.RunSync(std::move(held));
+  EXPECT_TRUE(r);
+  EXPECT_EQ(state->writes, 1u);
+  EXPECT_EQ(Writes(loop, *node, 3), (std::vector<int>{0, 0, 0}));  // count=2: one more held
+  EXPECT_EQ(state->writes, 4u);
+  // A write held when the node is closed is let through by the close.
+  block::OpenOptions oo2;
+  ASSERT_TRUE(InstallFaults({"io=write,delay=600000"}, &oo2).ok());
+  auto slow = oo2.wrap_image_file(std::make_unique<test::MemFile>(state));
+  coro::Task<Result<void>> stuck = slow->Write(0, block::IoVector(buf.data(), buf.size()));
+  EXPECT_FALSE(stuck.done());
+  EXPECT_TRUE(loop.RunSync(slow->Close()).ok());
+  EXPECT_TRUE(loop.RunSync(std::move(stuck)));
+  EXPECT_EQ(state->writes, 5u);
+  EXPECT_TRUE(loop.RunSync(node->Close()).ok());
 }
 
 // A hook installed before (the write log) stays below the fault filter.

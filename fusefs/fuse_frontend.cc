@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 
@@ -109,6 +110,12 @@ FuseFrontend::~FuseFrontend() {
 }
 
 absl::Status FuseFrontend::Mount() {
+  // From here on a stop signal is queued for the loop (WaitForSignal) instead of ending the
+  // process: the mount about to be made must be taken down again in order.
+  reader_->signals.add(SIGINT);
+  reader_->signals.add(SIGTERM);
+  reader_->signals.add(SIGHUP);
+
   std::string opts = "default_permissions";
   if (!HasOption(config_.extra_mount_options, "fsname=")) {
     absl::StrAppend(&opts, ",fsname=", EscapeOption(config_.fsname));
@@ -162,8 +169,6 @@ absl::Status FuseFrontend::Mount() {
 
 void FuseFrontend::Start() {
   reading_ = true;
-  reader_->signals.add(SIGINT);
-  reader_->signals.add(SIGTERM);
   WaitForSignal();
   // Drain first: the kernel queued INIT at mount time, possibly before the descriptor was
   // registered with the reactor.
@@ -173,9 +178,70 @@ void FuseFrontend::Start() {
 void FuseFrontend::WaitForSignal() {
   reader_->signals.async_wait([this](const boost::system::error_code& ec, int signo) {
     if (ec) return;  // cancelled at the end of shutdown
-    BeginShutdown(absl::StrCat("received ", strsignal(signo)), /*mount_gone=*/false);
-    WaitForSignal();  // further signals are absorbed: they change nothing
+    OnStopRequest(absl::StrCat("received ", strsignal(signo)), signo);
+    WaitForSignal();
   });
+}
+
+void FuseFrontend::OnStopRequest(const std::string& why, int signo) {
+  if (shutting_down_) {
+    Log(LogLevel::kInfo, why + ": already shutting down");
+    return;
+  }
+  if (!ready_) {
+    // Nobody can be using the mount yet: cancel it (Shutdown() detaches it).
+    cancelled_ = true;
+    cancel_signal_ = signo;
+    BeginShutdown(why + " before the mount was ready", /*mount_gone=*/false);
+    return;
+  }
+  if (unmounting_) {
+    Log(LogLevel::kInfo, why + ": already trying to unmount " + config_.mountpoint);
+    return;
+  }
+  unmounting_ = true;
+  coro::Spawn(TryUnmount(why));
+}
+
+coro::Task<void> FuseFrontend::TryUnmount(std::string why) {
+  assert(ready_ && unmounting_ && !shutting_down_);
+  Log(LogLevel::kInfo, why + ": unmounting " + config_.mountpoint);
+  if (writeback_active_ && !config_.read_only) co_await PushKernelCache();
+  if (shutting_down_) co_return;  // the mount went away meanwhile
+  const std::string& path = config_.mountpoint;
+  if (path.rfind("/dev/fd/", 0) == 0) {
+    unmounting_ = false;
+    Log(LogLevel::kWarning,
+        "mounted through a file descriptor (mount.fuse3 -o drop_privileges), so the mount point is "
+        "unknown here; keeping it mounted: unmount it with umount MOUNTPOINT");
+    co_return;
+  }
+  // Only trivially destructible captures (see BecomeReady); both outlive the call.
+  const char* cpath = path.c_str();
+  UnmountResult* result = &unmount_result_;
+  co_await pool_.Offload([cpath, result] { *result = UnmountPath(cpath, /*lazy=*/false); });
+  unmounting_ = false;
+  if (shutting_down_) co_return;  // the kernel reported the mount gone first
+  if (result->error == 0) {
+    BeginShutdown("unmounted", /*mount_gone=*/true);
+    co_return;
+  }
+  if (result->error == EBUSY) {
+    std::string loops = LoopDevicesBackedBy(path);
+    Log(LogLevel::kWarning,
+        absl::StrCat(path, " is still in use (",
+                     loops.empty() ? "an open file or a mapping" : "loop device " + loops,
+                     "); keeping it mounted; unmount it once it is free (umount ", path,
+                     " or fusermount3 -u ", path, "), or signal qedfuse again"));
+  } else if (result->error == EINVAL) {
+    Log(LogLevel::kWarning,
+        absl::StrCat(path,
+                     " is no longer a mount point (detached with umount -l?); serving it "
+                     "until its last user closes it"));
+  } else {
+    Log(LogLevel::kError,
+        absl::StrCat("cannot unmount ", path, ": ", result->message, "; keeping it mounted"));
+  }
 }
 
 void FuseFrontend::ArmReader() {
@@ -305,9 +371,9 @@ void FuseFrontend::BeginShutdown(const std::string& why, bool mount_gone) {
 }
 
 coro::Task<void> FuseFrontend::Shutdown(bool mount_gone) {
-  if (!mount_gone && ready_ && writeback_active_ && !config_.read_only) {
-    co_await PushKernelCache();
-  }
+  // A live mount is only shut down before it was ready (a cancelled mount), when nobody can have
+  // used it; once ready, shutdown waits until the mount is gone (TryUnmount).
+  assert((mount_gone || !ready_) && "a ready mount is shut down only once it is gone");
   StopReading();
   co_await gate_.Close();
   absl::Status st = co_await backend_.Close();
@@ -341,6 +407,7 @@ coro::Task<void> FuseFrontend::BecomeReady() {
           [path, size]() -> int { return ::truncate(path, size) == 0 ? 0 : errno; });
     }
     if (err != 0) {
+      if (shutting_down_) co_return;  // cancelled meanwhile: the mount is going away anyway
       Log(LogLevel::kError,
           absl::StrCat("cannot publish the size of ", path, " to the kernel: ", strerror(err)));
       BeginShutdown("mount setup failed", /*mount_gone=*/false);

@@ -17,12 +17,22 @@
 // The mount is over a regular file, so the root inode (FUSE_ROOT_ID) IS the image's raw view;
 // there are no directories and no lookups.
 //
-// Shutdown (SIGINT/SIGTERM, or the kernel reporting the mount gone after `fusermount3 -u`):
-//   1. with the kernel write-back cache on and the mount still live, fsync the mounted file from
-//      a worker thread, so the kernel sends us its dirty pages while we still serve requests;
-//   2. stop reading requests; 3. wait for handlers in flight (Gate); 4. BlockBackend::Close()
-//   (flush, QED clears NEED_CHECK); 5. fuse_session_unmount(); the loop then runs dry.
-// A second signal during shutdown changes nothing.
+// Stopping. SIGTERM, SIGINT and SIGHUP are caught from Mount() on (the command that started the
+// daemon forwards its own to it) and mean "unmount if nobody uses the file":
+//   - before the mount is ready (the handshake is still going on) they cancel it: the mount is
+//     removed at once (nothing can be using it yet) and the image closed;
+//   - afterwards they write back the kernel cache (with the write-back cache on, an fsync of the
+//     mounted file from a worker thread while this loop serves the WRITEs it causes), then try a
+//     NON-lazy unmount on a worker thread (UnmountPath: umount2 as root, fusermount3 -u
+//     otherwise) while the loop keeps serving. If the file is in use (open, mapped, a loop
+//     device) the kernel refuses with EBUSY: the daemon says so and keeps serving, and a later
+//     signal tries again. Lazily detaching a busy mount would let the kernel fail the I/O of
+//     its users (a filesystem on a loop device on top would see write errors).
+// Shutdown proper starts once the mount is gone: after our own unmount, or when the kernel reports
+// it gone (ENODEV after `fusermount3 -u` / `umount` by the user, or the connection aborted):
+//   1. stop reading requests; 2. wait for handlers in flight (Gate); 3. BlockBackend::Close()
+//   (flush, QED clears NEED_CHECK); 4. fuse_session_unmount() (a no-op when the kernel has
+//   already dropped the mount); the loop then runs dry. Signals during shutdown change nothing.
 #pragma once
 
 #define FUSE_USE_VERSION 314
@@ -42,6 +52,7 @@
 #include "absl/status/status.h"
 #include "fusefs/fuse_request.h"
 #include "qedfuse/base/result.h"
+#include "fusefs/mountinfo.h"
 #include "qedfuse/block/block_backend.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/coro/blocking_pool.h"
@@ -179,15 +190,19 @@ class FuseFrontend {
   // Called once, on the loop, right after the kernel's INIT request has been answered: from then
   // on every access to the mounted file is served.
   void SetOnReady(std::function<void()> fn) { on_ready_ = std::move(fn); }
-  // Starts reading requests and watching SIGINT/SIGTERM. Precondition: Mount() succeeded.
-  // EventLoop::Run() returns once shutdown has finished.
+  // Starts reading requests and acting on the signals caught since Mount(). Precondition:
+  // Mount() succeeded. EventLoop::Run() returns once shutdown has finished.
   void Start();
-  // Begins the orderly shutdown described above. Idempotent; |why| is logged.
-  void RequestShutdown(const std::string& why) { BeginShutdown(why, /*mount_gone=*/false); }
+  // What SIGTERM does (see above): cancel the mount before it is ready, else unmount it unless it
+  // is in use. |why| is logged.
+  void RequestStop(const std::string& why) { OnStopRequest(why, 0); }
 
   // 0 after a clean shutdown; 1 if the image could not be closed cleanly.
   int exit_code() const noexcept { return exit_code_; }
   bool ready() const noexcept { return ready_; }
+  // The signal that cancelled the mount before it was ready (0: none, or not a signal).
+  int cancel_signal() const noexcept { return cancel_signal_; }
+  bool cancelled() const noexcept { return cancelled_; }
 
  private:
   friend struct FuseOps;  // the libfuse op trampolines (fuse_ops.cc)
@@ -202,6 +217,8 @@ class FuseFrontend {
   WritePayload TakePayload(const char* data, std::size_t size);
 
   void WaitForSignal();
+  void OnStopRequest(const std::string& why, int signo);
+  coro::Task<void> TryUnmount(std::string why);
   void BeginShutdown(const std::string& why, bool mount_gone);
   coro::Task<void> Shutdown(bool mount_gone);
   void Unmount();
@@ -276,7 +293,11 @@ class FuseFrontend {
   bool becoming_ready_ = false;
   bool ready_ = false;
   bool reading_ = false;
+  bool unmounting_ = false;  // a TryUnmount() is under way
   bool shutting_down_ = false;
+  bool cancelled_ = false;  // stopped before the mount was ready
+  int cancel_signal_ = 0;
+  UnmountResult unmount_result_;  // written by the worker that runs UnmountPath()
   int exit_code_ = 0;
   uint64_t io_errors_logged_ = 0;
   uint64_t handled_ = 0;  // requests that went through a handler coroutine

@@ -67,6 +67,12 @@ absl::Status SetBacking(MountOptions& o, string_view value) {
   return absl::OkStatus();
 }
 
+absl::Status SetLogFile(MountOptions& o, string_view value) {
+  if (value.empty()) return Bad("the log file name must not be empty");
+  o.log_file = S(value);
+  return absl::OkStatus();
+}
+
 absl::Status SetNeedCheckDelay(MountOptions& o, string_view value) {
   long long ms = 0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
@@ -103,10 +109,8 @@ absl::Status SetUmask(MountOptions& o, string_view value) {
 // Options that only mean something to mount(8) or /etc/fstab; accepted and dropped.
 bool IsFstabOnly(string_view opt) {
   static constexpr string_view kIgnored[] = {
-      "defaults",    "auto",          "noauto",   "user",       "nouser",     "users",
-      "owner",       "group",         "_netdev",  "nofail",     "relatime",   "norelatime",
-      "strictatime", "nostrictatime", "lazytime", "nolazytime", "diratime",   "nodiratime",
-      "silent",      "loud",          "nomand",   "iversion",   "noiversion",
+      "defaults", "auto",   "noauto", "user", "nouser", "users",    "owner",      "group",
+      "_netdev",  "nofail", "silent", "loud", "nomand", "iversion", "noiversion",
   };
   for (string_view k : kIgnored) {
     if (opt == k) return true;
@@ -114,11 +118,31 @@ bool IsFstabOnly(string_view opt) {
   return StartsWith(opt, "x-") || StartsWith(opt, "comment=") || StartsWith(opt, "helper=");
 }
 
+// Access-time flags: mount(8) passes them on, a remount applies them; at mount time the kernel
+// default (relatime) is kept, as before.
+bool IsAtimeFlag(string_view opt) {
+  static constexpr string_view kFlags[] = {
+      "relatime", "norelatime", "strictatime", "nostrictatime",
+      "lazytime", "nolazytime", "diratime",    "nodiratime",
+  };
+  for (string_view k : kFlags) {
+    if (opt == k) return true;
+  }
+  return false;
+}
+
+// Options the kernel shows for a live FUSE mount, which mount(8) passes back on a remount.
+bool IsExistingFuseOption(string_view opt) {
+  return StartsWith(opt, "user_id=") || StartsWith(opt, "group_id=") ||
+         StartsWith(opt, "max_read=") || StartsWith(opt, "blksize=") ||
+         StartsWith(opt, "rootmode=");
+}
+
 // Mount flags and options libfuse passes to the kernel for us.
 bool IsKernelOption(string_view opt) {
   static constexpr string_view kFlags[] = {
       "suid", "nosuid", "dev",     "nodev", "exec",    "noexec",
-      "sync", "async",  "dirsync", "atime", "noatime", "auto_unmount",
+      "sync", "async",  "dirsync", "atime", "noatime",
   };
   for (string_view k : kFlags) {
     if (opt == k) return true;
@@ -140,8 +164,19 @@ absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
   }
   if (opt == "ro" || opt == "read_only") {
     o.read_only = true;
+    o.mount_flags.emplace_back("ro");
   } else if (opt == "rw") {
     o.read_only = false;
+    o.mount_flags.emplace_back("rw");
+  } else if (opt == "remount") {
+    o.remount = true;
+  } else if (opt == "auto_unmount") {
+    o.auto_unmount = true;
+    o.mount_time_settings.emplace_back(opt);
+  } else if (IsAtimeFlag(opt)) {
+    o.mount_flags.emplace_back(opt);
+  } else if (IsExistingFuseOption(opt)) {
+    o.existing_mount_options.emplace_back(opt);
   } else if (opt == "allow_other") {
     o.allow_other = true;
   } else if (opt == "allow_root") {
@@ -149,22 +184,33 @@ absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
   } else if (opt == "default_permissions") {
     // Always on: the kernel checks the file's mode and owner on every access.
   } else if ((name == "uid" || name == "gid") && has_value) {
+    o.mount_time_settings.emplace_back(opt);
     return SetId(name == "uid" ? o.uid : o.gid, name, value);
   } else if (name == "umask" && has_value) {
+    o.mount_time_settings.emplace_back(opt);
     return SetUmask(o, value);
+  } else if (name == "log_file" && has_value) {
+    return SetLogFile(o, value);
   } else if (opt == "debug") {
     o.debug = true;
+    o.mount_time_settings.emplace_back(opt);
   } else if (name == "cache" && has_value) {
+    o.mount_time_settings.emplace_back(opt);
     return SetCache(o, value);
   } else if (name == "aio" && has_value) {
+    o.mount_time_settings.emplace_back(opt);
     return SetAio(o, value);
   } else if (name == "format" && has_value) {
+    o.mount_time_settings.emplace_back(opt);
     return SetFormat(o, value);
   } else if (name == "need_check_delay" && has_value) {
+    o.mount_time_settings.emplace_back(opt);
     return SetNeedCheckDelay(o, value);
   } else if (name == "backing" && has_value) {
+    o.mount_time_settings.emplace_back(opt);
     return SetBacking(o, value);
   } else if (name == "writeback_cache") {
+    o.mount_time_settings.emplace_back(opt);
     if (!has_value) {
       o.writeback_cache = true;
     } else {
@@ -174,8 +220,10 @@ absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
     }
   } else if (opt == "no_writeback_cache") {
     o.writeback_cache = false;
+    o.mount_time_settings.emplace_back(opt);
   } else if (IsKernelOption(opt)) {
     o.fuse_options.emplace_back(opt);
+    o.mount_flags.emplace_back(opt);
   } else {
     return Bad(absl::StrCat("unknown mount option '", S(opt), "'"));
   }
@@ -226,6 +274,7 @@ absl::Status AddDebugFault(MountOptions& o, string_view v) {
 }
 
 constexpr ValueOption kValueOptions[] = {
+    {"--log-file", SetLogFile},
     {"--debug-log-writes", SetDebugLogWrites},
     {"--debug-fault", AddDebugFault},
     {"--cache", SetCache},
@@ -261,11 +310,11 @@ absl::StatusOr<MountOptions> ParseCommandLine(int argc, const char* const* argv)
     } else if (arg == "-s") {
       // libfuse's "single-threaded" flag: always true here, accepted for compatibility.
     } else if (arg == "-r" || arg == "--read-only") {
-      o.read_only = true;
+      if (absl::Status s = ApplyMountOption(o, "ro"); !s.ok()) return s;
     } else if (arg == "--allow-other") {
-      o.allow_other = true;
+      if (absl::Status s = ApplyMountOption(o, "allow_other"); !s.ok()) return s;
     } else if (arg == "--no-writeback-cache") {
-      o.writeback_cache = false;
+      if (absl::Status s = ApplyMountOption(o, "no_writeback_cache"); !s.ok()) return s;
     } else if (arg == "-o") {
       if (i + 1 >= argc) return Bad("option '-o' needs an argument");
       if (absl::Status s = ApplyMountOptionList(o, argv[++i]); !s.ok()) return s;
@@ -283,7 +332,10 @@ absl::StatusOr<MountOptions> ParseCommandLine(int argc, const char* const* argv)
           if (absl::Status s = vo.apply(o, arg.substr(vo.name.size() + 1)); !s.ok()) return s;
           matched = true;
         }
-        if (matched) break;
+        if (matched) {
+          if (vo.name != "--log-file") o.mount_time_settings.emplace_back(vo.name);
+          break;
+        }
       }
       if (!matched) return Bad(absl::StrCat("unknown option '", S(arg), "'"));
     }
@@ -291,6 +343,10 @@ absl::StatusOr<MountOptions> ParseCommandLine(int argc, const char* const* argv)
   if (o.debug) o.foreground = true;
   if (o.allow_other && o.allow_root) return Bad("allow_other and allow_root cannot be combined");
   if (o.show_help || o.show_version) return o;
+  if (!o.remount && !o.existing_mount_options.empty()) {
+    return Bad(absl::StrCat("unknown mount option '", o.existing_mount_options.front(),
+                            "' (the kernel sets it; it is accepted only with remount)"));
+  }
   if (positional.empty()) return Bad("missing IMAGE and MOUNTPOINT arguments");
   if (positional.size() == 1) return Bad("missing MOUNTPOINT argument");
   if (positional.size() > 2) {
@@ -309,6 +365,7 @@ std::string UsageText(const char* program) {
 Presents the QED disk image IMAGE as one raw file at MOUNTPOINT (a FUSE mount over a regular
 file; the file is created if it does not exist, and may be IMAGE itself). The command returns
 once the mount is live; unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`.
+SIGTERM, SIGINT or SIGHUP unmount too, unless the file is still in use (then it stays mounted).
 
 Options:
   -r, --read-only            open the image read-only (writes fail with EROFS)
@@ -326,9 +383,11 @@ Options:
                              as zeros)
       --allow-other          let other users access the mount, as the file's mode allows
                              (default mode 0600; non-root users need user_allow_other)
+      --log-file=PATH        append the daemon's messages to PATH (default: syslog when
+                             /dev/log exists, else the command's standard error)
   -f, --foreground           do not daemonise; log to stderr
   -d, --debug                log every FUSE request to stderr (implies -f)
-      --debug-fault=RULE     testing: make image-file I/O fail (see qedfuse(1))
+      --debug-fault=RULE     testing: make image-file I/O fail or stall (see qedfuse(1))
       --debug-log-writes=FILE
                              testing: log image and client writes and flushes
   -h, --help                 show this help
@@ -336,9 +395,14 @@ Options:
   -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, allow_root, uid=N,
                              gid=N, umask=OCTAL (mode 0666 & ~umask), cache=..., aio=...,
                              writeback_cache=on|off, format=..., need_check_delay=MS,
-                             backing=follow|confined|none,
+                             backing=follow|confined|none, log_file=PATH,
                              nosuid, nodev, noexec, fsname=..., debug; /etc/fstab-only
                              options (defaults, noauto, user, _netdev, ...) are ignored
+  -o auto_unmount            if the daemon dies (kill -9, crash), fusermount3 removes the
+                             mount, instead of leaving a dead one ("Transport endpoint is not
+                             connected") that needs `umount MOUNTPOINT`
+  -o remount,ro|rw           make the live mount on MOUNTPOINT read-only or writable again
+                             (root only; what `mount -o remount,ro MOUNTPOINT` runs)
 
 /etc/fstab:  /path/disk.qed  /path/disk.raw  fuse.qedfuse  defaults  0 0
 )");

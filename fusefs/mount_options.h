@@ -45,6 +45,22 @@ struct MountOptions {
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   std::optional<mode_t> umask;
+  // --log-file=PATH, -o log_file=PATH: where the daemon's messages go (appended).
+  std::string log_file;
+  // -o auto_unmount: if the daemon dies, a watcher process removes its dead mount.
+  bool auto_unmount = false;
+
+  // -o remount: change the flags (ro/rw, nosuid, ...) of the live mount on MOUNTPOINT instead of
+  // mounting. |mount_flags| lists every flag-type option given, in order (ro, rw, nosuid, ...),
+  // for the remount to apply over the current ones; |mount_time_settings| names the settings
+  // given that only take effect when mounting (cache=, aio=, ...), which a remount reports as
+  // unchanged.
+  bool remount = false;
+  std::vector<std::string> mount_flags;
+  std::vector<std::string> mount_time_settings;
+  // Options of an existing FUSE mount that mount(8) hands back on a remount (user_id=,
+  // group_id=, max_read=, ...): accepted with remount only.
+  std::vector<std::string> existing_mount_options;
 
   // Testing aids, documented in qedfuse(1) under DEBUGGING OPTIONS.
   // --debug-log-writes=FILE: record every write and flush reaching the image file, and every

@@ -121,6 +121,43 @@ TEST(MountOptions, Errors) {
   EXPECT_FALSE(Parse({"a", "b", "-o", "need_check_delay=-1"}).ok());
 }
 
+TEST(MountOptions, LogFileAndAutoUnmount) {
+  auto o = Parse({"--log-file=/var/log/q.log", "a", "b", "-o", "auto_unmount"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->log_file, "/var/log/q.log");
+  EXPECT_TRUE(o->auto_unmount);
+  EXPECT_TRUE(o->fuse_options.empty());  // the watcher does it, not libfuse
+  auto f = Parse({"a", "b", "-o", "log_file=/tmp/x\\,y.log"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->log_file, "/tmp/x,y.log");
+  auto spaced = Parse({"--log-file", "l", "a", "b"});
+  ASSERT_TRUE(spaced.ok()) << spaced.status();
+  EXPECT_EQ(spaced->log_file, "l");
+  EXPECT_FALSE(Parse({"--log-file=", "a", "b"}).ok());
+  EXPECT_FALSE(Parse({"a", "b", "-o", "log_file="}).ok());
+}
+
+TEST(MountOptions, RemountAsMountFuse3RunsIt) {
+  // `mount -o remount,ro MNT` of a fuse.qedfuse mount, as mount.fuse3 hands it on.
+  auto o = Parse({"/img.qed", "/mnt.raw", "-o",
+                  "ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0,default_permissions"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->remount);
+  EXPECT_TRUE(o->read_only);
+  EXPECT_EQ(o->mount_flags,
+            (std::vector<std::string>{"ro", "nosuid", "nodev", "relatime", "default_permissions"}));
+  EXPECT_EQ(o->existing_mount_options, (std::vector<std::string>{"user_id=0", "group_id=0"}));
+  EXPECT_TRUE(o->mount_time_settings.empty());
+  auto rw = Parse({"a", "b", "-o", "remount,rw,cache=none", "--aio=threads"});
+  ASSERT_TRUE(rw.ok()) << rw.status();
+  EXPECT_FALSE(rw->read_only);
+  EXPECT_EQ(rw->mount_time_settings, (std::vector<std::string>{"cache=none", "--aio"}));
+  // The kernel's own FUSE options are no mount options of ours.
+  EXPECT_EQ(Parse({"a", "b", "-o", "user_id=0"}).status().message(),
+            "unknown mount option 'user_id=0' (the kernel sets it; it is accepted only with "
+            "remount)");
+}
+
 TEST(MountOptions, HelpAndVersionNeedNoPositionals) {
   auto h = Parse({"--help"});
   ASSERT_TRUE(h.ok());

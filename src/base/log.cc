@@ -26,6 +26,7 @@ struct LogState {
   int file_fd = -1;
   std::string program = "qedfuse";
   bool debug = false;
+  bool echo = false;  // errors and warnings also to stderr (SetLogEcho)
 };
 
 LogState& State() {
@@ -143,6 +144,12 @@ bool SyslogAvailable() {
   return ok;
 }
 
+void SetLogEcho(bool on) {
+  LogState& s = State();
+  std::lock_guard lock(s.mu);
+  s.echo = on;
+}
+
 void SetLogDebug(bool on) {
   LogState& s = State();
   std::lock_guard lock(s.mu);
@@ -160,6 +167,9 @@ void Log(LogLevel level, std::string_view text) {
   LogState& s = State();
   std::lock_guard lock(s.mu);
   if (level == LogLevel::kDebug && !s.debug) return;
+  if (s.echo && s.sink != Sink::kStderr && level <= LogLevel::kWarning) {
+    WriteAll(STDERR_FILENO, absl::StrCat(s.program, ": ", message, "\n"));
+  }
   switch (s.sink) {
     case Sink::kSyslog:
       syslog(SyslogPriority(level), "%.*s", static_cast<int>(message.size()), message.data());

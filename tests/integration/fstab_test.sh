@@ -1,7 +1,8 @@
 #!/bin/bash
 # /etc/fstab-style mounts through mount(8) and mount.fuse3, which runs
 # `qedfuse IMAGE MOUNTPOINT -o OPTS` (options after the positionals, fstab-only options mixed
-# in); umount(8) unmounts. Uses `mount -T FILE` so the real /etc/fstab is not touched.
+# in); umount(8) unmounts; `mount -o remount,ro|rw` switches the live mount. Uses `mount -T FILE`
+# so the real /etc/fstab is not touched.
 source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img mount umount mount.fuse3 cmp
@@ -42,6 +43,19 @@ is_mounted "$MNT" || fail "not mounted"
 [ "$(findmnt -n -o FSTYPE --mountpoint "$MNT")" = fuse.qedfuse ] || fail "fstype"
 [ "$(findmnt -n -o SOURCE --mountpoint "$MNT")" = "$IMG" ] || fail "source"
 cmp -n $((4 << 20)) "$TMP/data" "$MNT" || fail "content"
+
+# mount(8) hands a remount to mount.fuse3, which runs
+# `qedfuse IMAGE MOUNTPOINT -o ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0,...`.
+log "mount -o remount,ro MOUNTPOINT, then remount,rw (with and without the fstab line)"
+mount -o remount,ro "$MNT"
+findmnt -n -o OPTIONS --mountpoint "$MNT" | grep -q '^ro,' || fail "remount,ro"
+if dd if=/dev/zero of="$MNT" bs=4k count=1 conv=notrunc 2>/dev/null; then fail "ro write worked"; fi
+mount -T "$TMP/fstab" -o remount,rw "$MNT"
+findmnt -n -o OPTIONS --mountpoint "$MNT" | grep -q '^rw,' || fail "remount,rw"
+dd if="$TMP/data" of="$MNT" bs=1M conv=notrunc,fsync status=none || fail "write after remount,rw"
+mount -T "$TMP/fstab" -o remount,ro "$MNT"
+findmnt -n -o OPTIONS --mountpoint "$MNT" | grep -q '^ro,' || fail "remount,ro through fstab"
+cmp -n $((4 << 20)) "$TMP/data" "$MNT" || fail "content after remounts"
 pid=$(daemon_pids "$MNT" | head -n1)
 umount "$MNT"
 wait_pid_gone "$pid"

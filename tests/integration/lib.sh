@@ -125,6 +125,73 @@ enable_user_mounts() {
   fi
 }
 
+# Waits (at most 60 s) until PATH is no longer a mount point.
+wait_unmounted() {
+  local i
+  for ((i = 0; i < 600; i++)); do
+    is_mounted "$1" || return 0
+    sleep 0.1
+  done
+  fail "$1 is still mounted"
+}
+
+# Waits (at most 60 s) until FILE has at least COUNT (default 1) lines matching the fixed string
+# TEXT.
+wait_for_line() {
+  local file=$1 text=$2 count=${3:-1} i
+  for ((i = 0; i < 600; i++)); do
+    (($(grep -cF -- "$text" "$file" 2>/dev/null) + 0 >= count)) && return 0
+    sleep 0.1
+  done
+  fail "no line '$text' in $file: $(cat "$file" 2>/dev/null)"
+}
+
+# The lifecycle tests' unprivileged user (USER_ID), in $TMP/user (owned by it): see
+# require_user_mounts. AS_USER is the as_user prefix for commands that exec their arguments.
+TEST_UID=$USER_ID
+AS_USER=(setpriv --reuid="$TEST_UID" --regid="$TEST_UID" --clear-groups)
+
+# Prepares unprivileged FUSE mounts (fusermount3): makes $TMP/user, and gives /dev/fuse the mode
+# udev gives it on a normal system (0666) where nothing did (containers without udev).
+require_user_mounts() {
+  require_tools setpriv
+  [ -u "$(command -v fusermount3)" ] || skip "fusermount3 is not setuid root"
+  chmod 755 "$TMP"
+  mkdir -p "$TMP/user"
+  chown "$TEST_UID:$TEST_UID" "$TMP/user"
+  if ! as_user test -r /dev/fuse -a -w /dev/fuse; then
+    chmod 0666 /dev/fuse
+    echo "note: /dev/fuse was not usable by unprivileged users; set it to udev's mode 0666"
+  fi
+}
+
+# Unprivileged setup most tests share: USER_IMG (a 16 MiB QED image the test user owns) and
+# USER_MNT (its mountpoint, unmounted at exit), in $TMP/user.
+prepare_user_image() {
+  require_user_mounts
+  USER_IMG=$TMP/user/img.qed USER_MNT=$TMP/user/disk.raw
+  as_user qemu-img create -q -f qed "$USER_IMG" 16M
+  FUSE_MOUNTS+=("$USER_MNT")
+}
+
+# mount_user_image [ARGS...]: the test user mounts USER_IMG on USER_MNT; sets DAEMON_PID.
+mount_user_image() {
+  as_user "$QEDFUSE" "$@" "$USER_IMG" "$USER_MNT"
+  DAEMON_PID=$(daemon_pids "$USER_MNT" | head -n1)
+  [ -n "$DAEMON_PID" ] || fail "no qedfuse daemon for $USER_MNT"
+}
+
+# expect_refused PATTERN COMMAND...: COMMAND must fail with the fixed string PATTERN on stderr
+# (kept in $TMP/err).
+expect_refused() {
+  local pattern=$1 rc=0
+  shift
+  "$@" 2>"$TMP/err" || rc=$?
+  [ "$rc" -ne 0 ] || fail "$* succeeded"
+  grep -qF -- "$pattern" "$TMP/err" || fail "$*: expected '$pattern', got: $(cat "$TMP/err")"
+  echo "ok: $(head -n1 "$TMP/err")"
+}
+
 # mount_image [ARGS...] IMAGE MOUNTPOINT: mounts (the command returns when the mount is live) and
 # records the mount for cleanup; sets DAEMON_PID. user_mount: the same, but USER_ID mounts
 # (through fusermount3).

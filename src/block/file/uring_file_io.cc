@@ -13,6 +13,7 @@
 // Buffered reads are first tried from the page cache on the loop thread (CachedReader); what is
 // not cached comes through io_uring. On a file system without non-blocking reads (tmpfs),
 // io_uring would punt every buffered read to io-wq as well, so they go to the pool there.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -127,7 +128,9 @@ bool UringUsable() {
 
 absl::StatusOr<std::unique_ptr<FileIo>> MakeUringFileIo(int fd) {
   if (!UringUsable()) return absl::UnavailableError("io_uring is not available on this system");
-  int dup_fd = ::dup(fd);
+  // Close-on-exec: a program the daemon starts (fusermount3, which stays around with
+  // -o auto_unmount) would otherwise keep the image open, and with it the image's locks.
+  int dup_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (dup_fd < 0) return absl::InternalError(absl::StrCat("dup: ", std::strerror(errno)));
   try {
     asio::random_access_file file(coro::EventLoop::Current().context(), dup_fd);

@@ -55,7 +55,6 @@
 #include <fuse_lowlevel.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "block/qed/qed_driver.h"
 #include "fusefs/debug_hooks.h"
 #include "fusefs/fuse_frontend.h"
@@ -462,13 +461,8 @@ void Detach(const LogPlan& plan) {
 }
 
 std::string MountedMessage(const Paths& paths, const block::OpenReport& report, bool read_only) {
-  std::string msg =
-      absl::StrCat("mounted ", paths.image, " on ", paths.mountpoint, " (", report.format, ", ",
-                   read_only ? "read-only" : "read-write", ", aio ", report.aio, ")");
-  if (report.chain.size() > 1) {
-    absl::StrAppend(&msg, "; backing chain: ", absl::StrJoin(report.chain, " -> "));
-  }
-  return msg;
+  return absl::StrCat("mounted ", paths.image, " on ", paths.mountpoint, " (", report.format, ", ",
+                      read_only ? "read-only" : "read-write", ", aio ", report.aio, ")");
 }
 
 int Serve(const MountOptions& o, const Paths& paths, int status_fd, const LogPlan& plan) {
@@ -513,9 +507,7 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd, const LogPla
       absl::StrCat("opened ", paths.image, " format ", report.format, " aio ", report.aio));
   if (report.chain.size() > 1 || (!report.chain.empty() && report.chain[0].backing_ignored)) {
     // What the disk's unallocated ranges read from is worth a line at every mount.
-    const std::string msg = absl::StrCat("backing chain: ", block::DescribeChain(report.chain));
-    Log(LogLevel::kInfo, msg);
-    if (daemon) syslog(LOG_INFO | LOG_DAEMON, "%s", msg.c_str());
+    Log(LogLevel::kInfo, absl::StrCat("backing chain: ", block::DescribeChain(report.chain)));
   }
 
   FrontendConfig fc;

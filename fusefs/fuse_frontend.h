@@ -51,8 +51,8 @@
 
 #include "absl/status/status.h"
 #include "fusefs/fuse_request.h"
-#include "qedfuse/base/result.h"
 #include "fusefs/mountinfo.h"
+#include "qedfuse/base/result.h"
 #include "qedfuse/block/block_backend.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/coro/blocking_pool.h"

@@ -83,7 +83,7 @@ log "the backing chain is named at mount"
 qemu-img create -q -f qed "$TMP/base.qed" 16M
 qemu-img create -q -f qed -b "$TMP/base.qed" -F qed "$TMP/top.qed" 16M
 mount_image --log-file="$LOG" "$TMP/top.qed" "$TMP/top.raw"
-grep -qF "backing chain: $TMP/top.qed -> $TMP/base.qed" "$LOG" || fail "no backing chain: $(tail -n3 "$LOG")"
+grep -qF "backing chain: $TMP/top.qed (qed) -> $TMP/base.qed (qed)" "$LOG" || fail "no backing chain: $(tail -n3 "$LOG")"
 unmount_image "$TMP/top.raw"
 
 log "foreground: messages on standard error"
@@ -91,7 +91,7 @@ log "foreground: messages on standard error"
 fg=$!
 KILL_PIDS+=("$fg")
 FUSE_MOUNTS+=("$TMP/top.raw")
-wait_for_line "$TMP/fg.err" "backing chain: $TMP/top.qed -> $TMP/base.qed"
+wait_for_line "$TMP/fg.err" "backing chain: $TMP/top.qed (qed) -> $TMP/base.qed (qed)"
 kill -INT "$fg"
 wait "$fg" || fail "foreground daemon exit code $?"
 grep -q "^qedfuse: unmounted $TMP/top.raw" "$TMP/fg.err" || fail "no unmount line on stderr"

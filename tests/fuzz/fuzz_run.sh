@@ -2,7 +2,7 @@
 # Bounded libFuzzer run of one target, as a meson test (suite 'fuzz') or from scripts/fuzz.sh.
 #
 # Usage: fuzz_run.sh FUZZER SEED-CORPUS DICT WORK-DIR [SECONDS [JOBS]]
-#   SECONDS defaults to $QEDFUSE_FUZZ_SECONDS, else 60. JOBS (default 1) > 1 runs libFuzzer's
+#   SECONDS defaults to $QEDFUSE_FUZZ_SECONDS, else 30. JOBS (default 1) > 1 runs libFuzzer's
 #   -jobs/-workers mode. $QEDFUSE_FUZZ_EXTRA_CORPUS, if set, names a directory whose inputs are
 #   added to the starting corpus.
 # The seed corpus is never modified: it is copied to WORK-DIR/corpus (emptied first), where new
@@ -17,7 +17,7 @@ if (($# < 4)); then
   exit 2
 fi
 fuzzer=$(realpath "$1") seeds=$(realpath "$2") dict=$(realpath -m "$3") work=$(realpath -m "$4")
-seconds=${5:-${QEDFUSE_FUZZ_SECONDS:-60}}
+seconds=${5:-${QEDFUSE_FUZZ_SECONDS:-30}}
 jobs=${6:-1}
 name=$(basename "$fuzzer")
 

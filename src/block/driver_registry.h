@@ -41,4 +41,9 @@ const FormatInfo* FindFormat(std::string_view name);
 // The first format whose probe accepts |head|; raw if none does. Never null.
 const FormatInfo& ProbeFormat(std::span<const std::byte> head);
 
+// The name of an image format we do not serve (qcow2, vmdk, vdi, vhdx, vpc, luks, ...) whose
+// signature |head| carries, or an empty view. A probe that falls back to raw must not serve such
+// a file as a disk: its bytes are another format's metadata, and a write would corrupt it.
+std::string_view ForeignFormat(std::span<const std::byte> head);
+
 }  // namespace qedfuse::block

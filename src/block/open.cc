@@ -124,6 +124,12 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
     Result<void> r = co_await file->Read(0, IoVector(head));
     if (!r) co_return ToStatus(r.error(), absl::StrCat("reading ", path));
     format = &ProbeFormat(head.span());
+    if (std::string_view foreign = ForeignFormat(head.span()); !foreign.empty()) {
+      co_return absl::FailedPreconditionError(absl::StrCat(
+          path, ": a ", foreign, " image; qedfuse reads only qed and raw images",
+          is_backing ? " (convert the backing file to qed or raw first)"
+                     : " (--format=raw serves the file's bytes as they are)"));
+    }
   } else {
     format = FindFormat(options.format);
     if (format == nullptr) {

@@ -4,9 +4,11 @@
 # default (with a warning and the chain printed at mount), refused by --backing=confined and
 # ignored by --backing=none (which reads zeros); a FIFO, a character device, a missing file and a
 # loop are refused at once with a message naming the image and the stored name (nothing hangs).
-# qedimg takes the same option. Then the lock bytes on a backing file, both ways: qedfuse holds
-# an overlay -> qemu-io cannot write its QED backing file; qemu-io holds an overlay -> qedfuse may
-# mount the backing file read-only but not read-write.
+# A backing file in another image format (qcow2) is refused, never read as raw bytes; such an
+# image itself is refused too, unless --format=raw asks for its bytes. qedimg takes the same option. Then the lock
+# bytes on a backing file, both ways: qedfuse holds an overlay -> qemu-io cannot write its QED
+# backing file; qemu-io holds an overlay -> qedfuse may mount the backing file read-only but not
+# read-write.
 source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img qemu-io setpriv timeout
@@ -36,6 +38,9 @@ mk chr /dev/zero
 mk missing nothere.raw
 mk loop-a loop-b.qed qed
 mk loop-b loop-a.qed qed
+qemu-img create -q -f qcow2 "$TMP/img/base.qcow2" 1M
+chmod 644 "$TMP/img/base.qcow2"
+mk q2 base.qcow2 qcow2  # QEMU records no raw bit for -F qcow2: the format is probed at open
 
 as_user() {
   local who=$1
@@ -99,6 +104,18 @@ for who in root nobody; do
   for name in abs fifo chr missing; do mount_ok "$who" "$name" 00 --backing=none; done
   mount_ok "$who" loop-a 00 -o backing=none
 done
+
+log "a qcow2 file is never served as raw bytes: as a probed backing file or as the image"
+mount_refused root q2 "base.qcow2: a qcow2 image; qedfuse reads only qed and raw images"
+mount_refused nobody q2 "a qcow2 image"
+cp "$TMP/img/base.qcow2" "$TMP/img/direct.qed"  # the name does not matter, the bytes do
+mount_refused root direct "not a QED image"
+before=$(md5sum <"$TMP/img/direct.qed")
+mnt=$TMP/mnt/direct-raw.raw
+mount_image --format=raw "$TMP/img/direct.qed" "$mnt"
+[ "$(head -c 4 "$mnt" | od -An -tx1 | tr -d ' ')" = 514649fb ] || fail "--format=raw: not the file's bytes"
+unmount_image "$mnt"
+[ "$(md5sum <"$TMP/img/direct.qed")" = "$before" ] || fail "--format=raw changed the file"
 
 log "qedimg --backing"
 expect_fail() {

@@ -46,7 +46,11 @@ class Compactor {
       : file_(file), h_(h), geo_(geo), l1_(l1), used_(used) {}
 
   coro::Task<Result<CompactReport>> Run() {
-    const uint64_t first = std::min<uint64_t>(geo_.header_size, used_.size());
+    // Cluster 0 holds the header whatever header_size says (QEMU accepts header_size 0), so it
+    // is never a hole: a data cluster moved there would have its L2 entry set to 0, which reads
+    // as unallocated, and its first bytes overwritten by the next header write.
+    const uint64_t first =
+        std::min<uint64_t>(std::max<uint64_t>(geo_.header_size, 1), used_.size());
     // Every round moves at least one unit lower (or parks a table to do so next round), so the
     // number of rounds is bounded by the clusters involved; the cap only guards against a bug.
     const uint64_t max_rounds = 4 * (used_.size() + geo_.table_size) + 16;
@@ -200,6 +204,7 @@ class Compactor {
     IoBuffer buf(std::min<uint64_t>(chunk, geo_.table_bytes));
     for (const Move& m : plan) {
       assert(m.dst + m.unit.n <= m.unit.start || m.dst >= m.unit.start + m.unit.n);
+      assert(m.dst >= std::max<uint64_t>(geo_.header_size, 1));  // never into the header
       const uint64_t bytes = m.unit.n * cs;
       for (uint64_t done = 0; done < bytes;) {
         const uint64_t n = std::min<uint64_t>(buf.size(), bytes - done);

@@ -97,6 +97,16 @@ coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> QedDriver::Open(
   const Header h = DecodeHeader(std::span<const std::byte, kHeaderBytes>(hb.data(), kHeaderBytes));
   absl::StatusOr<Geometry> geo = ValidateHeader(h, flen);
   if (!geo.ok()) co_return Annotated(geo.status(), where);
+  // The header's 64 bytes are at offset 0 whatever header_size says. With header_size 0 the L1
+  // table may start there too (QEMU accepts it): its first eight entries are header fields, so an
+  // L2 table linked through one of them is unlinked again by the next header write, and an L1
+  // write puts back the header as it was at open. Such an image is only ever read.
+  if (!options.read_only && !file->read_only() && h.l1_table_offset < kHeaderBytes) {
+    co_return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: the L1 table at offset 0x%x overlaps the 64-byte header (header_size %d); the image "
+        "can only be opened read-only",
+        where, h.l1_table_offset, h.header_size));
+  }
 
   std::unique_ptr<QedDriver> d(new QedDriver(std::move(file), options, h, *geo, tuning));
   absl::Status st = co_await d->OpenInternal(options, chain, report);

@@ -403,6 +403,30 @@ TEST_F(HostileMisc, AutoclearBitsClearedOnlyReadWrite) {
   EXPECT_EQ(GetU64(ReadFileBytes(img), 32), 0u);
 }
 
+// header_size 0 with the L1 table at offset 0 (QEMU accepts it): L1 entries 0-7 are the header
+// fields. Entries 3-5 (compat and autoclear features, L1 offset) are 0, so a write under them
+// would link a new L2 table from inside the header, and the header write at close would unlink it
+// again: acknowledged data gone after the reopen. Such an image opens read-only (and reads), but a
+// read-write open is refused with a message naming the problem, without changing the file.
+TEST_F(HostileMisc, L1TableOverlappingTheHeaderOpensReadOnlyOnly) {
+  const std::string img = dir_ / "l1-at-0.qed";
+  Image im = Image::Base(/*header_clusters=*/0);
+  im.size = 32 << 20;  // L1 indices 0-7 (4 MiB each) are all in use
+  WriteFileBytes(img, im.Encode());
+  const uint64_t before = HashFile(img);
+  {
+    auto bb = OpenSync(loop_, img, /*read_only=*/true, nullptr, "qed");
+    ASSERT_TRUE(bb.ok()) << bb.status();
+    CheckReads(loop_, **bb, {{20 << 20, 4096, 0}});  // L1 entry 5: the L1 offset field, 0
+    EXPECT_TRUE(CloseSync(loop_, *bb).ok());
+  }
+  auto bb = OpenSync(loop_, img, /*read_only=*/false, nullptr, "qed");
+  ASSERT_FALSE(bb.ok()) << "an image whose L1 table overlaps the header was opened read-write";
+  EXPECT_TRUE(ContainsIgnoreCase(std::string(bb.status().message()), "overlaps the 64-byte header"))
+      << bb.status();
+  EXPECT_EQ(HashFile(img), before) << "refused read-write open changed the file";
+}
+
 // Backing loops are refused: a self-loop and a.qed -> b.qed -> a.qed, both read-only and RW.
 TEST_F(HostileMisc, BackingLoopsRefused) {
   const std::string a = dir_ / "a.qed", b = dir_ / "b.qed", s = dir_ / "self.qed";

@@ -126,7 +126,7 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
     format = &ProbeFormat(head.span());
     if (std::string_view foreign = ForeignFormat(head.span()); !foreign.empty()) {
       co_return absl::FailedPreconditionError(absl::StrCat(
-          path, ": a ", foreign, " image; qedfuse reads only qed and raw images",
+          path, ": a ", std::string(foreign), " image; qedfuse reads only qed and raw images",
           is_backing ? " (convert the backing file to qed or raw first)"
                      : " (--format=raw serves the file's bytes as they are)"));
     }

@@ -157,35 +157,6 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
   co_return co_await format->open(std::move(node), options, chain, report);
 }
 
-std::string_view BackingPolicyName(BackingPolicy p) {
-  switch (p) {
-    case BackingPolicy::kFollow:
-      return "follow";
-    case BackingPolicy::kConfined:
-      return "confined";
-    case BackingPolicy::kNone:
-      return "none";
-  }
-  return "follow";
-}
-
-std::optional<BackingPolicy> ParseBackingPolicy(std::string_view name) {
-  if (name == "follow") return BackingPolicy::kFollow;
-  if (name == "confined") return BackingPolicy::kConfined;
-  if (name == "none" || name == "null") return BackingPolicy::kNone;
-  return std::nullopt;
-}
-
-std::string DescribeChain(const std::vector<ChainLink>& chain) {
-  std::string text;
-  for (const ChainLink& l : chain) {
-    if (!text.empty()) absl::StrAppend(&text, " -> ");
-    absl::StrAppend(&text, l.path, " (", l.format, ")");
-    if (l.backing_ignored) absl::StrAppend(&text, " [backing file '", l.backing_name, "' ignored]");
-  }
-  return text;
-}
-
 absl::StatusOr<std::string> ResolveBacking(const std::string& image_path, const std::string& stored,
                                            BackingPolicy policy, ChainContext& chain) {
   const std::string dir = DirName(image_path);
@@ -231,10 +202,7 @@ absl::StatusOr<std::string> ResolveBacking(const std::string& image_path, const 
     return resolved;
   }
   // kFollow: QEMU's rule. A name leading outside the image's directory is worth a word.
-  const std::size_t slash = image_path.rfind('/');
-  const std::string path = stored.front() == '/' || slash == std::string::npos
-                               ? stored
-                               : image_path.substr(0, slash + 1) + stored;
+  const std::string path = QemuBackingPath(image_path, stored);
   const std::string real_dir = RealPath(dir);
   const std::string real = RealPath(path);
   if (!real.empty() && !real_dir.empty() &&

@@ -37,6 +37,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "block/debug/fault_injection_driver.h"
+#include "block/graph/open_driver.h"
 #include "block/qed/qed_check.h"
 #include "block/qed/qed_create.h"
 #include "block/qed/qed_driver.h"
@@ -411,6 +412,7 @@ class QedCrash : public ::testing::TestWithParam<Geometry> {
     opts.read_only = read_only;
     opts.need_check_delay = kNoTimer;
     block::ChainContext chain;
+    chain.open_backing = &block::OpenDriver;  // the backing file is a real file
     auto d = loop_.RunSync(qed::QedDriver::Open(std::move(cut), opts, chain, rep));
     if (!d.ok()) {
       if (status)

@@ -24,7 +24,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "block/debug/fault_injection_driver.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 
 namespace qedfuse::fusefs {
 

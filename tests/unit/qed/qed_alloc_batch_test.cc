@@ -16,9 +16,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "block/debug/fault_injection_driver.h"
 #include "block/graph/open_driver.h"
 #include "qed_driver_test_util.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 
 namespace qedfuse::qedunit {
 namespace {

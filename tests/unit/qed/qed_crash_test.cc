@@ -36,7 +36,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "block/debug/fault_injection_driver.h"
 #include "block/graph/open_driver.h"
 #include "block/qed/qed_check.h"
 #include "block/qed/qed_create.h"
@@ -45,6 +44,7 @@
 #include "gtest/gtest.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/block_backend.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 #include "qedfuse/block/debug_event.h"
 #include "support/mem_file.h"
 #include "unit/qed/qed_test_util.h"

@@ -55,7 +55,6 @@
 #include <fuse_lowlevel.h>
 
 #include "absl/strings/str_cat.h"
-#include "block/qed/qed_driver.h"
 #include "fusefs/debug_hooks.h"
 #include "fusefs/fuse_frontend.h"
 #include "fusefs/mount_options.h"
@@ -71,10 +70,6 @@
 
 namespace qedfuse::fusefs {
 namespace {
-
-// The format registry refers to the QED driver weakly; this strong reference makes the linker
-// take the driver out of the static library.
-[[gnu::used]] const auto kQedProbe = &qed::ProbeQed;
 
 constexpr int kExitUsage = 2;
 constexpr int kExitFailure = 1;

@@ -25,7 +25,7 @@
 #include "block/file/file_lock.h"
 #include "block/request_tracker.h"
 #include "qedfuse/block/block_driver.h"
-#include "qedfuse/block/open.h"
+#include "qedfuse/block/options.h"
 
 namespace qedfuse::block {
 

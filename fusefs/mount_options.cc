@@ -182,7 +182,9 @@ absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
   } else if (opt == "allow_root") {
     o.allow_root = true;
   } else if (opt == "default_permissions") {
-    // Always on: the kernel checks the file's mode and owner on every access.
+    // Always on: the kernel checks the file's mode and owner on every access. Kept among the
+    // flags a remount re-applies, as mount.fuse3 hands it back.
+    o.mount_flags.emplace_back(opt);
   } else if ((name == "uid" || name == "gid") && has_value) {
     o.mount_time_settings.emplace_back(opt);
     return SetId(name == "uid" ? o.uid : o.gid, name, value);

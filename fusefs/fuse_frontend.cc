@@ -21,7 +21,7 @@ namespace qedfuse::fusefs {
 
 namespace {
 
-// Escapes ',' and '\\' for libfuse's -o parser.
+// Escapes ',' and '\' for libfuse's -o parser.
 std::string EscapeOption(const std::string& s) {
   std::string out;
   for (char c : s) {

@@ -525,6 +525,7 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd, const LogPla
   // With a pre-opened /dev/fd/N mountpoint there is no path through which the frontend could
   // publish the size to a write-back-caching kernel (see FuseFrontend::BecomeReady).
   fc.writeback_cache = o.EffectiveWritebackCache() && paths.mountpoint.rfind("/dev/fd/", 0) != 0;
+  fc.io_uring = o.io_uring;
   fc.allow_other = o.allow_other;
   fc.allow_root = o.allow_root;
   fc.extra_mount_options = o.fuse_options;

@@ -217,7 +217,8 @@ coro::Task<void> FuseFrontend::Shutdown(bool mount_gone) {
   co_await requests_.Close();
   FinishEarlyOpens();
   mount_.Unmount();
-  std::string transport = conn_->TransportDescription();
+  const std::string transport =
+      conn_->initialized() ? conn_->TransportDescription() : std::string("none (no INIT)");
   const uint64_t ring = conn_->ring_requests(), dev = conn_->dev_requests();
   conn_->Close();
   signals_->set.cancel();

@@ -56,6 +56,7 @@
 #include <fuse_lowlevel.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "block/qed/qed_driver.h"
 #include "fusefs/debug_hooks.h"
 #include "fusefs/fuse_frontend.h"
@@ -466,7 +467,11 @@ std::string MountedMessage(const Paths& paths, const block::OpenReport& report, 
       absl::StrCat("mounted ", paths.image, " on ", paths.mountpoint, " (", report.format, ", ",
                    read_only ? "read-only" : "read-write", ", aio ", report.aio, ")");
   if (report.chain.size() > 1) {
-    absl::StrAppend(&msg, "; backing chain: ", block::DescribeChain(report.chain));
+    absl::StrAppend(
+        &msg, "; backing chain: ",
+        absl::StrJoin(report.chain, " -> ", [](std::string* out, const block::ChainLink& link) {
+          out->append(link.path);
+        }));
   }
   return msg;
 }

@@ -96,7 +96,11 @@ absl::Status FuseFrontend::Mount() {
   // open(O_TRUNC) arrives as a SETATTR to size 0 after the OPEN, judged in HandleSetattr like
   // every other size change (a shrink fails the open with EPERM).
   session.atomic_o_trunc = false;
-  session.io_uring = config_.io_uring;
+  // auto serves over /dev/fuse for now: measured here (scripts/bench/profiling.md, "qedfuse over
+  // both transports"), FUSE over io_uring wins at iodepth 32 but loses at iodepth 1 and on
+  // allocating writes, and a mount cannot change transport per workload. on uses it anyway.
+  session.io_uring = config_.io_uring == protocol::IoUringMode::kOn ? protocol::IoUringMode::kOn
+                                                                    : protocol::IoUringMode::kOff;
   // allow_root is allow_other for the kernel; the policy turns the other users away.
   if (config_.allow_root) cc.policy = protocol::AccessPolicy::OwnerAndRoot(config_.mounter_uid);
   conn_ = std::make_unique<transport::Connection>(loop_, mount_.fd(), cc);

@@ -72,7 +72,7 @@ struct FrontendConfig {
   std::string fsname;      // source column of /proc/mounts (the image path)
   bool read_only = false;
   bool writeback_cache = true;  // ask the kernel for its write-back cache
-  // FUSE over io_uring: auto (when the kernel offers it), on (or fail the mount), off.
+  // FUSE over io_uring: on (or fail the mount), off; auto is /dev/fuse (see Mount()).
   protocol::IoUringMode io_uring = protocol::IoUringMode::kAuto;
   bool allow_other = false;
   // Mounted with allow_other, but requests that name the file (open, stat, chmod, truncate,

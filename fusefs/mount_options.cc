@@ -388,9 +388,9 @@ Options:
                              (default: on with cache=writeback, off with cache=none)
       --aio=io_uring|threads image file I/O backend (default: io_uring when available)
       --io-uring=auto|on|off FUSE requests over io_uring (Linux 6.14+, when the kernel's
-                             /sys/module/fuse/parameters/enable_uring is Y): auto uses it
-                             when offered, on refuses to mount without it, off never uses
-                             it (default: auto)
+                             /sys/module/fuse/parameters/enable_uring is Y): on uses it or
+                             refuses to mount, off and auto (the default, for now) use
+                             /dev/fuse
       --format=qed|raw       image format (default: qed)
       --need-check-delay=MS  delay before a dirty QED image is marked clean (default 5000)
       --backing=follow|confined|none
@@ -403,7 +403,7 @@ Options:
       --log-file=PATH        append the daemon's messages to PATH (default: syslog when
                              /dev/log exists, else the command's standard error)
   -f, --foreground           do not daemonise; log to stderr
-  -d, --debug                log every FUSE request to stderr (implies -f)
+  -d, --debug                log every FUSE request and reply to stderr (implies -f)
       --debug-fault=RULE     testing: make image-file I/O fail or stall (see qedfuse(1))
       --debug-log-writes=FILE
                              testing: log image and client writes and flushes

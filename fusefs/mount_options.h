@@ -34,8 +34,8 @@ struct MountOptions {
   // |cache|: on for cache=writeback, off for cache=none.
   std::optional<bool> writeback_cache;
   std::optional<std::chrono::milliseconds> need_check_delay;
-  // --io-uring=, -o io_uring=: FUSE over io_uring when the kernel offers it (auto), always (on:
-  // the mount fails without it), or never (off: /dev/fuse).
+  // --io-uring=, -o io_uring=: FUSE over io_uring (on: the mount fails without it) or /dev/fuse
+  // (off; auto, the default, is /dev/fuse for now: see FuseFrontend::Mount()).
   protocol::IoUringMode io_uring = protocol::IoUringMode::kAuto;
   block::BackingPolicy backing = block::BackingPolicy::kFollow;  // --backing=
 

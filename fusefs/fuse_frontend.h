@@ -3,8 +3,8 @@
 //
 // Request flow: libfuse only mounts and unmounts (transport::FuseMount: mount(2) or fusermount3,
 // -o options). Every request is read, decoded and answered by our own codec through a
-// transport::Connection, which picks the transport at INIT (/dev/fuse, or FUSE over io_uring when
-// --io-uring allows it and the kernel offers it), answers INIT, DESTROY, FORGET, INTERRUPT,
+// transport::Connection, which picks the transport at INIT (/dev/fuse, or FUSE over io_uring with
+// --io-uring=on when the kernel offers it), answers INIT, DESTROY, FORGET, INTERRUPT,
 // malformed and unknown requests itself, applies allow_root (protocol::AccessPolicy) and writes
 // the -d log of requests and replies. Every other request reaches Dispatch() (fuse_ops.cc) as a
 // transport::Request, which owns the buffer it arrived in until it is answered: a WRITE's payload
@@ -30,10 +30,10 @@
 // Shutdown proper starts once the mount is gone: after our own unmount, or when the kernel reports
 // it gone (ENODEV after `fusermount3 -u` / `umount` by the user, or the connection aborted):
 //   1. stop reading requests; 2. wait for handlers in flight (Gate); 3. BlockBackend::Close()
-//   (flush, QED clears NEED_CHECK); 4. unmount (a no-op when the kernel has already dropped the
-//   mount); 5. wait for the requests still held outside the gate (see requests_), answer the
-//   OPENs still waiting for ready with EIO, and close the Connection; the loop then runs dry.
-//   Signals during shutdown change nothing.
+//   (flush, QED clears NEED_CHECK); 4. wait for the requests still held outside the gate (see
+//   requests_) and answer the OPENs still waiting for ready with EIO, while their replies can
+//   still be written; 5. unmount (a no-op when the kernel has already dropped the mount);
+//   6. close the Connection; the loop then runs dry. Signals during shutdown change nothing.
 #pragma once
 
 #include <sys/stat.h>
@@ -179,8 +179,9 @@ class FuseFrontend {
   // Handlers of block-layer work hold gate_; shutdown closes it before closing the image.
   coro::Gate gate_;
   // Requests held outside gate_ (an LSEEK waiting for the kernel to write its cache back, which
-  // needs this loop to serve requests while shutdown waits for gate_): closed once the mount is
-  // gone, when such waits end at once, and before the Connection is closed.
+  // needs this loop to serve requests while shutdown waits for gate_): closed by shutdown before
+  // it unmounts. By then the kernel has dropped the mount (or it never became ready, and no
+  // LSEEK can have come), so such waits end at once.
   coro::Gate requests_;
   // Workers for blocking calls on the mounted file, which wait for requests that this loop
   // serves: BecomeReady's truncate or shutdown's fsync, and lseek write-backs. A thread for

@@ -10,7 +10,7 @@
 # overwriting, plus a zero-range; (b) ext4 on a loop device: files written, sync, more files,
 # sync -f, unmount.
 #
-# Environment: CRASH_SWEEP_STATES (states per workload, 0 = all; default 120, 30 under
+# Environment: CRASH_SWEEP_STATES (states per workload, 0 = all; default 60, 20 under
 # sanitizers), CRASH_SWEEP_SCALE (workload size factor, default 1), CRASH_SWEEP_PER_INTERVAL
 # (random states per flush interval, default 3), CRASH_SWEEP_MOUNT_OPTS (extra qedfuse options
 # for the workload mounts, e.g. --cache=none), CRASH_SWEEP_KILL=1 (a third workload: fio until
@@ -26,9 +26,9 @@ REPLAY=$HERE/crash_replay.py
 QEDIMG=${QEDIMG:-$(dirname "$QEDFUSE")/../src/tools/qedimg}
 [ -x "$QEDIMG" ] || skip "qedimg not found (set QEDIMG)"
 if [ "${QEDFUSE_TEST_SANITIZED:-0}" = 1 ]; then
-  STATES=${CRASH_SWEEP_STATES:-30}
+  STATES=${CRASH_SWEEP_STATES:-20}
 else
-  STATES=${CRASH_SWEEP_STATES:-120}
+  STATES=${CRASH_SWEEP_STATES:-60}
 fi
 SCALE=${CRASH_SWEEP_SCALE:-1}
 PER_INTERVAL=${CRASH_SWEEP_PER_INTERVAL:-3}

@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "block/request_tracker.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/coro/event_loop.h"
@@ -22,9 +23,6 @@
 
 namespace qedfuse::block {
 namespace {
-
-uint64_t AlignDown(uint64_t v, uint64_t a) { return v / a * a; }
-uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 // True if |iov| can go to the driver as is. With a memory alignment (O_DIRECT) every segment
 // must start on it, and its length must be a multiple of the request alignment, as Linux checks.

@@ -16,38 +16,25 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/io_buffer.h"
 
 namespace qedfuse::block {
 namespace {
 
-uint64_t AlignDown(uint64_t v, uint64_t a) { return v / a * a; }
-uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 bool PowerOfTwo(uint32_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 absl::Status OpenError(const std::string& path, int err, bool direct) {
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(absl::StrCat(path, ": permission denied"));
-    case EISDIR:
-      return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not an image file"));
-    case EROFS:
-      return absl::PermissionDeniedError(
-          absl::StrCat(path, " is on a read-only file system (open it read-only)"));
-    case EINVAL:
-      if (direct) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": the file system does not support O_DIRECT (cache=none)"));
-      }
-      break;
-    default:
-      break;
+  if (err == EROFS) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, " is on a read-only file system (open it read-only)"));
   }
-  return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(err)));
+  if (err == EINVAL && direct) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the file system does not support O_DIRECT (cache=none)"));
+  }
+  return ErrnoStatus(err, path);
 }
 
 // Logical block size of the block device behind |st|, or 0 if unknown.

@@ -1,12 +1,12 @@
-// Consistency check and repair (qed-format.md §7.1), with QEMU's counting rules and correct
-// cluster arithmetic (quirk Q4: bytes are divided by cluster_size, not cluster_size - 1).
+// Consistency check and repair (docs/qed-format.md §11.1), with QEMU's counting rules and correct
+// cluster arithmetic (quirk Q4, §11.2: bytes are divided by cluster_size, not cluster_size - 1).
 //
 // Every cluster a table refers to is marked in a "used" bitmap over the rounded-down file. A
 // cluster marked twice is a duplicate reference, which cannot be repaired (neither owner can be
-// trusted). An entry that fails the offset predicates of §2.3 is a fixable corruption: repair
-// sets it to 0, which only forgets data that was never reachable anyway. Whatever is not marked
-// at the end is leaked space; leaks are harmless and, like QEMU, are only counted (unless the
-// leak fixing is asked for, which compacts the file: qed_compact.h).
+// trusted). An entry that fails the offset predicates of docs/qed-format.md §4.5 is a fixable
+// corruption: repair sets it to 0, which only forgets data that was never reachable anyway.
+// Whatever is not marked at the end is leaked space; leaks are harmless and, like QEMU, are only
+// counted (unless the leak fixing is asked for, which compacts the file: qed_compact.h).
 #include "block/qed/qed_check.h"
 
 #include <algorithm>
@@ -20,22 +20,14 @@
 #include "absl/strings/str_format.h"
 #include "block/qed/qed_compact.h"
 #include "block/qed/qed_used_clusters.h"
+#include "qedfuse/base/align.h"
+#include "qedfuse/base/endian.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/block/io_vector.h"
 
 namespace qedfuse::qed {
 namespace {
-
-uint64_t LoadLe64(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | std::to_integer<uint64_t>(p[i]);
-  return v;
-}
-
-void StoreLe64(std::byte* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
-}
 
 // Why a data-cluster entry fails the cluster predicate.
 std::string ClusterProblem(const Geometry& g, uint64_t off, uint64_t file_size) {
@@ -80,8 +72,8 @@ class Reporter {
 // Largest transfer that respects the child's limits for cluster-aligned table I/O.
 uint64_t TransferChunk(const block::BlockLimits& lim, uint32_t cluster_size) {
   const uint64_t align = std::max<uint64_t>(lim.request_alignment, 1);
-  uint64_t chunk = lim.max_transfer / cluster_size * cluster_size;
-  if (chunk == 0) chunk = lim.max_transfer / align * align;
+  uint64_t chunk = AlignDown(lim.max_transfer, cluster_size);
+  if (chunk == 0) chunk = AlignDown(lim.max_transfer, align);
   return std::max(chunk, align);
 }
 
@@ -170,7 +162,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
     uint64_t last = 0;
     for (uint64_t j = 0; j < geo.table_nelems; ++j) {
       std::byte* slot = table.data() + j * sizeof(uint64_t);
-      const uint64_t off = LoadLe64(slot);
+      const uint64_t off = LoadLE64(slot);
       if (off == 0 || off == kZeroClusterEntry) continue;
       ++report.allocated_clusters;
       if (last != 0 && last + cs != off) ++report.fragmented_clusters;
@@ -180,7 +172,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
                                 off, ClusterProblem(geo, off, file_size),
                                 options.repair ? " (repaired: set to 0)" : ""));
         if (options.repair) {
-          StoreLe64(slot, 0);
+          StoreLE64(slot, 0);
           ++report.corruptions_fixed;
           ++l2_fixed;
         } else {
@@ -214,7 +206,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
     } catch (const std::bad_alloc&) {
       co_return Unexpected(ErrnoCode(ENOMEM));
     }
-    for (uint64_t i = 0; i < l1.size(); ++i) StoreLe64(l1_buf.data() + i * sizeof(uint64_t), l1[i]);
+    for (uint64_t i = 0; i < l1.size(); ++i) StoreLE64(l1_buf.data() + i * sizeof(uint64_t), l1[i]);
     Result<void> wr = co_await WriteTable(file, h.l1_table_offset, l1_buf, chunk);
     if (!wr) {
       ++report.check_errors;

@@ -1,6 +1,6 @@
-// QED consistency check and repair (qed-format.md §7), shared by the driver's dirty-open repair
-// and by `qedimg check`. Findings match `qemu-img check` except where QEMU's arithmetic is wrong
-// (quirk Q4: we count leaks with correct cluster arithmetic).
+// QED consistency check and repair (docs/qed-format.md §11), shared by the driver's dirty-open
+// repair and by `qedimg check`. Findings match `qemu-img check` except where QEMU's arithmetic is
+// wrong (quirk Q4: we count leaks with correct cluster arithmetic).
 #pragma once
 
 #include <cstddef>

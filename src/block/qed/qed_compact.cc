@@ -14,6 +14,7 @@
 #include <set>
 
 #include "block/qed/qed_table.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/debug_event.h"
 #include "qedfuse/block/io_buffer.h"
@@ -196,7 +197,7 @@ class Compactor {
     const uint64_t cs = geo_.cluster_size;
     const uint64_t bits = geo_.cluster_bits;
     // 1. Copies.
-    const uint64_t chunk = std::max<uint64_t>(cs, (8u << 20) / cs * cs);
+    const uint64_t chunk = std::max<uint64_t>(cs, AlignDown(8u << 20, cs));
     IoBuffer buf(std::min<uint64_t>(chunk, geo_.table_bytes));
     for (const Move& m : plan) {
       assert(m.dst + m.unit.n <= m.unit.start || m.dst >= m.unit.start + m.unit.n);

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/log.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/coro/event_loop.h"
@@ -22,8 +23,6 @@ using coro::CoMutex;
 namespace {
 
 constexpr uint64_t kMaxTransfer = 16u << 20;
-
-uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 // Marks an error that already names the image it happened in: images further up the backing
 // chain pass it on unchanged (one context, not one per level of a deep chain).

@@ -1,6 +1,6 @@
 // qed::QedDriver: the QED format driver (QEMU's block/qed.c), and its factory OpenQed().
 //
-// Architecture (see design.md §3.5-3.6 and qed-format.md §4-6):
+// Architecture (see docs/qed-format.md §6, §7, §9, §10):
 //  - The L1 table lives in memory; L2 tables go through a write-through L2Cache. table_lock_
 //    guards every table and file_size_ but is never held across data I/O, so reads and in-place
 //    writes run concurrently.

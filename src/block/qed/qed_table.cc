@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/macros.h"
 
 namespace qedfuse::qed {
@@ -72,8 +73,8 @@ coro::Task<Result<void>> TableIo::Write(uint64_t offset, const Table& table,
 
 coro::Task<Result<void>> TableIo::WriteEntries(uint64_t offset, const Table& table, uint64_t first,
                                                uint64_t n, block::DebugEvent event) {
-  uint64_t start = first * 8 / granule_ * granule_;
-  uint64_t end = std::min(table_bytes_, ((first + n) * 8 + granule_ - 1) / granule_ * granule_);
+  uint64_t start = AlignDown(first * 8, granule_);
+  uint64_t end = std::min(table_bytes_, AlignUp((first + n) * 8, granule_));
   auto* p = const_cast<std::byte*>(table.buffer().data());
   file_.Annotate(event);
   co_return co_await WriteChild(file_, offset + start, block::IoVector(p + start, end - start));

@@ -9,13 +9,12 @@
 // child's max_transfer, so callers may pass whole tables or multi-cluster runs.
 #pragma once
 
-#include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "block/qed/qed_format.h"
+#include "qedfuse/base/endian.h"
 #include "qedfuse/base/result.h"
 #include "qedfuse/block/block_driver.h"
 #include "qedfuse/block/debug_event.h"
@@ -24,18 +23,6 @@
 #include "qedfuse/coro/task.h"
 
 namespace qedfuse::qed {
-
-inline uint64_t LoadLE64(const std::byte* p) {
-  uint64_t v;
-  std::memcpy(&v, p, sizeof v);
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
-  return v;
-}
-
-inline void StoreLE64(std::byte* p, uint64_t v) {
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
-  std::memcpy(p, &v, sizeof v);
-}
 
 // One L1 or L2 table: |nelems| u64 entries, stored little-endian.
 class Table {

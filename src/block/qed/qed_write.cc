@@ -1,5 +1,6 @@
 // QedDriver write path: in-place writes, allocating writes (with copy-on-write padding), zero
-// writes, and the serialisation of allocations (qed-format.md §5).
+// writes, and the serialisation of allocations (docs/qed-format.md §7, §9; the crash ordering is
+// §8.1).
 //
 // Crash-consistency rules implemented here, in this order, for every allocating run:
 //   1. NEED_CHECK is set on disk and flushed before the first allocation (with or without a
@@ -34,6 +35,7 @@
 #include <vector>
 
 #include "block/qed/qed_driver.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/macros.h"
 
 namespace qedfuse::qed {
@@ -85,7 +87,7 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
       if (in != 0 || (n < cs && !to_image_end)) {
         n = std::min(n, cs - in);
       } else {
-        if (!to_image_end) n = n / cs * cs;
+        if (!to_image_end) n = AlignDown(n, cs);
         whole = true;
       }
     }
@@ -145,7 +147,7 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
     // A run being allocated by another request (reserved, its entries not yet committed) still
     // looks unallocated: wait until it is committed or has failed, then look again.
     const uint64_t first = geo_.cluster_start(pos);
-    const uint64_t end = first + (pos + n - first + cs - 1) / cs * cs;
+    const uint64_t end = first + AlignUp(pos + n - first, cs);
     if (OverlapsInFlight(first, end)) {
       ++stats_.conflict_waits;
       co_await in_flight_waiters_.Wait(lock);
@@ -556,8 +558,8 @@ coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<Pendin
   const uint64_t max_gap = gran;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const PendingRun& r = *batch[i];
-    const uint64_t s = r.index * 8 / gran * gran;
-    const uint64_t e = std::min(geo_.table_bytes, ((r.index + r.n) * 8 + gran - 1) / gran * gran);
+    const uint64_t s = AlignDown(r.index * 8, gran);
+    const uint64_t e = std::min(geo_.table_bytes, AlignUp((r.index + r.n) * 8, gran));
     if (!spans.empty() && spans.back().head->l2.offset() == r.l2.offset() &&
         s <= spans.back().end + max_gap) {
       spans.back().end = std::max(spans.back().end, e);

@@ -1,5 +1,5 @@
 // CheckImage against `qemu-img check --output=json` on images written by qemu-img/qemu-io and
-// corrupted with byte patches (qed-format.md §10.6). Repairs are compared byte for byte with
+// corrupted with byte patches (docs/qed-format.md §15.6). Repairs are compared byte for byte with
 // `qemu-img check -r all` on a copy, and must leave images that qemu-img accepts.
 #include "block/qed/qed_check.h"
 

@@ -1,4 +1,4 @@
-// Crash safety and I/O-error handling of the QED driver (qed-format.md §5.3, §6).
+// Crash safety and I/O-error handling of the QED driver (docs/qed-format.md §8, §10).
 //
 // Stack under test: BlockBackend -> QedDriver -> PowerCut (below) -> test::MemFile (crash model:
 // durable image as of the last flush plus pending, unflushed operations).

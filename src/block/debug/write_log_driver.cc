@@ -81,13 +81,9 @@ absl::Status WriteLog::Finish() {
 
 WriteLogDriver::WriteLogDriver(std::unique_ptr<BlockDriver> child, std::shared_ptr<WriteLog> log,
                                Role role)
-    : child_(std::move(child)), log_(std::move(log)), role_(role) {}
+    : FilterDriver(std::move(child)), log_(std::move(log)), role_(role) {}
 
 WriteLogDriver::~WriteLogDriver() = default;
-
-coro::Task<Result<void>> WriteLogDriver::Read(uint64_t offset, IoVector iov) {
-  co_return co_await child_->Read(offset, iov);
-}
 
 void WriteLogDriver::Record(bool ok, WriteLogRecord image, WriteLogRecord guest, uint64_t offset,
                             uint64_t length, const IoVector* data) {
@@ -102,7 +98,7 @@ void WriteLogDriver::Record(bool ok, WriteLogRecord image, WriteLogRecord guest,
 // Each operation is recorded once it has completed: only then may the caller rely on it, and
 // the payload is still the caller's (it must stay valid until the call returns).
 coro::Task<Result<void>> WriteLogDriver::Write(uint64_t offset, IoVector iov) {
-  Result<void> r = co_await child_->Write(offset, iov);
+  Result<void> r = co_await FilterDriver::Write(offset, iov);
   Record(r.has_value(), WriteLogRecord::kImageWrite, WriteLogRecord::kGuestWrite, offset,
          iov.size(), &iov);
   co_return r;
@@ -110,7 +106,7 @@ coro::Task<Result<void>> WriteLogDriver::Write(uint64_t offset, IoVector iov) {
 
 coro::Task<Result<void>> WriteLogDriver::WriteZeroes(uint64_t offset, uint64_t len,
                                                      ZeroFlags flags) {
-  Result<void> r = co_await child_->WriteZeroes(offset, len, flags);
+  Result<void> r = co_await FilterDriver::WriteZeroes(offset, len, flags);
   Record(r.has_value(), WriteLogRecord::kImageZero, WriteLogRecord::kGuestZero, offset, len,
          nullptr);
   co_return r;
@@ -118,25 +114,21 @@ coro::Task<Result<void>> WriteLogDriver::WriteZeroes(uint64_t offset, uint64_t l
 
 coro::Task<Result<void>> WriteLogDriver::Flush() {
   Record(true, WriteLogRecord::kImageFlushBegin, WriteLogRecord::kGuestFlushBegin, 0, 0, nullptr);
-  Result<void> r = co_await child_->Flush();
+  Result<void> r = co_await FilterDriver::Flush();
   Record(r.has_value(), WriteLogRecord::kImageFlush, WriteLogRecord::kGuestFlushDone, 0, 0,
          nullptr);
   co_return r;
 }
 
-coro::Task<Result<BlockStatus>> WriteLogDriver::GetStatus(uint64_t offset, uint64_t len) {
-  co_return co_await child_->GetStatus(offset, len);
-}
-
 coro::Task<Result<void>> WriteLogDriver::Truncate(uint64_t new_length) {
-  Result<void> r = co_await child_->Truncate(new_length);
+  Result<void> r = co_await FilterDriver::Truncate(new_length);
   Record(r.has_value(), WriteLogRecord::kImageTruncate, WriteLogRecord::kGuestTruncate, new_length,
          0, nullptr);
   co_return r;
 }
 
 coro::Task<absl::Status> WriteLogDriver::Close() {
-  absl::Status closed = co_await child_->Close();
+  absl::Status closed = co_await FilterDriver::Close();
   if (role_ != Role::kImage) co_return closed;
   absl::Status logged = log_->Finish();
   if (!closed.ok()) co_return closed;

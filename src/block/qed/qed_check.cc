@@ -69,44 +69,17 @@ class Reporter {
   uint64_t suppressed_ = 0;
 };
 
-// Largest transfer that respects the child's limits for cluster-aligned table I/O.
-uint64_t TransferChunk(const block::BlockLimits& lim, uint32_t cluster_size) {
-  const uint64_t align = std::max<uint64_t>(lim.request_alignment, 1);
-  uint64_t chunk = AlignDown(lim.max_transfer, cluster_size);
-  if (chunk == 0) chunk = AlignDown(lim.max_transfer, align);
-  return std::max(chunk, align);
-}
-
-coro::Task<Result<void>> ReadTable(block::BlockDriver& file, uint64_t off, block::IoBuffer& buf,
-                                   uint64_t chunk) {
-  for (uint64_t done = 0; done < buf.size(); done += chunk) {
-    const uint64_t n = std::min<uint64_t>(chunk, buf.size() - done);
-    QEDFUSE_CO_TRY(co_await file.Read(off + done, block::IoVector(buf.data() + done, n)));
-  }
-  co_return Ok();
-}
-
-coro::Task<Result<void>> WriteTable(block::BlockDriver& file, uint64_t off, block::IoBuffer& buf,
-                                    uint64_t chunk) {
-  for (uint64_t done = 0; done < buf.size(); done += chunk) {
-    const uint64_t n = std::min<uint64_t>(chunk, buf.size() - done);
-    QEDFUSE_CO_TRY(co_await file.Write(off + done, block::IoVector(buf.data() + done, n)));
-  }
-  co_return Ok();
-}
-
 }  // namespace
 
-coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Header& h,
-                                           const Geometry& geo, std::vector<uint64_t>& l1,
-                                           uint64_t file_size, const CheckOptions& options) {
+coro::Task<Result<CheckReport>> CheckImage(block::Child& file, const Header& h, const Geometry& geo,
+                                           std::vector<uint64_t>& l1, uint64_t file_size,
+                                           const CheckOptions& options) {
   if (l1.size() != geo.table_nelems || geo.cluster_size == 0) {
     co_return Unexpected(ErrnoCode(EINVAL));
   }
   file_size &= ~uint64_t{geo.cluster_size - 1};
   const uint64_t nclusters = file_size >> geo.cluster_bits;
   const uint64_t cs = geo.cluster_size;
-  const uint64_t chunk = TransferChunk(file.limits(), geo.cluster_size);
 
   CheckReport report;
   report.total_clusters = geo.bytes_to_clusters(h.image_size);
@@ -150,7 +123,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
           l2_off, dups));
       continue;
     }
-    Result<void> rd = co_await ReadTable(file, l2_off, table, chunk);
+    Result<void> rd = co_await file.Read(l2_off, block::IoVector(table));
     if (!rd) {
       ++report.check_errors;
       out.Add(absl::StrFormat("L1 entry %u: cannot read L2 table at 0x%x: %s", i, l2_off,
@@ -188,7 +161,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
       }
     }
     if (l2_fixed > 0 && options.repair) {
-      Result<void> wr = co_await WriteTable(file, l2_off, table, chunk);
+      Result<void> wr = co_await file.Write(l2_off, block::IoVector(table));
       if (!wr) {
         ++report.check_errors;
         out.Add(absl::StrFormat("cannot write repaired L2 table at 0x%x: %s", l2_off,
@@ -207,7 +180,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
       co_return Unexpected(ErrnoCode(ENOMEM));
     }
     for (uint64_t i = 0; i < l1.size(); ++i) StoreLE64(l1_buf.data() + i * sizeof(uint64_t), l1[i]);
-    Result<void> wr = co_await WriteTable(file, h.l1_table_offset, l1_buf, chunk);
+    Result<void> wr = co_await file.Write(h.l1_table_offset, block::IoVector(l1_buf));
     if (!wr) {
       ++report.check_errors;
       out.Add(absl::StrFormat("cannot write repaired L1 table at 0x%x: %s", h.l1_table_offset,

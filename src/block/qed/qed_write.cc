@@ -64,7 +64,7 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
                                                  bool zero, block::ZeroFlags flags) {
   const RequestId id = next_request_id_++;
   const uint64_t cs = geo_.cluster_size;
-  bool owner = false;  // holds the allocation slot (only for one run's allocation turn)
+  AllocSlot slot;  // held only for one run's allocation turn
   Result<void> result;
   uint64_t done = 0;
   CoMutex::Guard lock = co_await table_lock_.Lock();
@@ -95,19 +95,15 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
     if (lk.kind == ClusterKind::kFound && !whole) {
       // In place: no metadata changes, so the data I/O runs without the lock and concurrently
       // with other in-place writes and reads.
-      if (owner) {  // someone allocated the cluster while we waited for the slot
-        ReleaseAllocSlot();
-        owner = false;
-      }
+      slot.Release();  // if held: someone allocated the cluster while we waited for the slot
       Result<void> r;
       {
         DataIo io(*this);  // registered before the lock is released: see data_io_
         lock.Release();
-        file_->Annotate(DebugEvent::kWriteData);
-        if (zero) {
-          r = co_await WriteZeroesChild(*file_, lk.host_offset, n, flags);  // part of a cluster
+        if (zero) {  // part of a cluster
+          r = co_await file_.WriteZeroes(lk.host_offset, n, flags, DebugEvent::kWriteData);
         } else {
-          r = co_await WriteChild(*file_, lk.host_offset, iov.Slice(done, n));
+          r = co_await file_.Write(lk.host_offset, iov.Slice(done, n), DebugEvent::kWriteData);
         }
       }
       if (!r) {
@@ -153,19 +149,17 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
       co_await in_flight_waiters_.Wait(lock);
       continue;
     }
-    if (!owner) {
-      const bool waited = co_await AcquireAllocSlot(lock, id);
-      owner = true;
+    if (!slot.held()) {
+      const bool waited = co_await AcquireAllocSlot(lock, id, slot);
       if (waited) continue;  // others allocated while we slept: look the range up again
     }
     Result<void> r;
     if (lk.kind == ClusterKind::kUnallocatedL1) {
       // A new L2 table: the slot stays ours until the table and its L1 entry are written.
       r = co_await AllocateRun(lock, lk, pos, n, data, zero_entries);
-      ReleaseAllocSlot();
-      owner = false;
+      slot.Release();
     } else {
-      r = co_await AllocateInTable(lock, lk, pos, n, data, zero_entries, owner);
+      r = co_await AllocateInTable(lock, lk, pos, n, data, zero_entries, slot);
     }
     if (!r) {
       result = r;
@@ -174,11 +168,13 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
     done += n;
   }
   lock.Release();
-  if (owner) ReleaseAllocSlot();
+  slot.Release();
   co_return result;
 }
 
-coro::Task<bool> QedDriver::AcquireAllocSlot(CoMutex::Guard& lock, RequestId id) {
+coro::Task<bool> QedDriver::AcquireAllocSlot(CoMutex::Guard& lock, RequestId id, AllocSlot& slot) {
+  assert(!slot.held());
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   bool waited = false;
   if (alloc_owner_ == 0 && !alloc_plugged_ && alloc_queue_.empty()) {
     alloc_owner_ = id;
@@ -189,7 +185,11 @@ coro::Task<bool> QedDriver::AcquireAllocSlot(CoMutex::Guard& lock, RequestId id)
     ++stats_.alloc_waits;
     co_await alloc_waiters_.Wait(lock);
     waited = true;
+    // Re-checked after the wake: HandOffAllocSlot made this request the owner before waking it.
+    assert(lock.owns(table_lock_) && alloc_owner_ == id);
   }
+  assert(alloc_owner_ == id);
+  slot = AllocSlot(this);
   // A new allocating request: the timer must not clear NEED_CHECK under it.
   need_check_timer_.Disarm();
   co_return waited;
@@ -203,6 +203,7 @@ void QedDriver::HandOffAllocSlot() {
 }
 
 void QedDriver::ReleaseAllocSlot() {
+  assert(alloc_owner_ != 0 && "releasing an allocation slot nobody owns");
   alloc_owner_ = 0;
   if (!alloc_queue_.empty()) {
     HandOffAllocSlot();
@@ -236,6 +237,7 @@ void QedDriver::FinishInFlight(PendingRun* run) {
 }
 
 coro::Task<Result<void>> QedDriver::SetNeedCheckForAllocation(CoMutex::Guard& lock) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   // Also with a backing file, although its flush before the L2 updates already orders data
   // before metadata (QEMU leaves the flag alone there): a crash still leaves unlinked or freed
   // clusters behind, and only the flag makes the next read-write open compact them away.
@@ -255,6 +257,7 @@ coro::Task<Result<void>> QedDriver::SetNeedCheckForAllocation(CoMutex::Guard& lo
 
 coro::Task<Result<void>> QedDriver::AllocateRun(CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
                                                 uint64_t len, IoVector data, bool zero_entries) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   const uint64_t cs = geo_.cluster_size;
   const uint64_t first = geo_.cluster_start(pos);
   const uint64_t nclusters = (pos + len - first + cs - 1) / cs;
@@ -354,7 +357,9 @@ QedDriver::DataIo::~DataIo() {
 
 coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
                                                     uint64_t& len, IoVector data, bool zero_entries,
-                                                    bool& owner) {
+                                                    AllocSlot& slot) {
+  assert(slot.held());
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   const uint64_t cs = geo_.cluster_size;
   const uint64_t first = geo_.cluster_start(pos);
   uint64_t nclusters = (pos + len - first + cs - 1) / cs;
@@ -396,8 +401,7 @@ coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup
   // (they would otherwise allocate them a second time). Readers see the old contents (backing
   // file or zeros) until the committer makes the entries visible.
   in_flight_.push_back(&run);
-  ReleaseAllocSlot();  // the next request reserves its clusters while our data is written
-  owner = false;
+  slot.Release();  // the next request reserves its clusters while our data is written
   lock.Release();
 
   Result<void> r = Ok();
@@ -420,8 +424,7 @@ coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup
       lock.Release();
       // The host range only holds space now. A failed punch leaves it allocated on the host (the
       // clusters are free all the same); the request reports the error.
-      r = co_await WriteZeroesChild(*file_, freed_host, nclusters * cs,
-                                    block::ZeroFlags::kMayUnmap);
+      r = co_await file_.WriteZeroes(freed_host, nclusters * cs, block::ZeroFlags::kMayUnmap);
       lock = co_await table_lock_.Lock();
       AddFree(freed_host, nclusters, seq);
     }
@@ -444,8 +447,7 @@ coro::Task<Result<void>> QedDriver::FillPadding(const Lookup& lk, uint64_t guest
     std::fill_n(buf.data(), buf.size(), std::byte{0});
     co_return Ok();
   }
-  backing_->driver().Annotate(DebugEvent::kCowRead);
-  co_return co_await ReadBacking(guest_pos, IoVector(buf));
+  co_return co_await ReadBacking(guest_pos, IoVector(buf), DebugEvent::kCowRead);
 }
 
 coro::Task<Result<void>> QedDriver::WriteNewClusters(const Lookup& lk, uint64_t pos, uint64_t len,
@@ -462,15 +464,16 @@ coro::Task<Result<void>> QedDriver::WriteNewClusters(const Lookup& lk, uint64_t 
   v.Append(head_buf.data(), head);
   v.Append(data);
   v.Append(tail_buf.data(), tail);
-  if (head != 0 || tail != 0) file_->Annotate(DebugEvent::kCowWrite);
-  file_->Annotate(DebugEvent::kWriteData);
+  // The write carries kWriteData; a write with copy-on-write padding announces kCowWrite first.
+  if (head != 0 || tail != 0) file_.node().Annotate(DebugEvent::kCowWrite);
   // No flush here: with a backing file the flush of step 3 is issued once per L2 batch (or per
   // new table) after the data writes, before any entry refers to them.
-  co_return co_await WriteChild(*file_, host, v);
+  co_return co_await file_.Write(host, v, DebugEvent::kWriteData);
 }
 
 coro::Task<Result<void>> QedDriver::CreateL2(CoMutex::Guard& lock, uint64_t pos, uint64_t n,
                                              uint64_t first_value, bool zero_entries) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   const uint64_t idx = geo_.l2_index(pos);
   // A new L2 table goes after the data clusters. It is written whole and flushed before L1
   // points at it, so L1 never references a half-written table whose garbage would read as
@@ -531,14 +534,15 @@ coro::Task<Result<void>> QedDriver::CommitL2(PendingRun& run) {
   co_return std::move(run.result);
 }
 
-coro::Task<void> QedDriver::WriteSpan(L2Span& sp, int* remaining, coro::CoQueue* joined) {
-  file_->Annotate(DebugEvent::kL2Update);
-  sp.result = co_await WriteChild(*file_, sp.head->l2.offset() + sp.start, IoVector(sp.buf));
+coro::Task<void> QedDriver::WriteSpan(L2Span& sp, coro::Join* join) {
+  sp.result = co_await file_.Write(sp.head->l2.offset() + sp.start, IoVector(sp.buf),
+                                   DebugEvent::kL2Update);
   ++stats_.l2_commit_writes;
-  if (remaining != nullptr && --*remaining == 0) joined->WakeOne();
+  if (join != nullptr) join->Done();
 }
 
 coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<PendingRun*>& batch) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   ++stats_.l2_commit_batches;
   stats_.l2_commit_runs += batch.size();
   std::sort(batch.begin(), batch.end(), [](const PendingRun* a, const PendingRun* b) {
@@ -600,14 +604,12 @@ coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<Pendin
   if (!flushed) {
     for (Span& sp : spans) sp.result = flushed;
   } else if (spans.size() == 1) {
-    co_await WriteSpan(spans[0], nullptr, nullptr);
+    co_await WriteSpan(spans[0], nullptr);
   } else {
-    int remaining = static_cast<int>(spans.size());
-    coro::CoMutex join_lock;
-    coro::CoQueue joined;
-    for (Span& sp : spans) coro::Spawn(WriteSpan(sp, &remaining, &joined));
-    CoMutex::Guard g = co_await join_lock.Lock();
-    while (remaining > 0) co_await joined.Wait(g);
+    coro::Join join;
+    join.Add(spans.size());
+    for (Span& sp : spans) coro::Spawn(WriteSpan(sp, &join));
+    co_await join.Wait();
   }
 
   lock = co_await table_lock_.Lock();

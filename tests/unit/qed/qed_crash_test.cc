@@ -504,9 +504,10 @@ class QedCrash : public ::testing::TestWithParam<Geometry> {
       MemFile::Options ro;
       ro.read_only = true;
       MemFile mem(state, ro);
-      qed::CheckOptions copt;  // no repair: look at the image exactly as the crash left it
+      qed::CheckOptions copt;   // no repair: look at the image exactly as the crash left it
+      block::Child child(mem);  // checked in place
       auto rep =
-          loop_.RunSync(qed::CheckImage(mem, h, *geo, l1, img.size() & ~uint64_t{cs_ - 1}, copt));
+          loop_.RunSync(qed::CheckImage(child, h, *geo, l1, img.size() & ~uint64_t{cs_ - 1}, copt));
       if (!rep) {
         ADD_FAILURE() << "check failed: " << rep.error().message();
         return false;

@@ -121,6 +121,7 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
                                                  block::ChainContext& chain,
                                                  block::OpenReport* report) {
   file_size_ = AlignDown(file_.length(), geo_.cluster_size);
+  fresh_from_ = AlignUp(file_.length(), geo_.cluster_size);
   // The top image is the first file of the chain; backing files are opened read-only below it.
   const bool top = chain.names.size() <= 1;
 

@@ -14,8 +14,8 @@
 //    run overlaps an in-flight run's guest clusters waits for it and looks up again. A run that
 //    needs a new L2 table keeps the slot until its table and L1 entry are written.
 //  - Crash ordering of an allocating run: NEED_CHECK set and flushed (no backing file) -> data
-//    clusters (head/tail padding included) -> flush (backing file) -> L2 entries (a new L2 table
-//    is written whole and flushed) -> L1 entry.
+//    clusters (head/tail padding included) -> flush (backing file, or reused clusters) -> L2
+//    entries (a new L2 table is written whole and flushed) -> L1 entry.
 //  - Freeing (a zero write over whole allocated clusters): NEED_CHECK set and flushed -> the
 //    L2 entries become 1 (zero clusters, through the L2 committer like an allocation) -> the
 //    host range is punched -> the clusters join free_. An allocation inside an existing table
@@ -261,7 +261,8 @@ class QedDriver final : public block::BlockDriver {
                                            AllocSlot& slot);
   // Reserves up to |want| clusters: a reusable free extent (lowest first) or the file end.
   // Returns the host offset and sets |got| (>= 1). Caller owns the slot and holds the lock.
-  uint64_t ReserveClusters(uint64_t want, uint64_t& got);
+  // |reused| tells whether they may hold older bytes (see fresh_from_).
+  uint64_t ReserveClusters(uint64_t want, uint64_t& got, bool& reused);
   // Adds freed clusters whose entry change became visible at free sequence |seq| (0: never
   // referenced, reusable at once).
   void AddFree(uint64_t host, uint64_t n, uint64_t seq);
@@ -299,7 +300,8 @@ class QedDriver final : public block::BlockDriver {
     uint64_t n = 0;            // entries
     uint64_t first_value = 0;  // host offset of the first cluster, or kZeroClusterEntry for all
     bool zero_entries = false;
-    bool done = false;  // set by the committer, with |result|
+    bool reused = false;  // its clusters may hold older bytes: data flushed before the entries
+    bool done = false;    // set by the committer, with |result|
     Result<void> result;
   };
   // True if [first, end) overlaps the clusters of an in-flight run.
@@ -380,6 +382,10 @@ class QedDriver final : public block::BlockDriver {
   coro::CoQueue l2_commit_waiters_;
 
   // ---- Free clusters and their reuse (table_lock_) ----
+  // Clusters from here on have never held data (the highest end the file has had, never
+  // lowered). A run reserving clusters below it, or from free_, makes its data durable before
+  // its entries are written, backing file or not.
+  uint64_t fresh_from_ = 0;
   // A released reservation may have left bytes past file_size_ (a write that failed halfway, or
   // data whose L2 table write failed): Close() cuts the file back to file_size_.
   bool trim_at_close_ = false;

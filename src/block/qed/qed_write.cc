@@ -6,9 +6,13 @@
 //   1. NEED_CHECK is set on disk and flushed before the first allocation (with or without a
 //      backing file: a crash can leave clusters unlinked, and the repair at the next read-write
 //      open, which the flag triggers, compacts them away);
-//   2. data clusters are written whole (guest data plus head/tail padding) past the old EOF;
-//   3. with a backing file: flush, so that data (and padding copied from the backing file) is
-//      durable before any entry makes the guest depend on it;
+//   2. data clusters are written whole (guest data plus head/tail padding), past the old EOF or
+//      into reused clusters (freed ones, or ones given back by a failed allocation);
+//   3. with a backing file, or when a run of the batch reused clusters: flush, so that the data
+//      (and padding copied from the backing file) is durable before any entry makes the guest
+//      depend on it. Without a backing file a fresh cluster needs no flush (lost data there
+//      reads as zeros, the unwritten state), but a reused one may still hold another guest
+//      offset's bytes, which a crash must never expose under the new entry;
 //   4. L2 entries: in an existing table the L2 committer rewrites the granules holding the
 //      entries of a batch of runs (each run's data write has completed before it joins a batch);
 //      a new table is written whole and flushed before
@@ -272,6 +276,7 @@ coro::Task<Result<void>> QedDriver::AllocateRun(CoMutex::Guard& lock, Lookup& lk
     // range is ours even while the lock is released.
     const uint64_t host = file_size_;
     file_size_ += nclusters * cs;
+    fresh_from_ = std::max(fresh_from_, file_size_);  // (CreateL2 flushes before linking)
     stats_.clusters_allocated += nclusters;
     lock.Release();
     // Step 2: data (with padding). Step 3 (the flush with a backing file) is the one CreateL2
@@ -310,7 +315,7 @@ bool QedDriver::Reusable(const FreeExtent& e) const {
   return e.seq <= durable_seq_ && (data_io_.empty() || data_io_.begin()->first >= e.seq);
 }
 
-uint64_t QedDriver::ReserveClusters(uint64_t want, uint64_t& got) {
+uint64_t QedDriver::ReserveClusters(uint64_t want, uint64_t& got, bool& reused) {
   assert(want > 0);
   const uint64_t cs = geo_.cluster_size;
   auto best = free_.end();
@@ -322,8 +327,13 @@ uint64_t QedDriver::ReserveClusters(uint64_t want, uint64_t& got) {
     got = want;
     const uint64_t host = file_size_;
     file_size_ += want * cs;
+    // Below the highest end the file ever had (a reservation given back at the end, or space
+    // cut off by compaction) a cluster may still hold bytes of another guest offset.
+    reused = host < fresh_from_;
+    fresh_from_ = std::max(fresh_from_, file_size_);
     return host;
   }
+  reused = true;
   got = std::min(want, best->n);
   const uint64_t host = best->host;
   best->host += got * cs;
@@ -385,7 +395,7 @@ coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup
     // and the range stays ours after the slot is released. Free clusters may cover only the
     // head of the run: the request then goes on with the rest.
     uint64_t got = 0;
-    host = ReserveClusters(nclusters, got);
+    host = ReserveClusters(nclusters, got, run.reused);
     if (got < nclusters) {
       nclusters = got;
       len = std::min(len, first + got * cs - pos);
@@ -485,6 +495,7 @@ coro::Task<Result<void>> QedDriver::CreateL2(CoMutex::Guard& lock, uint64_t pos,
   }
   const uint64_t l2_off = file_size_;
   file_size_ += geo_.table_bytes;
+  fresh_from_ = std::max(fresh_from_, file_size_);
   ++stats_.l2_tables_allocated;
   lock.Release();
   Result<void> r = co_await tables_->Write(l2_off, table, DebugEvent::kL2AllocWrite);
@@ -597,8 +608,13 @@ coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<Pendin
 
   // Step 3: with a backing file, one flush makes the data of every run in the batch (all of it
   // written before the run was queued) durable before any of their entries is written.
+  // Without a backing file the flush is needed only when a run reuses clusters: they may hold
+  // another guest offset's bytes, which a crash must never show under the new entry.
   Result<void> flushed = Ok();
-  if (backing_) flushed = co_await FlushFile();
+  if (backing_ ||
+      std::any_of(batch.begin(), batch.end(), [](const PendingRun* r) { return r->reused; })) {
+    flushed = co_await FlushFile();
+  }
   // Step 4: the L2 entries. Each data write completed before its run was queued, so no entry
   // written here points at unwritten data.
   if (!flushed) {

@@ -31,6 +31,28 @@ struct Child::Geometry {
   BlockLimits limits;
 };
 
+// The next piece of a request at |pos| (< |end|): a partial block (head, or a tail that may not
+// end unaligned because |end| != |limit|) to bounce or read-modify-write whole, or an aligned
+// run of at most max_chunk bytes that goes to the node directly.
+struct Child::Piece {
+  bool partial;
+  uint64_t block;  // partial: the block [block, block_end) that holds the piece
+  uint64_t block_end;
+  uint64_t n;  // bytes of the request in this piece
+};
+
+Child::Piece Child::NextPiece(const Geometry& g, uint64_t pos, uint64_t end, uint64_t limit) {
+  const uint64_t remain = end - pos;
+  if (pos % g.align != 0 || (remain < g.align && end != limit)) {
+    const uint64_t block = AlignDown(pos, g.align);
+    const uint64_t block_end = std::min(block + g.align, limit);
+    return Piece{true, block, block_end, std::min(end, block_end) - pos};
+  }
+  uint64_t n = std::min(remain, g.max_chunk);
+  if (end != limit) n = AlignDown(n, g.align);
+  return Piece{false, pos, pos + n, n};
+}
+
 Child::Child(std::unique_ptr<BlockDriver> node)
     : owned_(std::move(node)), node_(owned_.get()), tracker_(std::make_unique<RequestTracker>()) {
   assert(node_ != nullptr);
@@ -76,20 +98,15 @@ coro::Task<Result<void>> Child::Read(uint64_t offset, IoVector iov, Event event)
   const uint64_t limit = g.pad ? UINT64_MAX : g.length;
   uint64_t pos = offset;
   while (pos < data_end) {
-    const uint64_t remain = data_end - pos;
-    if (pos % g.align != 0 || (remain < g.align && data_end != limit)) {
-      // Partial block at the head or tail: read the whole block into a bounce buffer.
-      const uint64_t block = AlignDown(pos, g.align);
-      const uint64_t block_end = std::min(block + g.align, limit);
-      const uint64_t n = std::min(data_end, block_end) - pos;
-      IoBuffer bounce(block_end - block);
-      QEDFUSE_CO_TRY(co_await node_->Read(block, IoVector(bounce)));
-      iov.CopyFrom(pos - offset, bounce.data() + (pos - block), n);
-      pos += n;
+    const Piece p = NextPiece(g, pos, data_end, limit);
+    if (p.partial) {  // read the whole block into a bounce buffer
+      IoBuffer bounce(p.block_end - p.block);
+      QEDFUSE_CO_TRY(co_await node_->Read(p.block, IoVector(bounce)));
+      iov.CopyFrom(pos - offset, bounce.data() + (pos - p.block), p.n);
+      pos += p.n;
       continue;
     }
-    uint64_t n = std::min(remain, g.max_chunk);
-    if (data_end != limit) n = AlignDown(n, g.align);
+    const uint64_t n = p.n;
     const IoVector target = iov.Slice(pos - offset, n);
     if (MeetsLimits(pos, target, g.limits)) {
       QEDFUSE_CO_TRY(co_await node_->Read(pos, target));
@@ -156,18 +173,14 @@ coro::Task<Result<void>> Child::WriteRange(uint64_t offset, uint64_t len, IoVect
   // The event goes with the first write to the node (after the read of a read-modify-write).
   uint64_t pos = offset;
   while (pos < end) {
-    const uint64_t remain = end - pos;
-    if (pos % g.align != 0 || (remain < g.align && end != limit)) {
-      const uint64_t block = AlignDown(pos, g.align);
-      const uint64_t block_end = std::min(block + g.align, limit);
-      const uint64_t n = std::min(end, block_end) - pos;
-      QEDFUSE_CO_TRY(co_await ModifyBlock(block, block_end, pos, n, zero ? IoVector() : src,
+    const Piece p = NextPiece(g, pos, end, limit);
+    if (p.partial) {
+      QEDFUSE_CO_TRY(co_await ModifyBlock(p.block, p.block_end, pos, p.n, zero ? IoVector() : src,
                                           pos - offset, event));
-      pos += n;
+      pos += p.n;
       continue;
     }
-    uint64_t n = std::min(remain, g.max_chunk);
-    if (end != limit) n = AlignDown(n, g.align);
+    const uint64_t n = p.n;
     Announce(event);
     if (zero) {
       QEDFUSE_CO_TRY(co_await node_->WriteZeroes(pos, n, flags));

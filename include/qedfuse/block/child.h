@@ -77,7 +77,9 @@ class Child {
 
  private:
   struct Geometry;
+  struct Piece;
   Geometry GeometryNow() const;
+  static Piece NextPiece(const Geometry& g, uint64_t pos, uint64_t end, uint64_t limit);
   // Announces |event| to the node, once: the next I/O is the one it is about.
   void Announce(Event& event);
   coro::Task<Result<void>> ModifyBlock(uint64_t block, uint64_t block_end, uint64_t pos, uint64_t n,

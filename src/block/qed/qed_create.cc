@@ -1,4 +1,4 @@
-// Image creation (qed-format.md §8.1), byte for byte what `qemu-img create -f qed` writes:
+// Image creation (docs/qed-format.md §12), byte for byte what `qemu-img create -f qed` writes:
 // the 64-byte header, the backing file name at offset 64, and a zeroed L1 table of table_size
 // clusters right after the one header cluster. The rest of cluster 0 is never written, so it
 // stays a hole, exactly as in QEMU's file.
@@ -21,24 +21,13 @@
 
 #include "absl/strings/str_format.h"
 #include "block/file/file_lock.h"
+#include "qedfuse/base/align.h"
+#include "qedfuse/base/errors.h"
 
 namespace qedfuse::qed {
 namespace {
 
 constexpr uint64_t kSectorSize = 512;
-
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string msg = absl::StrFormat("%s: %s", what, std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
 
 // Closes the descriptor on every path.
 class Fd {
@@ -145,7 +134,7 @@ absl::StatusOr<uint64_t> BackingVirtualSize(const std::string& path, const std::
   if (fmt == "raw") {
     // The block layer sees whole sectors: a raw file's size is rounded up to 512.
     const uint64_t size = static_cast<uint64_t>(st.st_size);
-    return (size + kSectorSize - 1) / kSectorSize * kSectorSize;
+    return AlignUp(size, kSectorSize);
   }
   if (static_cast<size_t>(got) != buf.size()) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -217,7 +206,7 @@ absl::Status CreateImage(const CreateOptions& options) {
   if (size > std::numeric_limits<uint64_t>::max() - (kSectorSize - 1)) {
     return absl::InvalidArgumentError(absl::StrFormat("image size %u is too large", size));
   }
-  size = (size + kSectorSize - 1) / kSectorSize * kSectorSize;
+  size = AlignUp(size, kSectorSize);
   if (size > geo->max_image_size) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "image size %u exceeds the maximum %u for this geometry (cluster size %u, table size %u)",

@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "qedfuse/block/child.h"
 #include "support/temp_dir.h"
 #include "support/test_loop.h"
 
@@ -193,18 +194,19 @@ TEST_P(FileProtocolTest, UnalignedRequestsAreHandled) {
   MakeFile(path_, 65536, base);
   auto f = Open();
   ASSERT_TRUE(f);
+  Child c(*f);  // the edge that pads requests to the file's alignment
   std::vector<std::byte> patch(1000, std::byte{0xee});
-  ASSERT_TRUE(loop_.Run(f->Write(4000, IoVector(patch.data(), patch.size()))));
+  ASSERT_TRUE(loop_.Run(c.Write(4000, IoVector(patch.data(), patch.size()))));
   // A 512-byte table-sector write inside a larger logical block.
   std::vector<std::byte> sector(512, std::byte{0x5c});
-  ASSERT_TRUE(loop_.Run(f->Write(8704, IoVector(sector.data(), sector.size()))));
+  ASSERT_TRUE(loop_.Run(c.Write(8704, IoVector(sector.data(), sector.size()))));
   std::vector<std::byte> expect = base;
   std::memcpy(expect.data() + 4000, patch.data(), patch.size());
   std::memcpy(expect.data() + 8704, sector.data(), sector.size());
   ASSERT_TRUE(loop_.Run(f->Flush()));
   EXPECT_EQ(FileBytes(path_, 0, 65536), expect);
   std::vector<std::byte> back(777);
-  ASSERT_TRUE(loop_.Run(f->Read(3999, IoVector(back.data(), back.size()))));
+  ASSERT_TRUE(loop_.Run(c.Read(3999, IoVector(back.data(), back.size()))));
   EXPECT_EQ(0, std::memcmp(back.data(), expect.data() + 3999, back.size()));
   EXPECT_EQ(f->length(), 65536u);
   Close(f);
@@ -214,8 +216,9 @@ TEST_P(FileProtocolTest, UnalignedWritePastTheEndKeepsExactSize) {
   MakeFile(path_, 1000, Pattern(1000, 9));
   auto f = Open();
   ASSERT_TRUE(f);
+  Child c(*f);  // the edge that pads requests to the file's alignment
   std::vector<std::byte> tail(300, std::byte{0x42});
-  ASSERT_TRUE(loop_.Run(f->Write(900, IoVector(tail.data(), tail.size()))));
+  ASSERT_TRUE(loop_.Run(c.Write(900, IoVector(tail.data(), tail.size()))));
   EXPECT_EQ(f->length(), 1200u);
   EXPECT_EQ(FileSize(path_), 1200u);
   std::vector<std::byte> expect = Pattern(1000, 9);
@@ -229,11 +232,12 @@ TEST_P(FileProtocolTest, ConcurrentUnalignedWritesToOneBlock) {
   MakeFile(path_, 65536);
   auto f = Open();
   ASSERT_TRUE(f);
+  Child c(*f);  // the edge that pads requests to the file's alignment
   std::vector<std::vector<std::byte>> bufs;
   std::vector<coro::Task<Result<void>>> tasks;
   for (int i = 0; i < 8; ++i) bufs.emplace_back(512, std::byte(static_cast<uint8_t>(0x10 + i)));
   for (int i = 0; i < 8; ++i) {
-    tasks.push_back(f->Write(static_cast<uint64_t>(i) * 512, IoVector(bufs[i].data(), 512)));
+    tasks.push_back(c.Write(static_cast<uint64_t>(i) * 512, IoVector(bufs[i].data(), 512)));
   }
   for (auto& t : tasks) ASSERT_TRUE(loop_.Run(std::move(t)));
   std::vector<std::byte> got = FileBytes(path_, 0, 4096);

@@ -27,7 +27,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "block/debug/fault_injection_driver.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 
 namespace qedfuse::fusefs {
 

@@ -1,4 +1,4 @@
-// FuseFrontend: session setup, the request reader on the event loop, and shutdown.
+// FuseFrontend: mounting, the connection, readiness and shutdown.
 // The per-operation handlers live in fuse_ops.cc.
 #include "fusefs/fuse_frontend.h"
 
@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <cassert>
 #include <cerrno>
@@ -20,24 +19,7 @@
 
 namespace qedfuse::fusefs {
 
-const fuse_lowlevel_ops& FuseOpsTable();  // fuse_ops.cc
-
 namespace {
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kRecycleRecvBuffers = false;  // let ASan see every allocation and free
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kRecycleRecvBuffers = false;
-#else
-constexpr bool kRecycleRecvBuffers = true;
-#endif
-#else
-constexpr bool kRecycleRecvBuffers = true;
-#endif
-
-// Requests handled per loop turn before yielding to other handlers (completions, timers).
-constexpr int kMaxRequestsPerTurn = 64;
 
 // Escapes ',' and '\' for libfuse's -o parser.
 std::string EscapeOption(const std::string& s) {
@@ -56,38 +38,9 @@ bool HasOption(const std::vector<std::string>& opts, const char* prefix) {
 
 }  // namespace
 
-RecvPool::~RecvPool() {
-  for (std::byte* region : free_) std::free(region);
-}
-
-RecvBuffer RecvPool::Get() {
-  if (!free_.empty()) {
-    std::byte* region = free_.back();
-    free_.pop_back();
-    return RecvBuffer(this, region);
-  }
-  auto* region = static_cast<std::byte*>(std::aligned_alloc(kAlign, kRegionBytes));
-  if (region == nullptr) throw std::bad_alloc();
-  ++allocated_;
-  return RecvBuffer(this, region);
-}
-
-void RecvPool::Put(std::byte* region) noexcept {
-  if (kRecycleRecvBuffers && free_.size() < kMaxFree) {
-    try {
-      free_.push_back(region);
-      return;
-    } catch (...) {  // no room to remember it: free it instead
-    }
-  }
-  --allocated_;
-  std::free(region);
-}
-
-struct FuseFrontend::Reader {
-  explicit Reader(boost::asio::io_context& ctx) : fd(ctx), signals(ctx) {}
-  boost::asio::posix::stream_descriptor fd;  // a dup of fuse_session_fd()
-  boost::asio::signal_set signals;
+struct FuseFrontend::Signals {
+  explicit Signals(boost::asio::io_context& ctx) : set(ctx) {}
+  boost::asio::signal_set set;
 };
 
 FuseFrontend::FuseFrontend(coro::EventLoop& loop, block::BlockBackend& backend,
@@ -95,7 +48,7 @@ FuseFrontend::FuseFrontend(coro::EventLoop& loop, block::BlockBackend& backend,
     : loop_(loop),
       backend_(backend),
       config_(std::move(config)),
-      reader_(std::make_unique<Reader>(loop.context())),
+      signals_(std::make_unique<Signals>(loop.context())),
       atime_(config_.atime),
       mtime_(config_.mtime),
       ctime_(config_.ctime),
@@ -105,16 +58,17 @@ FuseFrontend::FuseFrontend(coro::EventLoop& loop, block::BlockBackend& backend,
       gid_(config_.gid) {}
 
 FuseFrontend::~FuseFrontend() {
-  Unmount();
-  if (se_ != nullptr) fuse_session_destroy(se_);
+  if (conn_ != nullptr) conn_->StopReading();
+  mount_.Unmount();
+  if (conn_ != nullptr) conn_->Close();
 }
 
 absl::Status FuseFrontend::Mount() {
   // From here on a stop signal is queued for the loop (WaitForSignal) instead of ending the
   // process: the mount about to be made must be taken down again in order.
-  reader_->signals.add(SIGINT);
-  reader_->signals.add(SIGTERM);
-  reader_->signals.add(SIGHUP);
+  signals_->set.add(SIGINT);
+  signals_->set.add(SIGTERM);
+  signals_->set.add(SIGHUP);
 
   std::string opts = "default_permissions";
   if (!HasOption(config_.extra_mount_options, "fsname=")) {
@@ -122,61 +76,58 @@ absl::Status FuseFrontend::Mount() {
   }
   if (!HasOption(config_.extra_mount_options, "subtype="))
     absl::StrAppend(&opts, ",subtype=qedfuse");
-  // allow_root is allow_other for the kernel; MayAccess() turns the other users away.
+  // allow_root is allow_other for the kernel; the access policy turns the other users away.
   if (config_.allow_other || config_.allow_root) absl::StrAppend(&opts, ",allow_other");
   if (config_.read_only) absl::StrAppend(&opts, ",ro");
   for (const std::string& o : config_.extra_mount_options) {
     absl::StrAppend(&opts, ",", EscapeOption(o));
   }
-  if (config_.debug) absl::StrAppend(&opts, ",debug");
+  if (absl::Status st = mount_.Mount(config_.mountpoint, opts); !st.ok()) return st;
 
-  std::string arg0 = "qedfuse", arg1 = "-o";
-  char* argv[] = {arg0.data(), arg1.data(), opts.data(), nullptr};
-  fuse_args args = FUSE_ARGS_INIT(3, argv);
-  se_ = fuse_session_new(&args, &FuseOpsTable(), sizeof(fuse_lowlevel_ops), this);
-  fuse_opt_free_args(&args);
-  if (se_ == nullptr) {
-    return absl::InternalError("could not create the FUSE session (mount options: " + opts + ")");
-  }
-  if (fuse_session_mount(se_, config_.mountpoint.c_str()) != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("could not mount on ", config_.mountpoint,
-                     " (is /dev/fuse available and are you allowed to mount?)"));
-  }
-  mounted_ = true;
-
-  // Watch a dup so that Asio and libfuse each close their own descriptor. Non-blocking, so
-  // that a request that vanishes between readiness and read() (interrupted) cannot block the
-  // loop: fuse_session_receive_buf() then reports -EAGAIN. O_NONBLOCK is shared with the
-  // session's descriptor, which only writes replies (never blocks on /dev/fuse).
-  int fd = fcntl(fuse_session_fd(se_), F_DUPFD_CLOEXEC, 3);
-  if (fd < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
-    int err = errno;
-    if (fd >= 0) close(fd);
-    Unmount();
-    return absl::InternalError(absl::StrCat("cannot watch the FUSE device: ", strerror(err)));
-  }
-  reply_fd_ = fuse_session_fd(se_);
-  boost::system::error_code ec;
-  reader_->fd.assign(fd, ec);
-  if (ec) {
-    close(fd);
-    Unmount();
-    return absl::InternalError("cannot watch the FUSE device: " + ec.message());
-  }
+  transport::ConnectionConfig cc;
+  protocol::SessionConfig& session = cc.session;
+  // Background requests (async O_DIRECT reads and writes, write-back) in flight at once. More
+  // only adds contention: random writes at iodepth 32 and buffered dd got slower and cost more
+  // daemon CPU with 64 (scripts/bench/profiling.md); qemu-storage-daemon runs with the kernel's
+  // default of 12.
+  session.max_background = 16;
+  session.congestion_threshold = 12;
+  session.writeback_cache = config_.writeback_cache && !config_.read_only;
+  // open(O_TRUNC) arrives as a SETATTR to size 0 after the OPEN, judged in HandleSetattr like
+  // every other size change (a shrink fails the open with EPERM).
+  session.atomic_o_trunc = false;
+  // auto serves over /dev/fuse for now: measured here (scripts/bench/profiling.md, "qedfuse over
+  // both transports"), FUSE over io_uring wins at iodepth 32 but loses at iodepth 1 and on
+  // allocating writes, and a mount cannot change transport per workload. on uses it anyway.
+  session.io_uring = config_.io_uring == protocol::IoUringMode::kOn ? protocol::IoUringMode::kOn
+                                                                    : protocol::IoUringMode::kOff;
+  // allow_root is allow_other for the kernel; the policy turns the other users away.
+  if (config_.allow_root) cc.policy = protocol::AccessPolicy::OwnerAndRoot(config_.mounter_uid);
+  conn_ = std::make_unique<transport::Connection>(loop_, mount_.fd(), cc);
   return absl::OkStatus();
 }
 
 void FuseFrontend::Start() {
-  reading_ = true;
   WaitForSignal();
-  // Drain first: the kernel queued INIT at mount time, possibly before the descriptor was
-  // registered with the reactor.
-  loop_.Post([this] { OnReadable(); });
+  conn_->SetOnReady([this] {
+    writeback_active_ = conn_->negotiated().writeback_cache;
+    coro::Spawn(BecomeReady());
+  });
+  conn_->SetOnClosed([this](const std::string& why) {
+    // Before INIT was answered (refused: the mount is unusable but still there) Shutdown()
+    // removes the mount; afterwards the kernel has dropped it (unmount, abort).
+    if (!conn_->initialized() && failure_.empty()) failure_ = why;
+    BeginShutdown(why, /*mount_gone=*/conn_->initialized());
+  });
+  absl::Status st = conn_->Start([this](Request req) { Dispatch(std::move(req)); });
+  if (!st.ok()) {
+    failure_ = std::string(st.message());
+    BeginShutdown(failure_, /*mount_gone=*/false);
+  }
 }
 
 void FuseFrontend::WaitForSignal() {
-  reader_->signals.async_wait([this](const boost::system::error_code& ec, int signo) {
+  signals_->set.async_wait([this](const boost::system::error_code& ec, int signo) {
     if (ec) return;  // cancelled at the end of shutdown
     OnStopRequest(absl::StrCat("received ", strsignal(signo)), signo);
     WaitForSignal();
@@ -244,122 +195,6 @@ coro::Task<void> FuseFrontend::TryUnmount(std::string why) {
   }
 }
 
-void FuseFrontend::ArmReader() {
-  reader_->fd.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                         [this](const boost::system::error_code& ec) {
-                           if (ec == boost::asio::error::operation_aborted || !reading_) return;
-                           if (ec) {
-                             BeginShutdown("FUSE device error: " + ec.message(), true);
-                             return;
-                           }
-                           OnReadable();
-                         });
-}
-
-void FuseFrontend::OnReadable() {
-  const int fd = reader_->fd.native_handle();
-  for (int i = 0; i < kMaxRequestsPerTurn; ++i) {
-    if (!reading_) return;
-    if (!recv_) recv_ = recv_pool_.Get();
-    ssize_t n = ::read(fd, recv_.data(), recv_.capacity());
-    if (n < 0) {
-      const int err = errno;
-      // ENOENT: the request was interrupted and withdrawn before we read it.
-      if (err == EINTR || err == ENOENT) continue;
-      if (err == EAGAIN) {
-        // Asio's reactor watches descriptors edge-triggered: wait only after draining to EAGAIN.
-        ArmReader();
-        return;
-      }
-      // ENODEV: the mount is gone (fusermount3 -u, umount, abort).
-      BeginShutdown(err == ENODEV ? std::string("the mount was removed")
-                                  : absl::StrCat("reading the FUSE device failed: ", strerror(err)),
-                    /*mount_gone=*/true);
-      return;
-    }
-    if (static_cast<std::size_t>(n) < sizeof(fuse_in_header)) {
-      BeginShutdown(absl::StrCat("short read of ", n, " bytes from the FUSE device"),
-                    /*mount_gone=*/true);
-      return;
-    }
-    if (!raw_io_ || !DispatchRaw(static_cast<std::size_t>(n))) {
-      fuse_buf buf{};
-      buf.mem = recv_.data();
-      buf.size = static_cast<std::size_t>(n);
-      processing_ = true;
-      fuse_session_process_buf(se_, &buf);
-      processing_ = false;
-      // After INIT, READ and WRITE bypass libfuse (its debug log shows every request, though).
-      raw_io_ = init_done_ && !config_.debug;
-    }
-    if (init_done_ && !becoming_ready_) {
-      becoming_ready_ = true;
-      coro::Spawn(BecomeReady());
-    }
-    if (fuse_session_exited(se_)) {
-      BeginShutdown("the FUSE session ended", /*mount_gone=*/true);
-      return;
-    }
-  }
-  // More may be queued: continue from a later turn so completions are not starved.
-  loop_.Post([this] { OnReadable(); });
-}
-
-bool FuseFrontend::DispatchRaw(std::size_t n) {
-  // The two requests that carry data are parsed here rather than by libfuse, which would
-  // allocate, lock and list a fuse_req for each (~900 instructions of a 4 KiB read). Their
-  // replies are written by FuseRequest. Anything unexpected goes to libfuse.
-  const char* base = recv_.data();
-  fuse_in_header in;
-  std::memcpy(&in, base, sizeof(in));
-  if (in.len != n) return false;
-  if (in.opcode == FUSE_INTERRUPT) {
-    // Interrupts need no reply and we ignore them (every request completes promptly anyway).
-    // libfuse would not find a raw request: it would queue the INTERRUPT and answer it EAGAIN on
-    // its next request, so the kernel re-sent it over and over.
-    return true;
-  }
-  if (in.nodeid != FUSE_ROOT_ID) return false;
-  if (in.opcode == FUSE_READ && n >= sizeof(in) + sizeof(fuse_read_in)) {
-    fuse_read_in arg;
-    std::memcpy(&arg, base + sizeof(in), sizeof(arg));
-    coro::Spawn(HandleRead(FuseRequest::Raw(reply_fd_, in.unique, "read"), arg.offset, arg.size));
-    return true;
-  }
-  if (in.opcode == FUSE_WRITE && n >= RecvPool::kWriteHeader) {
-    fuse_write_in arg;
-    std::memcpy(&arg, base + sizeof(in), sizeof(arg));
-    if (n - RecvPool::kWriteHeader != arg.size) return false;
-    processing_ = true;
-    WritePayload payload = TakePayload(base + RecvPool::kWriteHeader, arg.size);
-    processing_ = false;
-    coro::Spawn(HandleWrite(FuseRequest::Raw(reply_fd_, in.unique, "write"), arg.offset,
-                            std::move(payload)));
-    return true;
-  }
-  return false;
-}
-
-WritePayload FuseFrontend::TakePayload(const char* data, std::size_t size) {
-  WritePayload p;
-  p.size = size;
-  if (processing_ && recv_.Contains(data, size)) {
-    p.data = const_cast<char*>(data);
-    p.recv = std::move(recv_);  // the next read gets a fresh buffer
-  } else {
-    p.copy = block::IoBuffer(size);
-    if (size > 0) std::memcpy(p.copy.data(), data, size);
-    p.data = static_cast<char*>(static_cast<void*>(p.copy.data()));
-  }
-  return p;
-}
-
-void FuseFrontend::StopReading() {
-  reading_ = false;
-  boost::system::error_code ec;
-  reader_->fd.close(ec);  // our dup only; replies still go out through the session's fd
-}
-
 void FuseFrontend::BeginShutdown(const std::string& why, bool mount_gone) {
   if (shutting_down_) {
     Log(LogLevel::kInfo, why + ": already shutting down");
@@ -374,17 +209,27 @@ coro::Task<void> FuseFrontend::Shutdown(bool mount_gone) {
   // A live mount is only shut down before it was ready (a cancelled mount), when nobody can have
   // used it; once ready, shutdown waits until the mount is gone (TryUnmount).
   assert((mount_gone || !ready_) && "a ready mount is shut down only once it is gone");
-  StopReading();
+  conn_->StopReading();
   co_await gate_.Close();
   absl::Status st = co_await backend_.Close();
   if (!st.ok()) {
     Log(LogLevel::kError, "closing the image failed: " + st.ToString());
     exit_code_ = 1;
   }
-  Unmount();
-  reader_->signals.cancel();
-  Log(LogLevel::kInfo, absl::StrCat("unmounted ", config_.mountpoint, " (", handled_,
-                                    " data requests, at most ", max_in_flight_, " in flight)"));
+  // Requests held outside the gate, and OPENs still waiting for a mount that never became
+  // ready (EIO), are answered while the descriptor their replies go to is still open.
+  co_await requests_.Close();
+  FinishEarlyOpens();
+  mount_.Unmount();
+  const std::string transport =
+      conn_->initialized() ? conn_->TransportDescription() : std::string("none (no INIT)");
+  const uint64_t ring = conn_->ring_requests(), dev = conn_->dev_requests();
+  conn_->Close();
+  signals_->set.cancel();
+  Log(LogLevel::kInfo,
+      absl::StrCat("unmounted ", config_.mountpoint, " (", handled_, " data requests, at most ",
+                   max_in_flight_, " in flight; transport ", transport, ": ", ring,
+                   " requests over io_uring, ", dev, " over /dev/fuse)"));
 }
 
 coro::Task<void> FuseFrontend::BecomeReady() {
@@ -408,8 +253,9 @@ coro::Task<void> FuseFrontend::BecomeReady() {
     }
     if (err != 0) {
       if (shutting_down_) co_return;  // cancelled meanwhile: the mount is going away anyway
-      Log(LogLevel::kError,
-          absl::StrCat("cannot publish the size of ", path, " to the kernel: ", strerror(err)));
+      failure_ =
+          absl::StrCat("cannot publish the size of ", path, " to the kernel: ", strerror(err));
+      Log(LogLevel::kError, failure_);
       BeginShutdown("mount setup failed", /*mount_gone=*/false);
       FinishEarlyOpens();
       co_return;
@@ -435,16 +281,6 @@ coro::Task<void> FuseFrontend::PushKernelCache() {
     Log(LogLevel::kWarning,
         absl::StrCat("could not write back the kernel cache of ", path, ": ", strerror(err)));
   }
-}
-
-void FuseFrontend::Unmount() {
-  if (!mounted_) return;
-  mounted_ = false;
-  // Our dup must be closed first: libfuse closes the session fd before umount2() so that the
-  // kernel aborts the connection instead of waiting for us, and a dup would keep it open.
-  boost::system::error_code ec;
-  reader_->fd.close(ec);
-  fuse_session_unmount(se_);
 }
 
 std::optional<coro::Gate::Holder> FuseFrontend::EnterHandler() {

@@ -1,11 +1,13 @@
-// libfuse low-level operations for the single-file mount, and their handler coroutines.
+// The requests of the single-file mount: FuseFrontend::Dispatch() and the handler coroutines.
 //
-// Trampolines run inside fuse_session_process_buf() on the loop thread. Each one wraps the
-// request in a FuseRequest, takes whatever it needs out of libfuse's buffers (a WRITE takes its
-// whole receive buffer: the next request is read into another one), and Spawn()s a handler.
-// Handlers hold the frontend's Gate while they run, so shutdown can wait for them. After INIT,
-// READ and WRITE reach their handlers from FuseFrontend::DispatchRaw instead (unless debugging),
-// without a fuse_req_t; the Read and Write trampolines serve the debug mode.
+// Dispatch() runs on the loop thread for every decoded request the Connection passes on (INIT,
+// DESTROY, FORGET, INTERRUPT, malformed and unknown opcodes, and what allow_root refuses never
+// get here). Requests answered from memory (GETATTR, OPEN, STATFS, ...) are answered at once;
+// the others go to a handler coroutine that owns the transport::Request, and with it the buffer
+// the request arrived in: a WRITE's payload is used in place, and a READ is read into the
+// request's reply area. Handlers hold the frontend's Gate while they run, so shutdown can wait
+// for them. Opcodes a regular file has no use for answer ENOSYS (the kernel then stops sending
+// most of them), LOOKUP ENOENT (the root is a file: there is nothing to look up).
 //
 // Semantics of the mounted file (a disk presented as a regular file that never shrinks):
 //  - size: at mount, the image's virtual size. A WRITE or fallocate (mode 0, or ZERO_RANGE
@@ -27,10 +29,11 @@
 //  - SEEK_HOLE/SEEK_DATA: a hole is an extent that reads as zeros and holds no data at any
 //    layer (BlockStatus zero && !data); everything else is data. The end is an implicit hole.
 //  - permissions: the kernel checks mode and owner (default_permissions is always on). chmod and
-//    chown change them for the mount's lifetime; allow_root is checked here (MayAccess).
+//    chown change them for the mount's lifetime; allow_root is checked by the Connection
+//    (protocol::AccessPolicy) before a request gets here.
 //  - fsync: BlockBackend::Flush(), durable on reply. flush (close): nothing to do.
 //
-// Kernel write-back cache (FUSE_CAP_WRITEBACK_CACHE): on by default with cache=writeback, off with
+// Kernel write-back cache (FUSE_WRITEBACK_CACHE): on by default with cache=writeback, off with
 // cache=none (whose promise is that a completed write() has reached the image file) and on
 // read-only mounts; -o writeback_cache=off disables it. It makes small buffered writes about 10x
 // faster, at these costs, each handled here:
@@ -51,7 +54,6 @@
 // O_DIRECT opens get FOPEN_DIRECT_IO and bypass the page cache in both modes.
 #include <fcntl.h>
 #include <linux/falloc.h>
-#include <linux/fuse.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -68,7 +70,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fusefs/fuse_frontend.h"
-#include "fusefs/fuse_request.h"
+#include "fusefs/protocol/codec.h"
 #include "qedfuse/base/errors.h"
 #include "qedfuse/base/log.h"
 #include "qedfuse/block/io_vector.h"
@@ -82,7 +84,7 @@ constexpr double kAttrTimeout = 1.0;
 
 uint64_t RoundUpToSizeUnit(uint64_t n) { return (n + kSizeUnit - 1) / kSizeUnit * kSizeUnit; }
 
-// File handles (fuse_file_info::fh) tell whether the file was opened for writing.
+// File handles (fuse_open_out::fh) tell whether the file was opened for writing.
 constexpr uint64_t kReadOnlyHandle = 0;
 constexpr uint64_t kWritableHandle = 1;
 
@@ -115,201 +117,122 @@ MountedStat StatMounted(const char* path) {
 
 }  // namespace
 
-struct FuseOps {
-  static FuseFrontend* Self(fuse_req_t req) {
-    return static_cast<FuseFrontend*>(fuse_req_userdata(req));
-  }
-  // allow_root: whether the request's sender may use the file at all.
-  static bool Allowed(fuse_req_t req) { return Self(req)->MayAccess(fuse_req_ctx(req)->uid); }
-
-  static void Init(void* userdata, fuse_conn_info* conn) {
-    auto* self = static_cast<FuseFrontend*>(userdata);
-    conn->max_write = kMaxWrite;  // libfuse 3.14 cannot go above 1 MiB; sizes RecvPool buffers
-    // Background requests (async O_DIRECT reads and writes, write-back) in flight at once. More
-    // only adds contention: with 64, 4 KiB random writes at iodepth 32 ran at 17k-25k IOPS and
-    // cost 20-24 us of daemon CPU each, against 22k-35k and 16.5-17 us with 16; buffered dd 720-760
-    // us per MiB against 586, and peak RSS during dd 40 MiB against 26 (scripts/bench.sh --quick,
-    // alternating runs); reads at iodepth 32 were level. qemu-storage-daemon runs with the kernel's
-    // default of 12.
-    conn->max_background = 16;
-    conn->congestion_threshold = 12;
-    // open(O_TRUNC) then arrives as a SETATTR to size 0 after the OPEN, judged in HandleSetattr
-    // like every other size change (a shrink fails the open with EPERM).
-    conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
-    // Nobody else changes the image, so the page cache must not be dropped because our own
-    // writes moved mtime; only explicit invalidation (none) would do it.
-    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-    if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA) conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
-    conn->want &= ~FUSE_CAP_SPLICE_READ;
-    if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
-    if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
-    self->writeback_active_ = false;
-    if (self->config_.writeback_cache && !self->config_.read_only &&
-        (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
-      conn->want |= FUSE_CAP_WRITEBACK_CACHE;
-      self->writeback_active_ = true;
+void FuseFrontend::Dispatch(Request req) {
+  if (req.nodeid() != FUSE_ROOT_ID) return req.ReplyError(ENOENT);
+  switch (req.opcode()) {
+    case FUSE_GETATTR:
+      return req.ReplyStruct(protocol::MakeAttrOut(Attr(), AttrTimeout()));
+    case abi::kOpStatx:
+      return req.ReplyStruct(protocol::MakeStatxOut(Attr(), AttrTimeout()));
+    case FUSE_SETATTR:
+      return coro::Spawn(HandleSetattr(std::move(req)));
+    case FUSE_OPEN:
+      return HandleOpen(std::move(req));
+    case FUSE_READ:
+      return coro::Spawn(HandleRead(std::move(req)));
+    case FUSE_WRITE:
+      // The payload is in the request's own buffer, which goes with it into the handler.
+      return coro::Spawn(HandleWrite(std::move(req)));
+    case FUSE_FLUSH:
+      // close() promises no durability; the kernel has already written its dirty pages back.
+      return req.ReplyOk();
+    case FUSE_RELEASE:
+      return HandleRelease(std::move(req));
+    case FUSE_FSYNC:
+      return coro::Spawn(HandleFsync(std::move(req)));
+    case FUSE_STATFS:
+      return HandleStatfs(std::move(req));
+    case FUSE_FALLOCATE:
+      return coro::Spawn(HandleFallocate(std::move(req)));
+    case FUSE_LSEEK: {
+      auto holder = requests_.TryEnter();
+      if (!holder) return req.ReplyError(EIO);
+      return coro::Spawn(HandleLseek(std::move(req), std::move(*holder)));
     }
-    self->init_done_ = true;
+    case FUSE_LOOKUP:
+      return req.ReplyError(ENOENT);  // the root is a file: nothing to look up
+    default:
+      // xattrs, ioctl, poll, copy_file_range, locks, directories, namespace operations: the
+      // kernel does without (ENOSYS makes it stop asking for most of them).
+      return req.ReplyError(ENOSYS);
   }
+}
 
-  static void Lookup(fuse_req_t req, fuse_ino_t, const char*) {
-    FuseRequest(req, "lookup").ReplyError(ENOENT);  // the root is a file: nothing to look up
+void FuseFrontend::HandleOpen(Request req) {
+  const uint32_t open_flags = req.Get<protocol::OpenArgs>().flags;
+  const bool writable = (open_flags & O_ACCMODE) != O_RDONLY;
+  if (writable && config_.read_only) return req.ReplyError(EROFS);
+  // O_DIRECT bypasses the kernel page cache entirely; everything else may keep cached pages
+  // across opens, as no one but us modifies the image. Coherence with buffered descriptors
+  // (dirty pages written back before a FOPEN_DIRECT_IO read or write, stale pages dropped) is
+  // checked by tests/integration/coherence_test.sh; the kernel's generic O_DIRECT path would
+  // give it too, but turns a write straddling the end of the device into EIO, not a short write.
+  //
+  // FOPEN_PARALLEL_DIRECT_WRITES lets the kernel send O_DIRECT writes of several threads to us
+  // at once under a shared inode lock instead of one at a time (it falls back to the exclusive
+  // lock by itself while the file is also open for cached I/O, and for writes past the end).
+  // Concurrent writes are safe here: each owns its payload, and the block layer orders
+  // overlapping ones.
+  const uint32_t flags =
+      (open_flags & O_DIRECT) ? FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES : FOPEN_KEEP_CACHE;
+  if (!ready_) {
+    // Until BecomeReady has published the size, a write-back-caching kernel takes the file
+    // for empty: an append would land at offset 0. The open waits (and fails if the mount
+    // never becomes ready).
+    early_opens_.push_back({std::move(req), flags, writable});
+    return;
   }
+  AnswerOpen(std::move(req), flags, writable);
+}
 
-  static void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-    FuseRequest r(req, "getattr");
-    if (ino != FUSE_ROOT_ID) return r.ReplyError(ENOENT);
-    if (!Allowed(req)) return r.ReplyError(EACCES);
-    r.ReplyAttr(Self(req)->Attr(), Self(req)->AttrTimeout());
-  }
+void FuseFrontend::AnswerOpen(Request req, uint32_t open_flags, bool writable) {
+  // Only a handle open for writing can leave dirty pages in the kernel (write(), shared
+  // writable mmap); the kernel writes them all back before it releases the handle.
+  if (writable) ++writable_handles_;
+  req.ReplyStruct(protocol::MakeOpenOut(writable ? kWritableHandle : kReadOnlyHandle, open_flags));
+}
 
-  static void Setattr(fuse_req_t req, fuse_ino_t, struct stat* attr, int to_set, fuse_file_info*) {
-    if (!Allowed(req)) return FuseRequest(req, "setattr").ReplyError(EACCES);
-    coro::Spawn(Self(req)->HandleSetattr(FuseRequest(req, "setattr"), *attr, to_set));
+void FuseFrontend::HandleRelease(Request req) {
+  if (req.Get<protocol::ReleaseArgs>().fh == kWritableHandle) {
+    assert(writable_handles_ > 0);
+    --writable_handles_;
   }
+  req.ReplyOk();
+}
 
-  static void Open(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    FuseRequest r(req, "open");
-    FuseFrontend* self = Self(req);
-    if (!Allowed(req)) return r.ReplyError(EACCES);
-    if ((fi->flags & O_ACCMODE) != O_RDONLY && self->config_.read_only) {
-      return r.ReplyError(EROFS);
-    }
-    // O_DIRECT bypasses the kernel page cache entirely; everything else may keep cached pages
-    // across opens, as no one but us modifies the image. Coherence with buffered descriptors
-    // (dirty pages written back before a FOPEN_DIRECT_IO read or write, stale pages dropped) is
-    // checked by tests/integration/coherence_test.sh; the kernel's generic O_DIRECT path would
-    // give it too, but turns a write straddling the end of the device into EIO, not a short write.
-    //
-    // FOPEN_PARALLEL_DIRECT_WRITES lets the kernel send O_DIRECT writes of several threads to us
-    // at once under a shared inode lock instead of one at a time (it falls back to the exclusive
-    // lock by itself while the file is also open for cached I/O, and for writes past the end).
-    // Concurrent writes are safe here: each owns its payload, and the block layer orders
-    // overlapping ones. libfuse 3.14 cannot ask for the flag, so the reply is built here.
-    uint32_t flags =
-        (fi->flags & O_DIRECT) ? FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES : FOPEN_KEEP_CACHE;
-    const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
-    if (!self->ready_) {
-      // Until BecomeReady has published the size, a write-back-caching kernel takes the file
-      // for empty: an append would land at offset 0. The open waits (and fails if the mount
-      // never becomes ready).
-      self->early_opens_.push_back({std::move(r), flags, writable});
-      return;
-    }
-    AnswerOpen(self, std::move(r), flags, writable);
-  }
-
-  static void AnswerOpen(FuseFrontend* self, FuseRequest r, uint32_t flags, bool writable) {
-    // Only a handle open for writing can leave dirty pages in the kernel (write(), shared
-    // writable mmap); the kernel writes them all back before it releases the handle.
-    if (writable) ++self->writable_handles_;
-    r.ReplyOpenFlags(writable ? kWritableHandle : kReadOnlyHandle, flags);
-  }
-
-  static void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) {
-    coro::Spawn(Self(req)->HandleRead(FuseRequest(req, "read"), static_cast<uint64_t>(off), size));
-  }
-
-  static void Write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off,
-                    fuse_file_info*) {
-    // Own the payload before anything can suspend: |data| points into the receive buffer,
-    // which the request takes with it (no copy); the next request is read into another buffer.
-    FuseFrontend* self = Self(req);
-    WritePayload payload = self->TakePayload(data, size);
-    coro::Spawn(self->HandleWrite(FuseRequest(req, "write"), static_cast<uint64_t>(off),
-                                  std::move(payload)));
-  }
-
-  static void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
-    // close() promises no durability; the kernel has already written its dirty pages back.
-    FuseRequest(req, "flush").ReplyOk();
-  }
-
-  static void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    FuseFrontend* self = Self(req);
-    if (fi->fh == kWritableHandle) {
-      assert(self->writable_handles_ > 0);
-      --self->writable_handles_;
-    }
-    FuseRequest(req, "release").ReplyOk();
-  }
-
-  static void Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
-    coro::Spawn(Self(req)->HandleFsync(FuseRequest(req, "fsync")));
-  }
-
-  static void Statfs(fuse_req_t req, fuse_ino_t) {
-    FuseRequest r(req, "statfs");
-    FuseFrontend* self = Self(req);
-    if (!Allowed(req)) return r.ReplyError(EACCES);
-    constexpr uint64_t kBlock = 4096;
-    uint64_t blocks = (self->backend_.length() + kBlock - 1) / kBlock;
-    uint64_t used = std::min(blocks, self->backend_.driver().AllocatedBytes() / kBlock);
-    struct statvfs st {};
-    st.f_bsize = kBlock;
-    st.f_frsize = kBlock;
-    st.f_blocks = blocks;
-    st.f_bfree = blocks - used;
-    st.f_bavail = blocks - used;
-    st.f_files = 1;
-    st.f_ffree = 0;
-    st.f_favail = 0;
-    st.f_namemax = 255;
-    r.ReplyStatfs(st);
-  }
-
-  static void Fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
-                        fuse_file_info*) {
-    if (!Allowed(req)) return FuseRequest(req, "fallocate").ReplyError(EACCES);
-    coro::Spawn(Self(req)->HandleFallocate(FuseRequest(req, "fallocate"), mode,
-                                           static_cast<uint64_t>(offset),
-                                           static_cast<uint64_t>(length)));
-  }
-
-  static void Lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info*) {
-    if (!Allowed(req)) return FuseRequest(req, "lseek").ReplyError(EACCES);
-    coro::Spawn(
-        Self(req)->HandleLseek(FuseRequest(req, "lseek"), static_cast<uint64_t>(off), whence));
-  }
-
-  static fuse_lowlevel_ops MakeTable() {
-    fuse_lowlevel_ops ops{};
-    ops.init = Init;
-    ops.lookup = Lookup;
-    ops.getattr = Getattr;
-    ops.setattr = Setattr;
-    ops.open = Open;
-    ops.read = Read;
-    ops.write = Write;
-    ops.flush = Flush;
-    ops.release = Release;
-    ops.fsync = Fsync;
-    ops.statfs = Statfs;
-    ops.fallocate = Fallocate;
-    ops.lseek = Lseek;
-    return ops;
-  }
-};
+void FuseFrontend::HandleStatfs(Request req) {
+  constexpr uint64_t kBlock = 4096;
+  uint64_t blocks = (backend_.length() + kBlock - 1) / kBlock;
+  uint64_t used = std::min(blocks, backend_.driver().AllocatedBytes() / kBlock);
+  struct statvfs st {};
+  st.f_bsize = kBlock;
+  st.f_frsize = kBlock;
+  st.f_blocks = blocks;
+  st.f_bfree = blocks - used;
+  st.f_bavail = blocks - used;
+  st.f_files = 1;
+  st.f_ffree = 0;
+  st.f_favail = 0;
+  st.f_namemax = 255;
+  req.ReplyStruct(protocol::MakeStatfsOut(st));
+}
 
 void FuseFrontend::FinishEarlyOpens() {
   for (EarlyOpen& o : std::exchange(early_opens_, {})) {
     if (ready_) {
-      FuseOps::AnswerOpen(this, std::move(o.req), o.open_flags, o.writable);
+      AnswerOpen(std::move(o.req), o.open_flags, o.writable);
     } else {
       o.req.ReplyError(EIO);
     }
   }
 }
 
-const fuse_lowlevel_ops& FuseOpsTable() {
-  static const fuse_lowlevel_ops ops = FuseOps::MakeTable();
-  return ops;
-}
-
-coro::Task<void> FuseFrontend::HandleRead(FuseRequest req, uint64_t offset, std::size_t size) {
+coro::Task<void> FuseFrontend::HandleRead(Request req) {
+  const uint64_t offset = req.Get<protocol::ReadArgs>().offset;
+  const std::size_t size = req.Get<protocol::ReadArgs>().size;  // at most the negotiated maximum
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
-  if (size == 0) co_return req.ReplyBuf(nullptr, 0);
+  if (size == 0) co_return req.ReplyData({});
   // The file ends at size_ or, with the write-back cache, at the kernel's size if that is
   // bigger: data written past our end that the kernel has not written back yet. What lies
   // between reads as zeros; a short count there would end an O_DIRECT (FOPEN_DIRECT_IO) read
@@ -318,44 +241,53 @@ coro::Task<void> FuseFrontend::HandleRead(FuseRequest req, uint64_t offset, std:
   if (writeback_active_ && offset + size > end) {
     if (Result<uint64_t> k = co_await KernelSize(); k) end = std::max(end, *k);
   }
-  if (offset >= end) co_return req.ReplyBuf(nullptr, 0);
+  if (offset >= end) co_return req.ReplyData({});
   std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(size, end - offset));
   const uint64_t length = backend_.length();  // past size_, the image holds zeros up to here
   const std::size_t in_image =
       offset < length ? static_cast<std::size_t>(std::min<uint64_t>(n, length - offset)) : 0;
-  block::IoBuffer buf(n, /*zero=*/in_image < n);
+  // The data is read straight into the request's reply area (4 KiB aligned, as large as the
+  // largest READ): the transport sends it from there without another copy.
+  const std::span<std::byte> area = req.ReplyArea();
+  assert(n <= area.size());
+  std::byte* buf = area.data();
+  if (in_image < n) std::memset(buf + in_image, 0, n - in_image);
   if (in_image > 0) {
-    Result<std::size_t> r = co_await backend_.Read(offset, block::IoVector(buf.data(), in_image));
+    Result<std::size_t> r = co_await backend_.Read(offset, block::IoVector(buf, in_image));
     if (!r) {
       LogIoError("read", offset, in_image, r.error());
       co_return req.ReplyError(ToErrno(r.error()));
     }
     if (*r < in_image) n = *r;  // short only at the image's end, which cannot move down
   }
-  req.ReplyBuf(buf.data(), n);
+  req.ReplyData({buf, n});
 }
 
-coro::Task<void> FuseFrontend::HandleWrite(FuseRequest req, uint64_t offset, WritePayload payload) {
+coro::Task<void> FuseFrontend::HandleWrite(Request req) {
+  // The payload lives in the request's own buffer (owned by |req| since it was decoded, before
+  // anything could suspend), so waiting below is safe and nothing is copied.
+  const uint64_t offset = req.Get<protocol::WriteArgs>().offset;
+  const std::span<std::byte> payload = req.Get<protocol::WriteArgs>().data;
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (config_.read_only) co_return req.ReplyError(EROFS);
-  const std::size_t n = payload.size;
-  if (n == 0) co_return req.ReplyWrite(0);
+  const std::size_t n = payload.size();
+  if (n == 0) co_return req.ReplyStruct(fuse_write_out{.size = 0, .padding = 0});
   if (offset > kMaxEnd - n) co_return req.ReplyError(EFBIG);
   const uint64_t end = offset + n;
   if (end > size_) {
     // Past the end (an append, a write-back of pages past the end, O_DIRECT): grow first, then
-    // write all of it. The payload is owned by this request, so waiting here is safe.
+    // write all of it.
     if (int err = co_await GrowTo(end); err != 0) co_return req.ReplyError(err);
   }
   assert(end <= size_ && size_ <= backend_.length());
-  Result<void> r = co_await backend_.Write(offset, block::IoVector(payload.data, n));
+  Result<void> r = co_await backend_.Write(offset, block::IoVector(payload.data(), n));
   if (!r) {
     LogIoError("write", offset, n, r.error());
     co_return req.ReplyError(ToErrno(r.error()));
   }
   TouchMtime();
-  req.ReplyWrite(n);
+  req.ReplyStruct(fuse_write_out{.size = static_cast<uint32_t>(n), .padding = 0});
 }
 
 coro::Task<int> FuseFrontend::GrowTo(uint64_t end) {
@@ -421,21 +353,19 @@ coro::Task<bool> FuseFrontend::WriteBackKernelCache(uint64_t from) {
   co_return err == 0;
 }
 
-bool FuseFrontend::MayAccess(uid_t uid) const {
-  return !config_.allow_root || uid == config_.mounter_uid || uid == 0;
-}
-
 double FuseFrontend::AttrTimeout() const {
   // Before the mount is ready Attr() shows setup attributes; they must not be cached.
   return ready_ ? kAttrTimeout : 0.0;
 }
 
-coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, int to_set) {
+coro::Task<void> FuseFrontend::HandleSetattr(Request req) {
+  const fuse_setattr_in in = req.Get<protocol::SetattrArgs>().in;
+  const uint32_t to_set = in.valid;  // FATTR_* bits
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
-  if (to_set & FUSE_SET_ATTR_SIZE) {
+  if (to_set & FATTR_SIZE) {
     if (config_.read_only) co_return req.ReplyError(EROFS);
-    const auto want = static_cast<uint64_t>(attr.st_size);
+    const uint64_t want = in.size;
     // The size the caller sees. With the write-back cache that is the kernel's: buffered writes
     // past the image's end live only there until write-back, and a truncate below them would
     // drop them (the kernel holds the inode lock across this request, so it cannot move).
@@ -457,29 +387,30 @@ coro::Task<void> FuseFrontend::HandleSetattr(FuseRequest req, struct stat attr, 
   }
   struct timespec now {};
   clock_gettime(CLOCK_REALTIME, &now);
-  if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+  if (to_set & FATTR_ATIME_NOW) {
     atime_ = now;
-  } else if (to_set & FUSE_SET_ATTR_ATIME) {
-    atime_ = attr.st_atim;
+  } else if (to_set & FATTR_ATIME) {
+    atime_ = {static_cast<time_t>(in.atime), static_cast<long>(in.atimensec)};
   }
-  if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+  if (to_set & FATTR_MTIME_NOW) {
     mtime_ = now;
-  } else if (to_set & FUSE_SET_ATTR_MTIME) {
-    mtime_ = attr.st_mtim;
+  } else if (to_set & FATTR_MTIME) {
+    mtime_ = {static_cast<time_t>(in.mtime), static_cast<long>(in.mtimensec)};
   }
   // The kernel has already checked that the caller may (chmod: owner or CAP_FOWNER; chown:
   // CAP_CHOWN, or the owner to a group of theirs) and cleared set-id bits where due.
-  if (to_set & FUSE_SET_ATTR_MODE) mode_ = attr.st_mode & 07777;
-  if (to_set & FUSE_SET_ATTR_UID) uid_ = attr.st_uid;
-  if (to_set & FUSE_SET_ATTR_GID) gid_ = attr.st_gid;
-  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) ctime_ = now;
-  if (to_set & FUSE_SET_ATTR_CTIME) ctime_ = attr.st_ctim;
+  if (to_set & FATTR_MODE) mode_ = in.mode & 07777;
+  if (to_set & FATTR_UID) uid_ = in.uid;
+  if (to_set & FATTR_GID) gid_ = in.gid;
+  if (to_set & (FATTR_MODE | FATTR_UID | FATTR_GID)) ctime_ = now;
+  if (to_set & FATTR_CTIME)
+    ctime_ = {static_cast<time_t>(in.ctime), static_cast<long>(in.ctimensec)};
   // The size in the reply is size_; with the write-back cache the kernel takes it as i_size
   // because this was a truncate.
-  req.ReplyAttr(Attr(), AttrTimeout());
+  req.ReplyStruct(protocol::MakeAttrOut(Attr(), AttrTimeout()));
 }
 
-coro::Task<void> FuseFrontend::HandleFsync(FuseRequest req) {
+coro::Task<void> FuseFrontend::HandleFsync(Request req) {
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (config_.read_only) co_return req.ReplyOk();
@@ -491,8 +422,10 @@ coro::Task<void> FuseFrontend::HandleFsync(FuseRequest req) {
   req.ReplyOk();
 }
 
-coro::Task<void> FuseFrontend::HandleFallocate(FuseRequest req, int mode, uint64_t offset,
-                                               uint64_t length) {
+coro::Task<void> FuseFrontend::HandleFallocate(Request req) {
+  const protocol::FallocateArgs a = req.Get<protocol::FallocateArgs>();
+  const int mode = static_cast<int>(a.mode);
+  const uint64_t offset = a.offset, length = a.length;
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
   if (config_.read_only) co_return req.ReplyError(EROFS);
@@ -524,12 +457,16 @@ coro::Task<void> FuseFrontend::HandleFallocate(FuseRequest req, int mode, uint64
   req.ReplyOk();
 }
 
-coro::Task<void> FuseFrontend::HandleLseek(FuseRequest req, uint64_t offset, int whence) {
+coro::Task<void> FuseFrontend::HandleLseek(Request req,
+                                           [[maybe_unused]] coro::Gate::Holder request_holder) {
+  const uint64_t offset = req.Get<protocol::LseekArgs>().offset;
+  const int whence = static_cast<int>(req.Get<protocol::LseekArgs>().whence);
   if (whence != SEEK_DATA && whence != SEEK_HOLE) co_return req.ReplyError(EINVAL);
   // Data written but not yet written back exists only in the kernel (buffered writes with the
   // write-back cache; shared mmap writes in every mode): have it sent to us first, unless no
   // handle open for writing can have left any. This happens before entering the gate: it needs
-  // this loop to serve requests, and shutdown stops reading them before waiting for the gate.
+  // this loop to serve requests, and shutdown stops reading them before waiting for the gate
+  // (the request holds requests_ instead, which shutdown waits for once the mount is gone).
   const bool exact = writable_handles_ == 0 || co_await WriteBackKernelCache(offset);
   auto holder = EnterHandler();
   if (!holder) co_return req.ReplyError(EIO);
@@ -539,7 +476,7 @@ coro::Task<void> FuseFrontend::HandleLseek(FuseRequest req, uint64_t offset, int
     // (POSIX allows a filesystem to report no holes at all).
     if (Result<uint64_t> k = co_await KernelSize(); k) size = std::max(size, *k);
     if (offset >= size) co_return req.ReplyError(ENXIO);
-    co_return req.ReplyLseek(whence == SEEK_DATA ? offset : size);
+    co_return req.ReplyStruct(fuse_lseek_out{.offset = whence == SEEK_DATA ? offset : size});
   }
   if (offset >= size) co_return req.ReplyError(ENXIO);
   uint64_t pos = offset;
@@ -551,11 +488,11 @@ coro::Task<void> FuseFrontend::HandleLseek(FuseRequest req, uint64_t offset, int
     }
     if (st->length == 0) co_return req.ReplyError(EIO);  // a driver bug; never loop forever
     const bool hole = st->zero && !st->data;
-    if (hole == (whence == SEEK_HOLE)) co_return req.ReplyLseek(pos);
+    if (hole == (whence == SEEK_HOLE)) co_return req.ReplyStruct(fuse_lseek_out{.offset = pos});
     pos += std::min<uint64_t>(st->length, size - pos);
   }
   if (whence == SEEK_DATA) co_return req.ReplyError(ENXIO);
-  req.ReplyLseek(size);  // the end of the file is an implicit hole
+  req.ReplyStruct(fuse_lseek_out{.offset = size});  // the end of the file is an implicit hole
 }
 
 }  // namespace qedfuse::fusefs

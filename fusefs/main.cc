@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -55,7 +56,6 @@
 #include <fuse_lowlevel.h>
 
 #include "absl/strings/str_cat.h"
-#include "block/qed/qed_driver.h"
 #include "fusefs/debug_hooks.h"
 #include "fusefs/fuse_frontend.h"
 #include "fusefs/mount_options.h"
@@ -71,10 +71,6 @@
 
 namespace qedfuse::fusefs {
 namespace {
-
-// The format registry refers to the QED driver weakly; this strong reference makes the linker
-// take the driver out of the static library.
-[[gnu::used]] const auto kQedProbe = &qed::ProbeQed;
 
 constexpr int kExitUsage = 2;
 constexpr int kExitFailure = 1;
@@ -517,7 +513,7 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd, const LogPla
   // With a pre-opened /dev/fd/N mountpoint there is no path through which the frontend could
   // publish the size to a write-back-caching kernel (see FuseFrontend::BecomeReady).
   fc.writeback_cache = o.EffectiveWritebackCache() && paths.mountpoint.rfind("/dev/fd/", 0) != 0;
-  fc.debug = o.debug;
+  fc.io_uring = o.io_uring;
   fc.allow_other = o.allow_other;
   fc.allow_root = o.allow_root;
   fc.extra_mount_options = o.fuse_options;
@@ -569,7 +565,9 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd, const LogPla
   frontend.Start();
   loop.Run();
   if (!frontend.ready()) {
-    if (!frontend.cancelled()) {
+    if (!frontend.failure().empty()) {
+      Error(absl::StrCat("cannot mount ", paths.mountpoint, ": ", frontend.failure()));
+    } else if (!frontend.cancelled()) {
       Error("the kernel did not complete the FUSE handshake on " + paths.mountpoint);
     } else if (!daemon) {
       Error("cancelled; nothing was mounted");

@@ -49,6 +49,13 @@ absl::Status SetAio(MountOptions& o, string_view value) {
   return absl::OkStatus();
 }
 
+absl::Status SetIoUring(MountOptions& o, string_view value) {
+  if (!protocol::ParseIoUringMode(value, &o.io_uring)) {
+    return Bad(absl::StrCat("invalid io_uring mode '", S(value), "' (use auto, on or off)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SetFormat(MountOptions& o, string_view value) {
   if (value != "qed" && value != "raw") {
     return Bad(absl::StrCat("unsupported format '", S(value), "' (use qed or raw)"));
@@ -202,6 +209,9 @@ absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
   } else if (name == "aio" && has_value) {
     o.mount_time_settings.emplace_back(opt);
     return SetAio(o, value);
+  } else if (name == "io_uring" && has_value) {
+    o.mount_time_settings.emplace_back(opt);
+    return SetIoUring(o, value);
   } else if (name == "format" && has_value) {
     o.mount_time_settings.emplace_back(opt);
     return SetFormat(o, value);
@@ -281,6 +291,7 @@ constexpr ValueOption kValueOptions[] = {
     {"--debug-fault", AddDebugFault},
     {"--cache", SetCache},
     {"--aio", SetAio},
+    {"--io-uring", SetIoUring},
     {"--format", SetFormat},
     {"--need-check-delay", SetNeedCheckDelay},
     {"--backing", SetBacking},
@@ -376,6 +387,10 @@ Options:
                              kernel write-back caching of the mounted file
                              (default: on with cache=writeback, off with cache=none)
       --aio=io_uring|threads image file I/O backend (default: io_uring when available)
+      --io-uring=auto|on|off FUSE requests over io_uring (Linux 6.14+, when the kernel's
+                             /sys/module/fuse/parameters/enable_uring is Y): on uses it or
+                             refuses to mount, off and auto (the default, for now) use
+                             /dev/fuse
       --format=qed|raw       image format (default: qed)
       --need-check-delay=MS  delay before a dirty QED image is marked clean (default 5000)
       --backing=follow|confined|none
@@ -388,7 +403,7 @@ Options:
       --log-file=PATH        append the daemon's messages to PATH (default: syslog when
                              /dev/log exists, else the command's standard error)
   -f, --foreground           do not daemonise; log to stderr
-  -d, --debug                log every FUSE request to stderr (implies -f)
+  -d, --debug                log every FUSE request and reply to stderr (implies -f)
       --debug-fault=RULE     testing: make image-file I/O fail or stall (see qedfuse(1))
       --debug-log-writes=FILE
                              testing: log image and client writes and flushes
@@ -396,7 +411,8 @@ Options:
   -V, --version              show the version
   -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, allow_root, uid=N,
                              gid=N, umask=OCTAL (mode 0666 & ~umask), cache=..., aio=...,
-                             writeback_cache=on|off, format=..., need_check_delay=MS,
+                             writeback_cache=on|off, io_uring=auto|on|off, format=...,
+                             need_check_delay=MS,
                              backing=follow|confined|none, log_file=PATH,
                              nosuid, nodev, noexec, fsname=..., debug; /etc/fstab-only
                              options (defaults, noauto, user, _netdev, ...) are ignored

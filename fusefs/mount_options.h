@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "fusefs/protocol/session.h"
 #include "qedfuse/block/open.h"
 
 namespace qedfuse::fusefs {
@@ -33,6 +34,9 @@ struct MountOptions {
   // |cache|: on for cache=writeback, off for cache=none.
   std::optional<bool> writeback_cache;
   std::optional<std::chrono::milliseconds> need_check_delay;
+  // --io-uring=, -o io_uring=: FUSE over io_uring (on: the mount fails without it) or /dev/fuse
+  // (off; auto, the default, is /dev/fuse for now: see FuseFrontend::Mount()).
+  protocol::IoUringMode io_uring = protocol::IoUringMode::kAuto;
   block::BackingPolicy backing = block::BackingPolicy::kFollow;  // --backing=
 
   bool foreground = false;  // -f: stay attached to the terminal

@@ -60,6 +60,30 @@ TEST(MountOptions, LongOptions) {
   EXPECT_TRUE(o->foreground);  // -d implies -f
 }
 
+TEST(MountOptions, IoUring) {
+  using protocol::IoUringMode;
+  auto dflt = Parse({"a", "b"});
+  ASSERT_TRUE(dflt.ok()) << dflt.status();
+  EXPECT_EQ(dflt->io_uring, IoUringMode::kAuto);
+  auto on = Parse({"--io-uring=on", "a", "b"});
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_EQ(on->io_uring, IoUringMode::kOn);
+  auto off = Parse({"a", "b", "--io-uring", "off"});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->io_uring, IoUringMode::kOff);
+  auto o = Parse({"a", "b", "-o", "io_uring=off,io_uring=on"});  // the last one wins
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->io_uring, IoUringMode::kOn);
+  EXPECT_EQ(Parse({"--io-uring=maybe", "a", "b"}).status().message(),
+            "invalid io_uring mode 'maybe' (use auto, on or off)");
+  EXPECT_EQ(Parse({"a", "b", "-o", "io_uring=yes"}).status().message(),
+            "invalid io_uring mode 'yes' (use auto, on or off)");
+  // A mount-time setting: a remount reports it as unchanged.
+  auto re = Parse({"a", "b", "-o", "remount,ro,io_uring=off"});
+  ASSERT_TRUE(re.ok()) << re.status();
+  EXPECT_EQ(re->mount_time_settings, (std::vector<std::string>{"io_uring=off"}));
+}
+
 TEST(MountOptions, WritebackCacheOff) {
   auto o = Parse({"a", "b", "-o", "writeback_cache=off"});
   ASSERT_TRUE(o.ok()) << o.status();

@@ -6,9 +6,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "block/debug/write_log_driver.h"
 #include "fusefs/debug_hooks.h"
 #include "qedfuse/base/log.h"
+#include "qedfuse/block/debug/write_log_driver.h"
 
 namespace qedfuse::fusefs {
 

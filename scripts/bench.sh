@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: qedfuse vs qemu-storage-daemon's FUSE export (QED image and null
-# device) vs a plain file, with the same fio/dd workloads, each target on a fresh image.
+# Side-by-side benchmark: qedfuse over both FUSE transports (/dev/fuse and FUSE over io_uring)
+# vs qemu-storage-daemon's FUSE export (QED image and null device) vs a plain file, with the
+# same fio/dd workloads, each target on a fresh image. The io_uring column needs Linux >= 6.14
+# with CONFIG_FUSE_IO_URING: the kernel's switch (/sys/module/fuse/parameters/enable_uring) is
+# turned on for the run and restored afterwards; without it the column is skipped with the reason.
 #
 # Usage: scripts/bench.sh [--quick|--full] [--out DIR] [options passed to scripts/bench/bench.py]
 #   --quick         the default: 1 GiB data region, timed jobs best of 3 x 2 s (under 5 minutes)
@@ -10,13 +13,15 @@
 #   --qedfuse PATH  the binary to measure (default: build-bench/fusefs/qedfuse, built in release
 #                   mode when missing; --no-build skips the qedfuse target instead of building)
 #   --qedfuse-opt=OPT  extra qedfuse option, repeatable (e.g. --qedfuse-opt=--aio=threads)
-#   --targets LIST  subset of qedfuse,qsd,null,plain      --only LIST  subset of workloads
+#   --targets LIST  subset of qedfuse,qedfuse_uring,qsd,null,plain
+#   --only LIST     subset of workloads
 #   --cold          also drop the page cache before every read phase
 #   --keep          keep the scratch directory (images, daemon logs)
 #
 # Needs root (FUSE mounts, loop devices, /proc/sys/vm/drop_caches). Cleans up mounts, loop devices
-# and daemons on failure and on SIGINT/SIGTERM. Prints a table of IOPS / MiB/s with qedfuse's
-# ratios against qemu-storage-daemon and the null-device ceiling, the daemons' resident memory,
+# and daemons on failure and on SIGINT/SIGTERM. Prints a table of IOPS / MiB/s with each qedfuse
+# column's ratios against qemu-storage-daemon and the null-device ceiling (and io_uring against
+# /dev/fuse), daemon CPU per request, the daemons' resident memory,
 # and writes results.json plus a gnuplot PNG.
 set -euo pipefail
 

@@ -55,9 +55,14 @@ WORKLOAD_KIND = {k: kind for k, _, kind in WORKLOADS}
 CEILING_WORKLOADS = {"rand-read-qd1", "rand-read-qd32", "rand-write-qd32", "seq-read",
                      "loop-rand-read-qd32", "loop-rand-write-qd32"}
 
-TARGETS = ["qedfuse", "qsd", "null", "plain"]
+TARGETS = ["qedfuse", "qedfuse_uring", "qsd", "null", "plain"]
+# qedfuse over each FUSE transport: /dev/fuse (--io-uring=off) and FUSE over io_uring
+# (--io-uring=on; the kernel's switch is turned on for the run and restored afterwards).
+QEDFUSE_TARGETS = ["qedfuse", "qedfuse_uring"]
+TRANSPORT_SHORT = {"qedfuse": "dev", "qedfuse_uring": "uring"}  # in ratio column headers
 TARGET_LABEL = {
-    "qedfuse": "qedfuse",
+    "qedfuse": "qedfuse-dev",
+    "qedfuse_uring": "qedfuse-uring",
     "qsd": "qsd-qed",
     "null": "qsd-null",
     "plain": "plain-file",
@@ -230,14 +235,20 @@ def create_qed(img, size):
 
 class QedfuseTarget(Target):
     name = "qedfuse"
+    transport = "--io-uring=off"
 
     def start(self, size, tag):
-        img = os.path.join(self.work, f"qedfuse-{tag}.qed")
+        img = os.path.join(self.work, f"{self.name}-{tag}.qed")
         create_qed(img, size)
         self.image = img
-        mnt = os.path.join(self.work, f"qedfuse-{tag}.raw")
-        cmd = [self.args.qedfuse, "-f"] + self.args.qedfuse_opts + [img, mnt]
+        mnt = os.path.join(self.work, f"{self.name}-{tag}.raw")
+        cmd = [self.args.qedfuse, "-f", self.transport] + self.args.qedfuse_opts + [img, mnt]
         self._spawn_and_wait_mount(cmd, mnt, tag)
+
+
+class QedfuseUringTarget(QedfuseTarget):
+    name = "qedfuse_uring"
+    transport = "--io-uring=on"
 
 
 class QsdTarget(Target):
@@ -283,8 +294,35 @@ class PlainTarget(Target):
         pass
 
 
-TARGET_CLASSES = {"qedfuse": QedfuseTarget, "qsd": QsdTarget, "null": NullTarget,
-                  "plain": PlainTarget}
+TARGET_CLASSES = {"qedfuse": QedfuseTarget, "qedfuse_uring": QedfuseUringTarget,
+                  "qsd": QsdTarget, "null": NullTarget, "plain": PlainTarget}
+
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def enable_fuse_uring():
+    """Turns the kernel's FUSE-over-io_uring switch on; returns (value to restore or None,
+    reason it is unavailable or None)."""
+    try:
+        with open(URING_PARAM) as f:
+            old = f.read().strip()
+    except OSError:
+        return None, (f"this kernel has no FUSE over io_uring ({URING_PARAM} is missing; "
+                      "needs Linux >= 6.14 with CONFIG_FUSE_IO_URING)")
+    if old == "Y":
+        return None, None
+    try:
+        with open(URING_PARAM, "w") as f:
+            f.write("Y")
+    except OSError as e:
+        return None, f"cannot turn on {URING_PARAM}: {e}"
+    return old, None
+
+
+def restore_fuse_uring(old):
+    if old is not None:
+        with open(URING_PARAM, "w") as f:
+            f.write(old)
 
 
 def cpu_seconds(pid):
@@ -605,14 +643,24 @@ def fmt_val(v, kind):
     return f"{v / 1000:.1f}k IOPS" if v >= 1000 else f"{v:.0f} IOPS"
 
 
+def ratio_columns(targets):
+    """(header, numerator target, denominator target, ceiling-only) of the ratio columns."""
+    qs = [t for t in QEDFUSE_TARGETS if t in targets]
+    cols = []
+    for q in qs:
+        if "qsd" in targets:
+            cols.append((f"{TRANSPORT_SHORT[q]}/qsd", q, "qsd", False))
+        if "null" in targets:
+            cols.append((f"{TRANSPORT_SHORT[q]}/null", q, "null", True))
+    if len(qs) == 2:
+        cols.append(("uring/dev", "qedfuse_uring", "qedfuse", False))
+    return cols
+
+
 def print_table(all_res, targets, skipped):
     cols = [TARGET_LABEL[t] for t in targets]
-    has_q = "qedfuse" in targets
-    header = ["workload"] + cols
-    if has_q and "qsd" in targets:
-        header.append("qedfuse/qsd")
-    if has_q and "null" in targets:
-        header.append("qedfuse/null")
+    ratios = ratio_columns(targets)
+    header = ["workload"] + cols + [r[0] for r in ratios]
     rows = []
     for key, label, kind in WORKLOADS:
         if not any(key in all_res.get(t, {}) for t in targets):
@@ -622,13 +670,11 @@ def print_table(all_res, targets, skipped):
             r = all_res.get(t, {}).get(key)
             row.append("FAIL" if r and "error" in r else fmt_val(value_of(all_res.get(t, {}), key),
                                                                   kind))
-        q = value_of(all_res.get("qedfuse", {}), key) if has_q else None
-        if has_q and "qsd" in targets:
-            s = value_of(all_res.get("qsd", {}), key)
-            row.append(f"{q / s:.2f}x" if q and s else "-")
-        if has_q and "null" in targets:
-            n = value_of(all_res.get("null", {}), key)
-            row.append(f"{q / n:.2f}x" if q and n and key in CEILING_WORKLOADS else "-")
+        for _, num, den, ceiling in ratios:
+            a = value_of(all_res.get(num, {}), key)
+            b = value_of(all_res.get(den, {}), key)
+            ok = a and b and (not ceiling or key in CEILING_WORKLOADS)
+            row.append(f"{a / b:.2f}x" if ok else "-")
         rows.append(row)
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = "  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i])
@@ -644,13 +690,12 @@ def print_table(all_res, targets, skipped):
 
 def print_cpu_table(all_res, targets):
     """Daemon CPU time per request: far less sensitive to other load on the machine."""
-    daemons = [t for t in targets if t in ("qedfuse", "qsd", "null")]
+    daemons = [t for t in targets if t in QEDFUSE_TARGETS + ["qsd", "null"]]
     if not daemons:
         return
     header = ["daemon CPU us per request"] + [TARGET_LABEL[t] for t in daemons]
-    both = "qedfuse" in daemons and "qsd" in daemons
-    if both:
-        header.append("qsd/qedfuse")
+    qs = [t for t in QEDFUSE_TARGETS if t in daemons] if "qsd" in daemons else []
+    header += [f"qsd/{TRANSPORT_SHORT[q]}" for q in qs]
     rows = []
     for key, label, kind in WORKLOADS:
         vals = [(all_res.get(t, {}).get(key) or {}).get("daemon_cpu_us_per_io") for t in daemons]
@@ -658,8 +703,8 @@ def print_cpu_table(all_res, targets):
             continue
         row = [label + (" (per MiB)" if key == "dd-write" else "")]
         row += ["-" if v is None else f"{v:.1f}" for v in vals]
-        if both:
-            q, s_ = vals[daemons.index("qedfuse")], vals[daemons.index("qsd")]
+        for qt in qs:
+            q, s_ = vals[daemons.index(qt)], vals[daemons.index("qsd")]
             row.append(f"{s_ / q:.2f}x" if q and s_ else "-")
         rows.append(row)
     if not rows:
@@ -778,12 +823,19 @@ def main():
     os.makedirs(args.work, exist_ok=True)
 
     skipped = {}
-    if "qedfuse" in targets:
-        if not args.qedfuse or not os.access(args.qedfuse, os.X_OK):
-            skipped["qedfuse"] = args.skip_reason or (
+    for q in QEDFUSE_TARGETS:
+        if q in targets and (not args.qedfuse or not os.access(args.qedfuse, os.X_OK)):
+            skipped[q] = args.skip_reason or (
                 f"binary not found or not executable: {args.qedfuse}")
-            targets.remove("qedfuse")
-            log(f"SKIPPING qedfuse target: {skipped['qedfuse']}")
+            targets.remove(q)
+            log(f"SKIPPING {TARGET_LABEL[q]} target: {skipped[q]}")
+    uring_restore = None
+    if "qedfuse_uring" in targets:
+        uring_restore, why = enable_fuse_uring()
+        if why:
+            skipped["qedfuse_uring"] = why
+            targets.remove("qedfuse_uring")
+            log(f"SKIPPING {TARGET_LABEL['qedfuse_uring']} target: {why}")
 
     def on_signal(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
@@ -813,6 +865,7 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         CLEANUP.run_all()
+        restore_fuse_uring(uring_restore)
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
         else:
@@ -842,20 +895,21 @@ def main():
         "workloads": {k: {"label": label, "unit": "MiB/s" if kind == "bw" else "IOPS"}
                       for k, label, kind in WORKLOADS},
     }
-    ratios = {}
-    q = all_res.get("qedfuse", {})
-    for key, _, _ in WORKLOADS:
-        qv = value_of(q, key)
-        sv = value_of(all_res.get("qsd", {}), key)
-        nv = value_of(all_res.get("null", {}), key)
-        entry = {}
-        if qv and sv:
-            entry["vs_qsd"] = round(qv / sv, 3)
-        if qv and nv and key in CEILING_WORKLOADS:
-            entry["vs_null"] = round(qv / nv, 3)
-        if entry:
-            ratios[key] = entry
-    doc["ratios_qedfuse"] = ratios
+    for qt in QEDFUSE_TARGETS:
+        ratios = {}
+        q = all_res.get(qt, {})
+        for key, _, _ in WORKLOADS:
+            qv = value_of(q, key)
+            sv = value_of(all_res.get("qsd", {}), key)
+            nv = value_of(all_res.get("null", {}), key)
+            entry = {}
+            if qv and sv:
+                entry["vs_qsd"] = round(qv / sv, 3)
+            if qv and nv and key in CEILING_WORKLOADS:
+                entry["vs_null"] = round(qv / nv, 3)
+            if entry:
+                ratios[key] = entry
+        doc["ratios_" + TARGET_LABEL[qt].replace("-", "_")] = ratios
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(doc, f, indent=2)
 

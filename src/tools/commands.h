@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "block/qed/qed_create.h"
+#include "qedfuse/block/image_create.h"
 
 namespace qedfuse::tools {
 

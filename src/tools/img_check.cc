@@ -17,11 +17,11 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
-#include "block/qed/qed_driver.h"
+#include "qedfuse/block/image_info.h"
 #include "qedfuse/block/open.h"
 #include "qedfuse/coro/event_loop.h"
-#include "tools/commands.h"
-#include "tools/tool_util.h"
+#include "src/tools/commands.h"
+#include "src/tools/tool_util.h"
 
 namespace qedfuse::tools {
 namespace {
@@ -108,8 +108,7 @@ coro::Task<int> RunCheck(CheckArgs args) {
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
-  auto* qed_driver = dynamic_cast<qed::QedDriver*>(&backend->driver());
-  if (qed_driver == nullptr) {
+  if (!qed::CanCheck(*backend)) {
     absl::Status closed = co_await backend->Close();
     (void)closed;
     Error("This image format does not support checks");
@@ -118,7 +117,7 @@ coro::Task<int> RunCheck(CheckArgs args) {
 
   Progress progress(args.progress);
   progress.Update(0, 1);
-  auto first = co_await qed_driver->Check(args.repair);
+  auto first = co_await qed::CheckOpenImage(*backend, args.repair);
   Result<qed::CheckReport> result = std::move(first);
   if (result && args.repair && (result->corruptions_fixed != 0 || result->leaks_fixed != 0)) {
     uint64_t corruptions_fixed = result->corruptions_fixed;
@@ -132,7 +131,7 @@ coro::Task<int> RunCheck(CheckArgs args) {
           static_cast<unsigned long long>(leaks_fixed),
           static_cast<unsigned long long>(corruptions_fixed));
     }
-    auto second = co_await qed_driver->Check(false);
+    auto second = co_await qed::CheckOpenImage(*backend, false);
     result = std::move(second);
     if (result) {
       result->corruptions_fixed = corruptions_fixed;

@@ -37,16 +37,15 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "block/file/file_lock.h"
-#include "block/qed/qed_create.h"
+#include "qedfuse/block/image_create.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/block/io_vector.h"
 #include "qedfuse/block/open.h"
 #include "qedfuse/coro/co_mutex.h"
 #include "qedfuse/coro/co_queue.h"
 #include "qedfuse/coro/event_loop.h"
-#include "tools/commands.h"
-#include "tools/tool_util.h"
+#include "src/tools/commands.h"
+#include "src/tools/tool_util.h"
 
 namespace qedfuse::tools {
 namespace {
@@ -255,7 +254,7 @@ absl::StatusOr<bool> PrepareRawTarget(const std::string& path, uint64_t length) 
   if (fd < 0) return ErrnoError(errno, "Could not create '" + path + "'");
   absl::Cleanup close_fd = [fd] { ::close(fd); };
   // Like qemu-img, refuse to destroy a file another process uses (the locks go with the fd).
-  absl::Status locked = block::ApplyQemuLocks(fd, path, block::QemuCreateLockPerms());
+  absl::Status locked = block::LockForCreate(fd, path);
   if (!locked.ok()) return locked;
   struct stat st {};
   if (::fstat(fd, &st) != 0) return ErrnoError(errno, "Could not stat '" + path + "'");

@@ -13,12 +13,11 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "block/qed/qed_create.h"
+#include "qedfuse/block/image_create.h"
 #include "qedfuse/block/open.h"
 #include "qedfuse/coro/event_loop.h"
-#include "tools/commands.h"
-#include "tools/image_probe.h"
-#include "tools/tool_util.h"
+#include "src/tools/commands.h"
+#include "src/tools/tool_util.h"
 
 namespace qedfuse::tools {
 namespace {
@@ -58,7 +57,7 @@ coro::Task<int> RunCreate(CreateArgs args) {
   if (!c.backing_file.empty() && (c.backing_format.empty() || !c.size)) {
     uint64_t backing_size = 0;
     std::string probed;
-    std::string path = ResolveBacking(c.path, c.backing_file);
+    std::string path = block::QemuBackingPath(c.path, c.backing_file);
     absl::Status st = co_await InspectBacking(path, c.backing_format, &backing_size, &probed);
     if (!st.ok()) {
       Error(absl::StrFormat("%s: %s", c.path, st.message()));

@@ -2,9 +2,9 @@
 // keys in the same order), plus a "Format specific information" block with the QED geometry,
 // feature bits, the need-check flag as stored on disk, and the resolved backing chain.
 //
-// The image is first opened read-only through block::OpenImage, so an image the block layer
-// would refuse (bad header, missing backing file, unknown features) is reported the same way
-// here; the numbers are then read from the files themselves.
+// The image is opened read-only (for_check: never repaired) through block::OpenImage, so an
+// image the block layer would refuse (bad header, missing backing file, unknown features) is
+// reported the same way here; the numbers come from the opened layers (block::DescribeLayers).
 #include <getopt.h>
 
 #include <cstdio>
@@ -14,14 +14,16 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "qedfuse/block/image_info.h"
 #include "qedfuse/block/open.h"
 #include "qedfuse/coro/event_loop.h"
-#include "tools/commands.h"
-#include "tools/image_probe.h"
-#include "tools/tool_util.h"
+#include "src/tools/commands.h"
+#include "src/tools/tool_util.h"
 
 namespace qedfuse::tools {
 namespace {
+
+using block::LayerInfo;
 
 struct InfoArgs {
   block::BackingPolicy backing = block::BackingPolicy::kFollow;
@@ -36,7 +38,7 @@ JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
   JsonObject o;
   o.Add("virtual-size", l.virtual_size);
   o.Add("filename", l.filename);
-  if (l.header) o.Add("cluster-size", static_cast<uint64_t>(l.header->cluster_size));
+  if (l.qed) o.Add("cluster-size", static_cast<uint64_t>(l.qed->cluster_size));
   o.Add("format", l.format);
   o.Add("actual-size", l.actual_size);
   if (!l.backing_name.empty()) {
@@ -46,16 +48,16 @@ JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
   }
   // qemu-img 7.2 shows false here for QED even when the bit is set (quirk Q6); this is the bit
   // as stored on disk.
-  o.Add("dirty-flag", l.header ? l.header->need_check() : false);
-  if (l.header) {
-    const qed::Header& h = *l.header;
+  o.Add("dirty-flag", l.qed ? l.qed->need_check : false);
+  if (l.qed) {
+    const block::QedHeaderInfo& h = *l.qed;
     JsonObject data;
     data.Add("table-size", static_cast<uint64_t>(h.table_size));
     data.Add("header-size", static_cast<uint64_t>(h.header_size));
     data.Add("features", h.features);
     data.Add("compat-features", h.compat_features);
     data.Add("autoclear-features", h.autoclear_features);
-    data.Add("need-check", h.need_check());
+    data.Add("need-check", h.need_check);
     data.Add("l1-table-offset", h.l1_table_offset);
     data.Add("file-size", l.file_size);
     JsonArray chain;
@@ -75,8 +77,8 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
   std::printf("virtual size: %s (%llu bytes)\n", HumanSize(l.virtual_size).c_str(),
               static_cast<unsigned long long>(l.virtual_size));
   std::printf("disk size: %s\n", HumanSize(l.actual_size).c_str());
-  if (!l.header) return;
-  const qed::Header& h = *l.header;
+  if (!l.qed) return;
+  const block::QedHeaderInfo& h = *l.qed;
   std::printf("cluster_size: %u\n", h.cluster_size);
   if (!l.backing_name.empty()) {
     if (l.full_backing != l.backing_name) {
@@ -93,7 +95,7 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
   std::printf("    table size: %u\n", h.table_size);
   std::printf("    header size: %u\n", h.header_size);
   std::printf("    features: 0x%llx (%s)\n", static_cast<unsigned long long>(h.features),
-              FeatureNames(h.features).c_str());
+              block::QedFeatureNames(h.features).c_str());
   if (h.compat_features != 0) {
     std::printf("    compat features: 0x%llx\n",
                 static_cast<unsigned long long>(h.compat_features));
@@ -102,7 +104,7 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
     std::printf("    autoclear features: 0x%llx\n",
                 static_cast<unsigned long long>(h.autoclear_features));
   }
-  std::printf("    need check: %s\n", h.need_check() ? "yes" : "no");
+  std::printf("    need check: %s\n", h.need_check ? "yes" : "no");
   std::printf("    l1 table offset: 0x%llx\n", static_cast<unsigned long long>(h.l1_table_offset));
   std::printf("    file size: %llu\n", static_cast<unsigned long long>(l.file_size));
   if (!below.empty()) {
@@ -127,15 +129,13 @@ coro::Task<int> RunInfo(InfoArgs args) {
     co_return kExitFailure;
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  if (!report.chain.empty()) report.chain[0].path = args.image;  // shown as given
+  // Read-only and for_check: what the open read is what the files hold.
+  const std::vector<LayerInfo> layers = block::DescribeLayers(*backend, report.chain);
+  const std::vector<LayerInfo>* chain = &layers;
   absl::Status closed = co_await backend->Close();
   if (!closed.ok()) Error(closed);
 
-  if (!report.chain.empty()) report.chain[0].path = args.image;  // shown as given
-  auto chain = DescribeLayers(report.chain);
-  if (!chain.ok()) {
-    Error(chain.status());
-    co_return kExitFailure;
-  }
   std::size_t shown = args.backing_chain ? chain->size() : 1;
   if (args.output == OutputFormat::kJson) {
     if (args.backing_chain) {

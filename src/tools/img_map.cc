@@ -17,9 +17,8 @@
 #include "absl/strings/str_format.h"
 #include "qedfuse/block/open.h"
 #include "qedfuse/coro/event_loop.h"
-#include "tools/commands.h"
-#include "tools/image_probe.h"
-#include "tools/tool_util.h"
+#include "src/tools/commands.h"
+#include "src/tools/tool_util.h"
 
 namespace qedfuse::tools {
 namespace {
@@ -107,12 +106,9 @@ coro::Task<int> RunMap(MapArgs args) {
   // File names per depth: the name as given for the top, resolved names below it.
   std::vector<std::string> names{args.image};
   std::vector<std::string> formats{report.format};
-  auto chain = DescribeLayers(report.chain);
-  if (chain.ok()) {
-    for (std::size_t i = 1; i < chain->size(); ++i) {
-      names.push_back((*chain)[i].filename);
-      formats.push_back((*chain)[i].format);
-    }
+  for (std::size_t i = 1; i < report.chain.size(); ++i) {
+    names.push_back(report.chain[i].path);
+    formats.push_back(report.chain[i].format);
   }
 
   uint64_t length = backend->length();

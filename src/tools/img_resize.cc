@@ -9,12 +9,12 @@
 #include <string_view>
 
 #include "absl/strings/str_format.h"
-#include "block/qed/qed_driver.h"
 #include "qedfuse/base/errors.h"
+#include "qedfuse/block/image_info.h"
 #include "qedfuse/block/open.h"
 #include "qedfuse/coro/event_loop.h"
-#include "tools/commands.h"
-#include "tools/tool_util.h"
+#include "src/tools/commands.h"
+#include "src/tools/tool_util.h"
 
 namespace qedfuse::tools {
 namespace {
@@ -74,9 +74,8 @@ coro::Task<int> RunResize(ResizeArgs args) {
         std::string why = "is not a multiple of 512";
         if (target % 512 == 0) {
           why = "is more than the image can hold";
-          if (auto* q = dynamic_cast<qed::QedDriver*>(&backend->driver())) {
-            const qed::Geometry& g = q->geometry();
-            why += ": " + QedCapacityText(g.cluster_size, g.table_size);
+          if (std::optional<block::QedHeaderInfo> h = block::QedHeaderOf(*backend)) {
+            why += ": " + QedCapacityText(h->cluster_size, h->table_size);
           }
         }
         Error(absl::StrFormat("Invalid image size specified: %u bytes %s", target, why));

@@ -7,8 +7,8 @@
 #include <string_view>
 
 #include "qedfuse/base/log.h"
-#include "tools/commands.h"
-#include "tools/tool_util.h"
+#include "src/tools/commands.h"
+#include "src/tools/tool_util.h"
 
 #ifndef QEDFUSE_VERSION
 #define QEDFUSE_VERSION "unknown"

@@ -1,5 +1,5 @@
 // Implementation of the qedimg helpers; see tool_util.h.
-#include "tools/tool_util.h"
+#include "src/tools/tool_util.h"
 
 #include <unistd.h>
 
@@ -9,8 +9,8 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "block/qed/qed_format.h"
-#include "tools/commands.h"
+#include "qedfuse/block/image_create.h"
+#include "src/tools/commands.h"
 
 namespace qedfuse::tools {
 namespace {
@@ -291,8 +291,7 @@ std::optional<uint64_t> ParseSizeParameter(std::string_view context, std::string
 }
 
 std::string QedCapacityText(uint32_t cluster_size, uint32_t table_size) {
-  if (!qed::MakeGeometry(cluster_size, table_size, 1).ok()) return "";
-  std::optional<uint64_t> max = qed::MaxImageSize(cluster_size, table_size);
+  std::optional<uint64_t> max = qed::MaxVirtualSize(cluster_size, table_size);
   if (!max) return "";
   return absl::StrFormat(
       "with cluster_size=%u and table_size=%u a QED image holds at most %u "
@@ -483,12 +482,6 @@ void Progress::Finish() {
 }
 
 bool StdoutIsTty() { return ::isatty(STDOUT_FILENO) == 1; }
-
-std::string DirName(const std::string& path) {
-  std::size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return "";
-  return path.substr(0, slash + 1);
-}
 
 bool ParseBackingOption(const char* text, block::BackingPolicy* out) {
   std::optional<block::BackingPolicy> p = block::ParseBackingPolicy(text);

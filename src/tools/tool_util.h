@@ -158,8 +158,4 @@ class Progress {
 // True if stdout is a terminal (progress shown by default, like qemu-img's -p on a TTY).
 bool StdoutIsTty();
 
-// Directory part of |path| with a trailing '/', or "" when |path| has no '/'. Used to resolve a
-// relative backing file name against its image's directory.
-std::string DirName(const std::string& path);
-
 }  // namespace qedfuse::tools

@@ -6,7 +6,7 @@ Usage: crash_replay.py [options] BASE_IMAGE LOG
 
 BASE_IMAGE is a copy of the QED image file taken before the logged mount (the log starts from
 the image as it was when it was opened). LOG is the record stream described in
-src/block/debug/write_log_driver.h.
+include/qedfuse/block/debug/write_log_driver.h.
 
 Crash model. A crash at log position T (the records before T had happened) leaves on disk:
  - every image write, zero write or truncate recorded before the kImageFlushBegin of the last

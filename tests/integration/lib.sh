@@ -70,9 +70,17 @@ cleanup() {
   for x in $(daemon_pids "$TMP/"); do kill -9 "$x" 2>/dev/null; done
   for x in "${REMOVE_FILES[@]}"; do rm -f "$x"; done
   rm -rf "$TMP"
+  [ -n "$TRANSPORT_DIR" ] && rm -rf "$TRANSPORT_DIR"
+  # The kernel's io_uring switch goes back to what it was (QEDFUSE_TEST_TRANSPORT=uring).
+  [ -n "$URING_RESTORE" ] && echo "$URING_RESTORE" >"$URING_PARAM"
   exit "$rc"
 }
 trap cleanup EXIT
+# Set up by the QEDFUSE_TEST_TRANSPORT block at the end of this file.
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_RESTORE=
+TRANSPORT_DIR=
+
 
 # PIDs of qedfuse processes whose command line mentions TEXT.
 daemon_pids() {
@@ -249,3 +257,42 @@ qemu_check_no_corruption() {
       ;;
   esac
 }
+
+# QEDFUSE_TEST_TRANSPORT=dev|uring: every qedfuse the test starts (through mount_image, user_mount
+# or "$QEDFUSE" directly) serves its mount over /dev/fuse (--io-uring=off) or FUSE over io_uring
+# (--io-uring=on: a mount that cannot use it fails). $QEDFUSE becomes a wrapper named qedfuse that
+# adds the option (not to a remount, for which it is not a setting) and execs the real binary,
+# so process names and `dirname "$QEDFUSE"` in PATH (mount.fuse3) keep working. For uring the
+# kernel's switch is turned on for the test's duration and restored at exit; the test is skipped
+# (exit 77) when the kernel has no FUSE over io_uring. Unset: qedfuse's default (auto).
+QEDIMG=${QEDIMG:-$(dirname "$QEDFUSE")/../src/tools/qedimg}
+case ${QEDFUSE_TEST_TRANSPORT:-} in
+  '') ;;
+  dev | uring)
+    transport_flag=--io-uring=off
+    if [[ $QEDFUSE_TEST_TRANSPORT == uring ]]; then
+      transport_flag=--io-uring=on
+      [ -e "$URING_PARAM" ] ||
+        skip "this kernel has no FUSE over io_uring ($URING_PARAM is missing; needs Linux >= 6.14 with CONFIG_FUSE_IO_URING)"
+      [ "$(id -u)" = 0 ] || skip "needs root to turn on $URING_PARAM"
+      if [ "$(cat "$URING_PARAM")" != Y ]; then
+        echo Y >"$URING_PARAM" || skip "cannot turn on $URING_PARAM"
+        URING_RESTORE=N
+      fi
+    fi
+    TRANSPORT_DIR=$(mktemp -d /tmp/qedfuse-transport.XXXXXX)
+    chmod 755 "$TRANSPORT_DIR"
+    real_qedfuse=$(realpath "$QEDFUSE")
+    cat >"$TRANSPORT_DIR/qedfuse" <<WRAPPER
+#!/usr/bin/env bash
+for a in "\$@"; do
+  [[ \$a == *remount* ]] && exec "$real_qedfuse" "\$@"
+done
+exec "$real_qedfuse" $transport_flag "\$@"
+WRAPPER
+    chmod 755 "$TRANSPORT_DIR/qedfuse"
+    QEDFUSE=$TRANSPORT_DIR/qedfuse
+    echo "transport: ${QEDFUSE_TEST_TRANSPORT} ($transport_flag)"
+    ;;
+  *) fail "QEDFUSE_TEST_TRANSPORT must be dev or uring, not '$QEDFUSE_TEST_TRANSPORT'" ;;
+esac

@@ -13,7 +13,7 @@ require_tools qemu-img python3 setpriv unshare mknod dd cp
 chmod 711 "$TMP"  # uid 65534 works in a directory below it
 # An operation that takes longer than op_timeout seconds is reported as a hang (the mount is
 # then aborted), so a deadlock fails this test instead of stalling the suite.
-ops=400 op_timeout=30
+ops=${POSIX_MODEL_OPS:-400} op_timeout=30
 if [ "${QEDFUSE_TEST_SANITIZED:-0}" = 1 ]; then
   ops=150 op_timeout=60
 fi

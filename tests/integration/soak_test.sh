@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 require_fuse
 require_tools qemu-img python3 cmp
 
-seconds=50 rss_limit=512
+seconds=${SOAK_SECONDS:-50} rss_limit=512
 if [ "${QEDFUSE_TEST_SANITIZED:-0}" = 1 ]; then
   seconds=20 rss_limit=1024
 fi

@@ -1,5 +1,5 @@
 // FaultInjectionDriver: rule matching, failures and breakpoints (see the header).
-#include "block/debug/fault_injection_driver.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 
 #include <algorithm>
 

@@ -1,6 +1,6 @@
 // WriteLog and WriteLogDriver: the recorder behind --debug-log-writes (see the header for the
 // record format and what each record promises).
-#include "block/debug/write_log_driver.h"
+#include "qedfuse/block/debug/write_log_driver.h"
 
 #include <cerrno>
 #include <cstring>

@@ -24,7 +24,7 @@
 #include "block/file/file_io.h"
 #include "block/file/file_lock.h"
 #include "qedfuse/block/block_driver.h"
-#include "qedfuse/block/open.h"
+#include "qedfuse/block/options.h"
 
 namespace qedfuse::block {
 

@@ -10,25 +10,14 @@
 
 #include "block/qed/qed_format.h"
 #include "qedfuse/base/result.h"
+#include "qedfuse/block/block_driver.h"
 #include "qedfuse/block/child.h"
+#include "qedfuse/block/image_info.h"
 #include "qedfuse/coro/task.h"
 
 namespace qedfuse::qed {
 
-struct CheckReport {
-  uint64_t total_clusters = 0;      // ceil(image_size / cluster_size)
-  uint64_t allocated_clusters = 0;  // L2 entries that are neither 0 nor 1
-  uint64_t fragmented_clusters = 0;
-  uint64_t corruptions = 0;  // found and not fixed
-  uint64_t corruptions_fixed = 0;
-  uint64_t leaks = 0;
-  uint64_t leaks_fixed = 0;
-  uint64_t data_relocated = 0;        // by leak compaction (fix_leaks)
-  uint64_t tables_relocated = 0;      // likewise; a parked table counts once per move
-  uint64_t check_errors = 0;          // I/O errors while checking
-  std::vector<std::string> messages;  // one line per finding, naming the offset
-  uint64_t file_size = 0;             // rounded-down file size after the check (see truncation)
-};
+// CheckReport is public (qedfuse/block/image_info.h).
 
 struct CheckOptions {
   bool repair = false;  // fix invalid entries (set to 0)

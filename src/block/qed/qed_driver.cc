@@ -202,7 +202,7 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     bo.read_only = true;
     bo.for_check = false;
     absl::StatusOr<std::unique_ptr<block::BlockDriver>> b =
-        co_await block::OpenDriver(bo, chain, report);
+        co_await block::OpenBacking(bo, chain, report);
     if (!b.ok()) {
       const std::string what =
           backing_path_ == backing_name_

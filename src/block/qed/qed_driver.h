@@ -43,6 +43,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "block/backing_chain.h"
 #include "block/qed/qed_check.h"
 #include "block/qed/qed_cluster.h"
 #include "block/qed/qed_format.h"
@@ -50,7 +51,7 @@
 #include "block/qed/qed_table.h"
 #include "qedfuse/block/block_driver.h"
 #include "qedfuse/block/child.h"
-#include "qedfuse/block/open.h"
+#include "qedfuse/block/options.h"
 #include "qedfuse/coro/co_mutex.h"
 #include "qedfuse/coro/co_queue.h"
 #include "qedfuse/coro/co_timer.h"
@@ -64,7 +65,7 @@ namespace qedfuse::qed {
 bool ProbeQed(std::span<const std::byte> first_bytes);
 
 // Opens a QED image on top of the already-open protocol node |file|. Opens the backing chain
-// through block::OpenDriver(). With a read-write open of a dirty image (and not for_check) it runs
+// through chain.open_backing. With a read-write open of a dirty image (and not for_check) it runs
 // check-and-repair first and records the outcome in |report|.
 coro::Task<absl::StatusOr<std::unique_ptr<block::BlockDriver>>> OpenQed(
     std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "block/debug/fault_injection_driver.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 #include "support/mem_file.h"
 #include "support/test_loop.h"
 

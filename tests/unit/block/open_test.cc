@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "block/file/file_io.h"
+#include "block/graph/open_driver.h"
 #include "support/temp_dir.h"
 #include "support/test_loop.h"
 

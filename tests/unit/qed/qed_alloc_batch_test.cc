@@ -16,8 +16,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "block/debug/fault_injection_driver.h"
+#include "block/graph/open_driver.h"
 #include "qed_driver_test_util.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 
 namespace qedfuse::qedunit {
 namespace {
@@ -117,6 +118,7 @@ class QedAllocBatchTest : public ::testing::TestWithParam<bool> {
     o.path = dir_.File("img.qed");  // resolves the backing name; the image itself is in memory
     o.need_check_delay = std::chrono::hours(1);
     block::ChainContext chain;
+    chain.open_backing = &block::OpenDriver;  // the backing file is a real file
     chain.names.push_back(o.path);
     chain.depth = 1;
     auto d = loop_.RunSync(qed::QedDriver::Open(std::move(fi), o, chain, &report_));

@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "block/debug/fault_injection_driver.h"
+#include "block/graph/open_driver.h"
 #include "block/qed/qed_check.h"
 #include "block/qed/qed_create.h"
 #include "block/qed/qed_driver.h"
@@ -44,6 +44,7 @@
 #include "gtest/gtest.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/block_backend.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 #include "qedfuse/block/debug_event.h"
 #include "support/mem_file.h"
 #include "unit/qed/qed_test_util.h"
@@ -411,6 +412,7 @@ class QedCrash : public ::testing::TestWithParam<Geometry> {
     opts.read_only = read_only;
     opts.need_check_delay = kNoTimer;
     block::ChainContext chain;
+    chain.open_backing = &block::OpenDriver;  // the backing file is a real file
     auto d = loop_.RunSync(qed::QedDriver::Open(std::move(cut), opts, chain, rep));
     if (!d.ok()) {
       if (status)

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "block/graph/open_driver.h"
 #include "block/qed/qed_create.h"
 #include "block/qed/qed_driver.h"
 #include "gtest/gtest.h"
@@ -156,6 +157,7 @@ class DiffMemFile : public ::testing::TestWithParam<MemCase> {
     opts.path = img_;  // the image is in memory; the path resolves the backing name
     opts.need_check_delay = std::chrono::milliseconds(1);
     block::ChainContext chain;
+    chain.open_backing = &block::OpenDriver;  // the backing file is a real file
     auto d = loop_.RunSync(qed::QedDriver::Open(
         std::make_unique<test::MemFile>(std::move(state), mo), opts, chain, nullptr));
     EXPECT_TRUE(d.ok()) << d.status();

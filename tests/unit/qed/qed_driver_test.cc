@@ -7,8 +7,8 @@
 #include <random>
 
 #include "absl/strings/str_format.h"
-#include "block/debug/fault_injection_driver.h"
 #include "qed_driver_test_util.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 #include "qedfuse/block/open.h"
 #include "qemu_tools.h"
 

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "block/debug/fault_injection_driver.h"
 #include "block/qed/qed_driver.h"
 #include "gtest/gtest.h"
+#include "qedfuse/block/debug/fault_injection_driver.h"
 #include "support/mem_file.h"
 #include "support/qemu_tools.h"
 #include "support/temp_dir.h"

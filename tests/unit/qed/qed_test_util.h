@@ -29,9 +29,6 @@
 
 namespace qedfuse::qedtest {
 
-// The format registry refers to the QED driver weakly; this strong reference links it in.
-[[gnu::used]] static const auto kQedDriverLinked = &qed::ProbeQed;
-
 using Bytes = std::vector<uint8_t>;
 
 // True in the sanitizer build (meson adds the definition); iteration counts are scaled down.

@@ -1,6 +1,6 @@
-// The table of image formats OpenDriver() knows (QEMU's BlockDriver list, without static
-// registration magic): a name, a probe over the first bytes of the file, and an opener that
-// builds the format node on top of the already-open protocol node.
+// The table of image formats OpenDriver() knows (QEMU's BlockDriver list, an explicit table
+// with no static registration): a name, a probe over the first bytes of the file, and an opener
+// that builds the format node on top of the already-open protocol node.
 #pragma once
 
 #include <cstddef>
@@ -9,8 +9,9 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "block/backing_chain.h"
 #include "qedfuse/block/block_driver.h"
-#include "qedfuse/block/open.h"
+#include "qedfuse/block/options.h"
 #include "qedfuse/coro/task.h"
 
 namespace qedfuse::block {

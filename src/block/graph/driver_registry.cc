@@ -1,5 +1,5 @@
 // Format table: qed (probed by magic) and raw (the fallback).
-#include "block/driver_registry.h"
+#include "block/graph/driver_registry.h"
 
 #include <array>
 #include <cstring>

@@ -1,24 +1,19 @@
-// OpenImage/OpenDriver: file checks, chain loop and depth limits, protocol open, format probe,
-// locking, then the format's own open (which may recurse here for a backing file). Backing names
-// are resolved here too (ResolveBacking), under the caller's BackingPolicy.
+// Graph assembly. OpenImage/OpenDriver: file checks, chain loop and depth limits, protocol open,
+// format probe (driver_registry.h), locking, then the format's own open. A format driver opens
+// its backing file through the opener it finds in the ChainContext (backing_chain.h), which is
+// OpenDriver itself: the drivers never call up into this folder.
 #include "qedfuse/block/open.h"
 
-#include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <cerrno>
-#include <climits>
-#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "block/driver_registry.h"
 #include "block/file/file_protocol.h"
-#include "qedfuse/base/log.h"
+#include "block/graph/driver_registry.h"
+#include "block/graph/open_driver.h"
 #include "qedfuse/block/io_buffer.h"
 
 namespace qedfuse::block {
@@ -46,19 +41,6 @@ const char* FileTypeProblem(mode_t mode) {
   return "is not a regular file or block device";
 }
 
-std::string DirName(const std::string& path) {
-  const std::size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-std::string RealPath(const std::string& path) {
-  char buf[PATH_MAX];
-  if (::realpath(path.c_str(), buf) == nullptr) return "";
-  return buf;
-}
-
 absl::Status StatError(const std::string& path, int err) {
   switch (err) {
     case ENOENT:
@@ -80,6 +62,7 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
                                                                     OpenReport* report) {
   const std::string& path = options.path;
   if (path.empty()) co_return absl::InvalidArgumentError("no image file name given");
+  if (!chain.open_backing) chain.open_backing = &OpenDriver;
   const std::optional<std::pair<uint64_t, uint64_t>> expect_id = std::exchange(chain.expect_id, {});
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) co_return StatError(path, errno);
@@ -161,97 +144,6 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
   std::unique_ptr<BlockDriver> node = std::move(file);
   if (!is_backing && options.wrap_image_file) node = options.wrap_image_file(std::move(node));
   co_return co_await format->open(std::move(node), options, chain, report);
-}
-
-std::string_view BackingPolicyName(BackingPolicy p) {
-  switch (p) {
-    case BackingPolicy::kFollow:
-      return "follow";
-    case BackingPolicy::kConfined:
-      return "confined";
-    case BackingPolicy::kNone:
-      return "none";
-  }
-  return "follow";
-}
-
-std::optional<BackingPolicy> ParseBackingPolicy(std::string_view name) {
-  if (name == "follow") return BackingPolicy::kFollow;
-  if (name == "confined") return BackingPolicy::kConfined;
-  if (name == "none" || name == "null") return BackingPolicy::kNone;
-  return std::nullopt;
-}
-
-std::string DescribeChain(const std::vector<ChainLink>& chain) {
-  std::string text;
-  for (const ChainLink& l : chain) {
-    if (!text.empty()) absl::StrAppend(&text, " -> ");
-    absl::StrAppend(&text, l.path, " (", l.format, ")");
-    if (l.backing_ignored) absl::StrAppend(&text, " [backing file '", l.backing_name, "' ignored]");
-  }
-  return text;
-}
-
-absl::StatusOr<std::string> ResolveBacking(const std::string& image_path, const std::string& stored,
-                                           BackingPolicy policy, ChainContext& chain) {
-  const std::string dir = DirName(image_path);
-  auto refuse = [&](const std::string& why) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "backing file name '", stored, "' stored in '", image_path, "' ", why,
-        " (refused by --backing=confined; --backing=follow opens it, --backing=none ignores it)"));
-  };
-  if (policy == BackingPolicy::kConfined) {
-    if (!stored.empty() && stored.front() == '/') return refuse("is an absolute name");
-    const int dfd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) {
-      return absl::NotFoundError(
-          absl::StrCat("cannot open the directory of '", image_path, "': ", std::strerror(errno)));
-    }
-    // The kernel resolves the name beneath the directory: `..` and symlinks may not leave it
-    // (EXDEV), and the result is the very file the open then checks (by identity).
-    struct open_how how = {};
-    how.flags = O_PATH | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-    const int fd = static_cast<int>(::syscall(SYS_openat2, dfd, stored.c_str(), &how, sizeof how));
-    const int err = errno;
-    ::close(dfd);
-    if (fd < 0) {
-      if (err == EXDEV) return refuse("leads outside the image's directory");
-      if (err == ENOENT) {
-        return absl::NotFoundError(
-            absl::StrCat("backing file '", stored, "' named by '", image_path, "' does not exist"));
-      }
-      if (err == ELOOP) return refuse("resolves through too many or magic symlinks");
-      return absl::PermissionDeniedError(absl::StrCat("backing file '", stored, "' named by '",
-                                                      image_path, "': ", std::strerror(err)));
-    }
-    struct stat st;
-    std::string resolved = RealPath(absl::StrCat("/proc/self/fd/", fd));
-    const bool have = ::fstat(fd, &st) == 0;
-    ::close(fd);
-    if (!have || resolved.empty()) {
-      return absl::InternalError(absl::StrCat("cannot resolve backing file '", stored, "'"));
-    }
-    chain.expect_id =
-        std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
-    return resolved;
-  }
-  // kFollow: QEMU's rule. A name leading outside the image's directory is worth a word.
-  const std::size_t slash = image_path.rfind('/');
-  const std::string path = stored.front() == '/' || slash == std::string::npos
-                               ? stored
-                               : image_path.substr(0, slash + 1) + stored;
-  const std::string real_dir = RealPath(dir);
-  const std::string real = RealPath(path);
-  if (!real.empty() && !real_dir.empty() &&
-      real.compare(0, real_dir.size() + 1, real_dir + "/") != 0) {
-    Log(LogLevel::kWarning,
-        absl::StrCat("image '", image_path, "' names backing file '", stored,
-                     "', which is outside the image's directory (", real,
-                     "); --backing=confined refuses such names, --backing=none ignores them"));
-  }
-  // Named as QEMU names it (qemu-img shows the same chain); the warning above gave the real file.
-  return path;
 }
 
 coro::Task<absl::StatusOr<std::unique_ptr<BlockBackend>>> OpenImage(const OpenOptions& options,

@@ -11,11 +11,15 @@
 
 namespace qedfuse::qed {
 
+// The format's default geometry (asserted against the format code in image_create.cc).
+inline constexpr uint32_t kCreateDefaultClusterSize = 64 * 1024;
+inline constexpr uint32_t kCreateDefaultTableSize = 4;
+
 struct CreateOptions {
   std::string path;
-  std::optional<uint64_t> size;       // rounded up to 512; default: the backing file's size
-  uint32_t cluster_size = 64 * 1024;  // the format's defaults (asserted against qed_format.h)
-  uint32_t table_size = 4;
+  std::optional<uint64_t> size;  // rounded up to 512; default: the backing file's size
+  uint32_t cluster_size = kCreateDefaultClusterSize;
+  uint32_t table_size = kCreateDefaultTableSize;
   std::string backing_file;    // stored as given
   std::string backing_format;  // "raw" sets the no-probe feature; "" or "qed" probes
 };

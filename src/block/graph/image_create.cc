@@ -7,8 +7,8 @@
 
 namespace qedfuse::qed {
 
-static_assert(CreateOptions{}.cluster_size == kDefaultClusterSize);
-static_assert(CreateOptions{}.table_size == kDefaultTableSize);
+static_assert(kCreateDefaultClusterSize == kDefaultClusterSize);
+static_assert(kCreateDefaultTableSize == kDefaultTableSize);
 
 std::optional<uint64_t> MaxVirtualSize(uint32_t cluster_size, uint32_t table_size) {
   if (!MakeGeometry(cluster_size, table_size, 1).ok()) return std::nullopt;

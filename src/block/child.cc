@@ -7,7 +7,12 @@
 //  - the aligned middle goes to the node in pieces of at most max_chunk bytes;
 //  - on a pad_past_end node a tail block that reaches past length() is padded with zeros and the
 //    node is cut back to the exact end afterwards; the request then serialises against
-//    everything beyond its start, so no other request extends the node meanwhile.
+//    everything beyond its start, so no other request extends the node meanwhile. Only such a
+//    request ever cuts back: any other may run while concurrent writes grow the node, so the
+//    length it saw is no bound on the node's length when it is done;
+//  - what a write registers is decided from the geometry, and decided again after its wait: a
+//    size change that completed meanwhile may call for more (TrackingFor), and then the write is
+//    registered again.
 // Reads are tracked too (non-serialising), so they wait for an overlapping read-modify-write.
 #include "qedfuse/block/child.h"
 
@@ -39,6 +44,15 @@ struct Child::Piece {
   uint64_t block;  // partial: the block [block, block_end) that holds the piece
   uint64_t block_end;
   uint64_t n;  // bytes of the request in this piece
+};
+
+// How a write is registered in the tracker: its range, whether it serialises (a read-modify-write
+// does), and whether it pads past the end of a pad_past_end node and cuts the node back after.
+struct Child::Tracking {
+  uint64_t begin;
+  uint64_t end;
+  bool serialising;
+  bool cut_back;
 };
 
 Child::Piece Child::NextPiece(const Geometry& g, uint64_t pos, uint64_t end, uint64_t limit) {
@@ -134,6 +148,21 @@ coro::Task<Result<void>> Child::ModifyBlock(uint64_t block, uint64_t block_end, 
   co_return co_await node_->Write(block, IoVector(bounce));
 }
 
+Child::Tracking Child::TrackingFor(const Geometry& g, uint64_t offset, uint64_t end) {
+  const uint64_t limit = g.pad ? UINT64_MAX : std::max(g.length, end);
+  const bool rmw = offset % g.align != 0 || (end % g.align != 0 && end != limit);
+  if (!rmw) return Tracking{offset, end, /*serialising=*/false, /*cut_back=*/false};
+  Tracking t{AlignDown(offset, g.align), std::min(AlignUp(end, g.align), limit),
+             /*serialising=*/true, /*cut_back=*/false};
+  // The padded block reaches past the end only on a pad_past_end node; the node then grows to
+  // the block's end and is cut back to max(length, end) afterwards.
+  t.cut_back = g.pad && AlignUp(end, g.align) > std::max(g.length, end);
+  // A read-modify-write that grows the node (or is cut back) owns everything past its start:
+  // no other request may change the length meanwhile.
+  if (t.end > g.length) t.end = UINT64_MAX;
+  return t;
+}
+
 coro::Task<Result<void>> Child::WriteRange(uint64_t offset, uint64_t len, IoVector src, bool zero,
                                            ZeroFlags flags, Event event) {
   if (node_->read_only()) co_return Unexpected(Errc::kReadOnly);
@@ -141,34 +170,28 @@ coro::Task<Result<void>> Child::WriteRange(uint64_t offset, uint64_t len, IoVect
   const uint64_t end = offset + len;
   assert(end > offset);
 
-  // Track the request, serialising when it needs a read-modify-write. A grow that completes
-  // while it waits can change whether the tail is partial (a tail that ended at the old length
-  // now has bytes after it), so then the request is tracked again.
-  Geometry g;
-  uint64_t limit;  // where a tail may end unaligned
+  // Track the request as the geometry requires, then look again after the wait: a size change
+  // that completed meanwhile can change what the request needs (a tail that ended at the old
+  // length now has bytes after it and needs a read-modify-write; a shorter node puts the padding
+  // past the end). If the request held is not enough, it is tracked again.
+  Geometry g = GeometryNow();
+  Tracking need = TrackingFor(g, offset, end);
   std::optional<RequestTracker::Request> req;
   for (;;) {
-    g = GeometryNow();
-    limit = g.pad ? UINT64_MAX : std::max(g.length, end);
-    const bool rmw = offset % g.align != 0 || (end % g.align != 0 && end != limit);
-    uint64_t track_begin = offset;
-    uint64_t track_end = end;
-    if (rmw) {
-      track_begin = AlignDown(offset, g.align);
-      track_end = std::min(AlignUp(end, g.align), limit);
-      // Padding past the end is cut back afterwards: nothing may extend the node meanwhile.
-      if (track_end > g.length) track_end = UINT64_MAX;
-    }
-    req.emplace(*tracker_, track_begin, track_end, rmw);
+    req.emplace(*tracker_, need.begin, need.end, need.serialising);
     co_await req->WaitForConflicts();
-    const Geometry now = GeometryNow();
-    if (now.length == g.length || g.pad) {
-      g = now;
+    g = GeometryNow();
+    need = TrackingFor(g, offset, end);
+    if (req->begin() <= need.begin && need.end <= req->end() &&
+        (req->serialising() || !need.serialising)) {
       break;
     }
     req.reset();
   }
-  const uint64_t exact_end = std::max(g.length, end);  // the node's length when done
+  const uint64_t limit = g.pad ? UINT64_MAX : std::max(g.length, end);  // where a tail may end
+  // A request that cuts back holds everything past its start, serialising: nothing else changes
+  // the length until it is done.
+  assert(!need.cut_back || (req->serialising() && req->end() == UINT64_MAX));
 
   // The event goes with the first write to the node (after the read of a read-modify-write).
   uint64_t pos = offset;
@@ -194,9 +217,12 @@ coro::Task<Result<void>> Child::WriteRange(uint64_t offset, uint64_t len, IoVect
     }
     pos += n;
   }
-  if (g.pad && node_->length() > exact_end) {
-    // The padding extended the node past the requested end: cut it back.
-    QEDFUSE_CO_TRY(co_await node_->Truncate(exact_end));
+  if (need.cut_back) {
+    // Only this request's padding lies past max(length, end) (nothing else ran beyond its
+    // start): cut it off. A request that padded nothing never truncates, since concurrent
+    // writes may have grown the node past the length it saw.
+    assert(node_->length() == AlignUp(end, g.align));
+    QEDFUSE_CO_TRY(co_await node_->Truncate(std::max(g.length, end)));
   }
   co_return Ok();
 }
@@ -222,11 +248,17 @@ coro::Task<Result<BlockStatus>> Child::GetStatus(uint64_t offset, uint64_t len) 
 coro::Task<Result<void>> Child::Truncate(uint64_t new_length, Event event) {
   if (node_->read_only()) co_return Unexpected(Errc::kReadOnly);
   // Serialise against every request that touches the block of the old or new end (an unaligned
-  // tail there was written up to the old length only).
-  const Geometry g = GeometryNow();
-  const uint64_t from = AlignDown(std::min(g.length, new_length), g.align);
-  RequestTracker::Request req(*tracker_, from, UINT64_MAX, /*serialising=*/true);
-  co_await req.WaitForConflicts();
+  // tail there was written up to the old length only) or anything past it. The old end is
+  // looked at again after the wait: if another size change moved it below the range held, the
+  // request is registered again from there.
+  std::optional<RequestTracker::Request> req;
+  for (;;) {
+    const Geometry g = GeometryNow();
+    const uint64_t from = AlignDown(std::min(g.length, new_length), g.align);
+    if (req && req->begin() <= from) break;
+    req.emplace(*tracker_, from, UINT64_MAX, /*serialising=*/true);
+    co_await req->WaitForConflicts();
+  }
   Announce(event);
   co_return co_await node_->Truncate(new_length);
 }

@@ -16,6 +16,8 @@
 //    that ends exactly at (or beyond) length() is passed unaligned, since nothing lies beyond
 //    to pad with, except on nodes with BlockLimits::pad_past_end (a host file under O_DIRECT),
 //    where the tail block is padded past the end and the node is cut back to the exact end;
+//    such a write serialises against everything past its start, so that no concurrent write
+//    grows the node between the padding and the cut-back, and no other write ever cuts back;
 //  - debug events: the event a call carries is announced to the node (BlockDriver::Annotate)
 //    right before the call's first I/O of its kind (a write's first write, after the read of a
 //    read-modify-write), so fault injection sees it on exactly that call.
@@ -78,7 +80,10 @@ class Child {
  private:
   struct Geometry;
   struct Piece;
+  struct Tracking;
   Geometry GeometryNow() const;
+  // What a write of [offset, end) needs from the tracker on a node of geometry |g|.
+  static Tracking TrackingFor(const Geometry& g, uint64_t offset, uint64_t end);
   static Piece NextPiece(const Geometry& g, uint64_t pos, uint64_t end, uint64_t limit);
   // Announces |event| to the node, once: the next I/O is the one it is about.
   void Announce(Event& event);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "fusefs/debug_hooks.h"
 #include "qedfuse/base/log.h"
+#include "qedfuse/block/filter_driver.h"
 #include "qedfuse/coro/co_timer.h"
 #include "qedfuse/coro/gate.h"
 
@@ -75,22 +76,14 @@ constexpr uint64_t kMaxLoggedFaults = 100;
 // Filter over the FaultInjectionDriver: installs and removes armed= rules as their files come
 // and go, and logs every fault the driver injected during a call (its decision is made before
 // the call's first suspension, so comparing counters around the call start is exact).
-class FaultHookDriver final : public block::BlockDriver {
+// A FilterDriver over its FaultInjectionDriver: the calls it does not override pass through.
+class FaultHookDriver final : public block::FilterDriver {
  public:
   FaultHookDriver(std::unique_ptr<block::BlockDriver> child, std::vector<ParsedFaultRule> rules)
-      : fi_(std::make_unique<block::FaultInjectionDriver>(std::move(child))) {
-    for (ParsedFaultRule& r : rules) {
-      if (r.delay.count() > 0) r.rule.tag = absl::StrCat("delay-", rules_.size());
-      rules_.push_back(Slot{std::move(r)});
-    }
-    Refresh();
-  }
+      : FaultHookDriver(std::make_unique<block::FaultInjectionDriver>(std::move(child)),
+                        std::move(rules)) {}
 
   std::string_view format_name() const override { return "debug-fault"; }
-  block::BlockLimits limits() const override { return fi_->limits(); }
-  uint64_t length() const override { return fi_->length(); }
-  bool read_only() const override { return fi_->read_only(); }
-  uint64_t AllocatedBytes() const override { return fi_->AllocatedBytes(); }
 
   void Annotate(block::DebugEvent event) override {
     Refresh();
@@ -143,10 +136,6 @@ class FaultHookDriver final : public block::BlockDriver {
     co_return co_await t;
   }
 
-  coro::Task<Result<block::BlockStatus>> GetStatus(uint64_t offset, uint64_t len) override {
-    co_return co_await fi_->GetStatus(offset, len);
-  }
-
   coro::Task<absl::Status> Close() override {
     for (Slot& s : rules_) {
       if (s.timer) s.timer->Close();
@@ -159,6 +148,16 @@ class FaultHookDriver final : public block::BlockDriver {
   }
 
  private:
+  FaultHookDriver(std::unique_ptr<block::FaultInjectionDriver> fi,
+                  std::vector<ParsedFaultRule> rules)
+      : FilterDriver(std::move(fi)), fi_(static_cast<block::FaultInjectionDriver*>(&child())) {
+    for (ParsedFaultRule& r : rules) {
+      if (r.delay.count() > 0) r.rule.tag = absl::StrCat("delay-", rules_.size());
+      rules_.push_back(Slot{std::move(r)});
+    }
+    Refresh();
+  }
+
   struct Slot {
     ParsedFaultRule spec;
     int id = 0;    // in fi_, 0 while not installed
@@ -240,8 +239,8 @@ class FaultHookDriver final : public block::BlockDriver {
                      std::string(IoNameOf(io)), " (", which, ")"));
   }
 
-  std::unique_ptr<block::FaultInjectionDriver> fi_;
-  std::vector<Slot> rules_;  // never resized after construction: Releasers point into it
+  block::FaultInjectionDriver* fi_;  // the child
+  std::vector<Slot> rules_;          // never resized after construction: Releasers point into it
   coro::Gate releasers_;
   uint64_t logged_ = 0;
 };

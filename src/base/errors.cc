@@ -71,25 +71,57 @@ int ToErrno(const std::error_code& ec) noexcept {
   return EIO;
 }
 
-absl::Status ToStatus(const std::error_code& ec, std::string_view context) {
-  if (!ec) return absl::OkStatus();
-  std::string msg = std::string(context) + ": " + ec.message();
-  switch (ToErrno(ec)) {
+absl::StatusCode StatusCodeForErrno(int err) noexcept {
+  switch (err) {
     case ENOENT:
-      return absl::NotFoundError(msg);
+    case ENOTDIR:
+      return absl::StatusCode::kNotFound;
     case EACCES:
     case EPERM:
     case EROFS:
-      return absl::PermissionDeniedError(msg);
+      return absl::StatusCode::kPermissionDenied;
     case ENOTSUP:
-      return absl::UnimplementedError(msg);
+      return absl::StatusCode::kUnimplemented;
     case EINVAL:
-      return absl::InvalidArgumentError(msg);
+    case EISDIR:
+      return absl::StatusCode::kInvalidArgument;
     case ENOSPC:
-      return absl::ResourceExhaustedError(msg);
+    case EDQUOT:
+      return absl::StatusCode::kResourceExhausted;
     default:
-      return absl::InternalError(msg);
+      return absl::StatusCode::kInternal;
   }
+}
+
+absl::Status ToStatus(const std::error_code& ec, std::string_view context) {
+  if (!ec) return absl::OkStatus();
+  return absl::Status(StatusCodeForErrno(ToErrno(ec)), std::string(context) + ": " + ec.message());
+}
+
+absl::Status ErrnoStatus(int err, std::string_view subject) {
+  const char* what = nullptr;
+  switch (err) {
+    case ENOENT:
+      what = "no such file";
+      break;
+    case EACCES:
+    case EPERM:
+      what = "permission denied";
+      break;
+    case EISDIR:
+      what = "is a directory";
+      break;
+    case ENOTDIR:
+      what = "a path component is not a directory";
+      break;
+    case EROFS:
+      what = "read-only file system";
+      break;
+    default:
+      what = std::strerror(err);
+      break;
+  }
+  return absl::Status(StatusCodeForErrno(err), std::string(subject) + ": " + what);
 }
 
 }  // namespace qedfuse

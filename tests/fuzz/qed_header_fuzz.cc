@@ -23,6 +23,7 @@
 #include "block/qed/qed_format.h"
 #include "block/qed/qed_table.h"
 #include "fuzz/fuzz_options.h"
+#include "qedfuse/base/endian.h"
 
 namespace {
 
@@ -52,7 +53,7 @@ void CheckEntries(const Geometry& geo, const Header& h, uint64_t file_size,
 
   // Every 8-byte word of the input as an L1 entry and as an L2 entry.
   for (std::size_t off = 0; off + 8 <= bytes.size() && off < 4096; off += 8) {
-    const uint64_t e = LoadLE64(bytes.data() + off);
+    const uint64_t e = qedfuse::LoadLE64(bytes.data() + off);
     if (v.ValidTable(e)) {
       if (e % geo.cluster_size != 0 || e < geo.header_bytes || e < geo.cluster_size) {
         Fail("ValidTable accepted a misaligned or header offset");

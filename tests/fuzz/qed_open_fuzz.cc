@@ -32,6 +32,7 @@
 #include "block/qed/qed_driver.h"
 #include "block/qed/qed_format.h"
 #include "fuzz/fuzz_options.h"
+#include "qedfuse/base/endian.h"
 #include "qedfuse/block/block_backend.h"
 #include "qedfuse/block/io_vector.h"
 #include "qedfuse/block/open.h"
@@ -93,8 +94,8 @@ void MakeBackingFiles() {
   h.l1_table_offset = 4096;
   h.image_size = 1 << 20;
   qed::EncodeHeader(h, std::span<std::byte, qed::kHeaderBytes>(q.data(), qed::kHeaderBytes));
-  qed::StoreLE64(q.data() + 4096, 2 * 4096);      // L1[0] -> L2 at cluster 2
-  qed::StoreLE64(q.data() + 2 * 4096, 3 * 4096);  // L2[0] -> data at cluster 3
+  StoreLE64(q.data() + 4096, 2 * 4096);      // L1[0] -> L2 at cluster 2
+  StoreLE64(q.data() + 2 * 4096, 3 * 4096);  // L2[0] -> data at cluster 3
   std::fill(q.begin() + 3 * 4096, q.end(), std::byte{0x5a});
   if (!WriteFile(g_dir + "/base.qed", q.data(), q.size())) Fail("cannot write base.qed");
 }

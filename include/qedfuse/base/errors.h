@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include "absl/status/status.h"
@@ -40,6 +41,15 @@ int ToErrno(const std::error_code& ec) noexcept;
 
 // Turns a data-path error into a control-path status with |context| prepended.
 absl::Status ToStatus(const std::error_code& ec, std::string_view context);
+
+// The status code for an errno value: the one errno -> absl::StatusCode mapping of the project
+// (ToStatus and ErrnoStatus use it).
+absl::StatusCode StatusCodeForErrno(int err) noexcept;
+
+// A control-path status "SUBJECT: what went wrong" for a failed system call on SUBJECT (usually
+// a file name): common errnos get a short lower-case description ("no such file", "permission
+// denied", "is a directory", ...), the others strerror's text.
+absl::Status ErrnoStatus(int err, std::string_view subject);
 
 }  // namespace qedfuse
 

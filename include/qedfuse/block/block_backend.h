@@ -1,11 +1,10 @@
-// block::BlockBackend: the user-facing handle on an open image (QEMU's BlockBackend + block/io.c).
+// block::BlockBackend: the user-facing handle on an open image (QEMU's BlockBackend).
 //
-// Accepts requests of any offset and length. It clamps reads at the end of the device (short
-// read), refuses writes past it (Errc::kOutOfRange), splits requests to the driver's
-// max_transfer, and pads unaligned requests to the driver's request_alignment with
-// read-modify-write; overlapping requests are serialised while such an RMW is in flight, so
-// concurrent unaligned writes never lose each other's bytes. A Gate counts requests in flight;
-// Close() refuses new ones, waits for the rest, then closes the driver graph.
+// A Gate plus one Child (child.h) to the root of the driver graph. The backend checks the range
+// of a request against length() (reads are clamped at the end, a short read; writes past it are
+// refused with Errc::kOutOfRange; the device grows only through Truncate) and counts requests in
+// flight; the Child does the padding, splitting and tracking. Close() refuses new requests,
+// waits for the rest, then closes the graph.
 #pragma once
 
 #include <cstdint>

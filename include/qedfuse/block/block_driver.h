@@ -3,13 +3,16 @@
 //
 // Contract for every data-path method:
 //  - called on the event-loop thread only; results are delivered on it too;
-//  - ranges are inside length() and aligned to limits().request_alignment (BlockBackend sees to
-//    that; a format driver calling its child must do the same), and at most max_transfer long;
+//  - ranges are aligned to limits().request_alignment (a tail may end unaligned exactly at
+//    length(), unless pad_past_end) and at most max_transfer long; reads and format nodes stay
+//    inside length(), writes to a protocol node may grow it. block::Child (child.h), the one
+//    way from one node to another, sees to all of that: a driver never pads or splits;
 //  - a call either transfers everything or fails; errors are errno-valued or qedfuse::Errc;
 //  - the memory behind an IoVector must stay valid until the call completes.
 // Concurrency: many calls may be in flight at once; a driver serialises what it must itself.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,7 +30,26 @@ struct BlockLimits {
   uint32_t request_alignment = 1;  // offsets and lengths must be multiples of this
   uint32_t memory_alignment = 1;   // buffer addresses must be multiples of this (O_DIRECT)
   uint64_t max_transfer = 16u << 20;
+  // The node reads zeros past length() and accepts aligned writes past it (growing), but not a
+  // tail that ends unaligned at length() (a host file under O_DIRECT): a Child pads such a tail
+  // past the end and cuts the node back afterwards.
+  bool pad_past_end = false;
 };
+
+// True if a request at |offset| with |iov| meets |lim|: offset and length on request_alignment,
+// and with a memory_alignment (O_DIRECT) every segment's address on it and its length on the
+// larger of the two alignments, as Linux checks.
+inline bool MeetsLimits(uint64_t offset, const IoVector& iov, const BlockLimits& lim) {
+  const uint64_t ra = std::max<uint64_t>(lim.request_alignment, 1);
+  if (offset % ra != 0 || iov.size() % ra != 0) return false;
+  if (lim.memory_alignment <= 1) return true;
+  const uint64_t len_align = std::max<uint64_t>(lim.memory_alignment, ra);
+  for (const iovec& v : iov.segments()) {
+    if (reinterpret_cast<uintptr_t>(v.iov_base) % lim.memory_alignment != 0) return false;
+    if (v.iov_len % len_align != 0) return false;
+  }
+  return true;
+}
 
 enum class ZeroFlags : uint32_t {
   kNone = 0,

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "qedfuse/base/align.h"
+
 namespace qedfuse::block {
 
 namespace io_buffer_internal {
@@ -129,9 +131,7 @@ class IoBuffer {
   std::span<const std::byte> span() const noexcept { return {data_, size_}; }
 
  private:
-  static std::size_t Rounded(std::size_t size) noexcept {
-    return (size + kAlignment - 1) / kAlignment * kAlignment;
-  }
+  static std::size_t Rounded(std::size_t size) noexcept { return AlignUp(size, kAlignment); }
 
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;

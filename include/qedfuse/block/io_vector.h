@@ -44,73 +44,29 @@ class IoVector {
   // The sub-range [offset, offset + len), which must lie inside this vector.
   IoVector Slice(std::size_t offset, std::size_t len) const {
     IoVector out;
-    for (const iovec& v : segs_) {
-      if (len == 0) break;
-      if (offset >= v.iov_len) {
-        offset -= v.iov_len;
-        continue;
-      }
-      std::size_t n = v.iov_len - offset;
-      if (n > len) n = len;
-      out.Append(static_cast<std::byte*>(v.iov_base) + offset, n);
-      offset = 0;
-      len -= n;
-    }
+    ForEachPart(offset, len, [&](std::byte* p, std::size_t k, std::size_t) { out.Append(p, k); });
     return out;
   }
 
   // Copies bytes into the vector at |offset| from |src| (n bytes). Returns bytes copied.
   std::size_t CopyFrom(std::size_t offset, const void* src, std::size_t n) const {
-    std::size_t done = 0;
     const auto* s = static_cast<const std::byte*>(src);
-    for (const iovec& v : segs_) {
-      if (done == n) break;
-      if (offset >= v.iov_len) {
-        offset -= v.iov_len;
-        continue;
-      }
-      std::size_t k = v.iov_len - offset;
-      if (k > n - done) k = n - done;
-      std::memcpy(static_cast<std::byte*>(v.iov_base) + offset, s + done, k);
-      done += k;
-      offset = 0;
-    }
-    return done;
+    return ForEachPart(offset, n, [&](std::byte* p, std::size_t k, std::size_t done) {
+      std::memcpy(p, s + done, k);
+    });
   }
 
   // Copies bytes out of the vector at |offset| into |dst| (n bytes). Returns bytes copied.
   std::size_t CopyTo(std::size_t offset, void* dst, std::size_t n) const {
-    std::size_t done = 0;
     auto* d = static_cast<std::byte*>(dst);
-    for (const iovec& v : segs_) {
-      if (done == n) break;
-      if (offset >= v.iov_len) {
-        offset -= v.iov_len;
-        continue;
-      }
-      std::size_t k = v.iov_len - offset;
-      if (k > n - done) k = n - done;
-      std::memcpy(d + done, static_cast<const std::byte*>(v.iov_base) + offset, k);
-      done += k;
-      offset = 0;
-    }
-    return done;
+    return ForEachPart(offset, n, [&](std::byte* p, std::size_t k, std::size_t done) {
+      std::memcpy(d + done, p, k);
+    });
   }
 
   // Zero-fills [offset, offset + n).
   void Zero(std::size_t offset, std::size_t n) const {
-    for (const iovec& v : segs_) {
-      if (n == 0) break;
-      if (offset >= v.iov_len) {
-        offset -= v.iov_len;
-        continue;
-      }
-      std::size_t k = v.iov_len - offset;
-      if (k > n) k = n;
-      std::memset(static_cast<std::byte*>(v.iov_base) + offset, 0, k);
-      n -= k;
-      offset = 0;
-    }
+    ForEachPart(offset, n, [](std::byte* p, std::size_t k, std::size_t) { std::memset(p, 0, k); });
   }
   void ZeroAll() const { Zero(0, size_); }
 
@@ -126,6 +82,26 @@ class IoVector {
   }
 
  private:
+  // Calls fn(address, bytes, bytes before this part) for each piece of the segments that holds
+  // bytes of [offset, offset + n), in order; returns the bytes visited (n if they lie inside).
+  template <typename Fn>
+  std::size_t ForEachPart(std::size_t offset, std::size_t n, Fn&& fn) const {
+    std::size_t done = 0;
+    for (const iovec& v : segs_) {
+      if (done == n) break;
+      if (offset >= v.iov_len) {
+        offset -= v.iov_len;
+        continue;
+      }
+      std::size_t k = v.iov_len - offset;
+      if (k > n - done) k = n - done;
+      fn(static_cast<std::byte*>(v.iov_base) + offset, k, done);
+      done += k;
+      offset = 0;
+    }
+    return done;
+  }
+
   Segments segs_;
   std::size_t size_ = 0;
 };

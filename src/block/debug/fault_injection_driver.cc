@@ -16,7 +16,7 @@ struct FaultInjectionDriver::HoldAwaiter {
 };
 
 FaultInjectionDriver::FaultInjectionDriver(std::unique_ptr<BlockDriver> child)
-    : child_(std::move(child)) {}
+    : FilterDriver(std::move(child)) {}
 
 FaultInjectionDriver::~FaultInjectionDriver() = default;
 
@@ -73,7 +73,7 @@ void FaultInjectionDriver::Annotate(DebugEvent event) {
     }
     ++r.armed;
   }
-  child_->Annotate(event);
+  FilterDriver::Annotate(event);
 }
 
 coro::Task<Result<void>> FaultInjectionDriver::Gate(FaultIo io) {
@@ -109,41 +109,37 @@ coro::Task<Result<void>> FaultInjectionDriver::Gate(FaultIo io) {
 coro::Task<Result<void>> FaultInjectionDriver::Read(uint64_t offset, IoVector iov) {
   Result<void> gate = co_await Gate(FaultIo::kRead);
   if (!gate) co_return gate;
-  co_return co_await child_->Read(offset, iov);
+  co_return co_await FilterDriver::Read(offset, iov);
 }
 
 coro::Task<Result<void>> FaultInjectionDriver::Write(uint64_t offset, IoVector iov) {
   Result<void> gate = co_await Gate(FaultIo::kWrite);
   if (!gate) co_return gate;
-  co_return co_await child_->Write(offset, iov);
+  co_return co_await FilterDriver::Write(offset, iov);
 }
 
 coro::Task<Result<void>> FaultInjectionDriver::WriteZeroes(uint64_t offset, uint64_t len,
                                                            ZeroFlags flags) {
   Result<void> gate = co_await Gate(FaultIo::kZero);
   if (!gate) co_return gate;
-  co_return co_await child_->WriteZeroes(offset, len, flags);
+  co_return co_await FilterDriver::WriteZeroes(offset, len, flags);
 }
 
 coro::Task<Result<void>> FaultInjectionDriver::Flush() {
   Result<void> gate = co_await Gate(FaultIo::kFlush);
   if (!gate) co_return gate;
-  co_return co_await child_->Flush();
-}
-
-coro::Task<Result<BlockStatus>> FaultInjectionDriver::GetStatus(uint64_t offset, uint64_t len) {
-  co_return co_await child_->GetStatus(offset, len);
+  co_return co_await FilterDriver::Flush();
 }
 
 coro::Task<Result<void>> FaultInjectionDriver::Truncate(uint64_t new_length) {
   Result<void> gate = co_await Gate(FaultIo::kTruncate);
   if (!gate) co_return gate;
-  co_return co_await child_->Truncate(new_length);
+  co_return co_await FilterDriver::Truncate(new_length);
 }
 
 coro::Task<absl::Status> FaultInjectionDriver::Close() {
   ResumeAll();
-  co_return co_await child_->Close();
+  co_return co_await FilterDriver::Close();
 }
 
 }  // namespace qedfuse::block

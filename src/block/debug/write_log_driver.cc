@@ -7,20 +7,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "qedfuse/base/endian.h"
 
 namespace qedfuse::block {
 namespace {
-
-void PutLe32(unsigned char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-void PutLe16(unsigned char* p, uint16_t v) {
-  p[0] = static_cast<unsigned char>(v);
-  p[1] = static_cast<unsigned char>(v >> 8);
-}
-void PutLe64(unsigned char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
 
 constexpr std::size_t kFileHeaderBytes = 16;
 constexpr std::size_t kRecordHeaderBytes = 40;
@@ -36,10 +26,10 @@ absl::StatusOr<std::shared_ptr<WriteLog>> WriteLog::Create(const std::string& pa
   // Big buffer: the log is written on the event-loop thread with blocking stdio calls.
   std::setvbuf(f, nullptr, _IOFBF, 1 << 20);
   std::shared_ptr<WriteLog> log(new WriteLog(path, f));
-  unsigned char head[kFileHeaderBytes];
+  std::byte head[kFileHeaderBytes];
   std::memcpy(head, kWriteLogMagic, sizeof kWriteLogMagic);
-  PutLe32(head + 8, kWriteLogVersion);
-  PutLe32(head + 12, kFileHeaderBytes);
+  StoreLE32(head + 8, kWriteLogVersion);
+  StoreLE32(head + 12, kFileHeaderBytes);
   if (std::fwrite(head, 1, sizeof head, f) != sizeof head || std::fflush(f) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot write write log '", path, "': ", std::strerror(errno)));
@@ -61,14 +51,14 @@ void WriteLog::Fail(const char* what, int err) {
 void WriteLog::Append(WriteLogRecord type, uint64_t offset, uint64_t length, const IoVector* data) {
   if (file_ == nullptr || !status_.ok()) return;
   const uint64_t payload = data != nullptr ? data->size() : 0;
-  unsigned char head[kRecordHeaderBytes];
-  PutLe32(head, kWriteLogRecordMagic);
-  PutLe16(head + 4, static_cast<uint16_t>(type));
-  PutLe16(head + 6, 0);
-  PutLe64(head + 8, seq_++);
-  PutLe64(head + 16, offset);
-  PutLe64(head + 24, length);
-  PutLe64(head + 32, payload);
+  std::byte head[kRecordHeaderBytes];
+  StoreLE32(head, kWriteLogRecordMagic);
+  StoreLE16(head + 4, static_cast<uint16_t>(type));
+  StoreLE16(head + 6, 0);
+  StoreLE64(head + 8, seq_++);
+  StoreLE64(head + 16, offset);
+  StoreLE64(head + 24, length);
+  StoreLE64(head + 32, payload);
   if (std::fwrite(head, 1, sizeof head, file_) != sizeof head) return Fail("write", errno);
   if (data != nullptr) {
     for (const iovec& v : data->segments()) {
@@ -91,13 +81,9 @@ absl::Status WriteLog::Finish() {
 
 WriteLogDriver::WriteLogDriver(std::unique_ptr<BlockDriver> child, std::shared_ptr<WriteLog> log,
                                Role role)
-    : child_(std::move(child)), log_(std::move(log)), role_(role) {}
+    : FilterDriver(std::move(child)), log_(std::move(log)), role_(role) {}
 
 WriteLogDriver::~WriteLogDriver() = default;
-
-coro::Task<Result<void>> WriteLogDriver::Read(uint64_t offset, IoVector iov) {
-  co_return co_await child_->Read(offset, iov);
-}
 
 void WriteLogDriver::Record(bool ok, WriteLogRecord image, WriteLogRecord guest, uint64_t offset,
                             uint64_t length, const IoVector* data) {
@@ -112,7 +98,7 @@ void WriteLogDriver::Record(bool ok, WriteLogRecord image, WriteLogRecord guest,
 // Each operation is recorded once it has completed: only then may the caller rely on it, and
 // the payload is still the caller's (it must stay valid until the call returns).
 coro::Task<Result<void>> WriteLogDriver::Write(uint64_t offset, IoVector iov) {
-  Result<void> r = co_await child_->Write(offset, iov);
+  Result<void> r = co_await FilterDriver::Write(offset, iov);
   Record(r.has_value(), WriteLogRecord::kImageWrite, WriteLogRecord::kGuestWrite, offset,
          iov.size(), &iov);
   co_return r;
@@ -120,7 +106,7 @@ coro::Task<Result<void>> WriteLogDriver::Write(uint64_t offset, IoVector iov) {
 
 coro::Task<Result<void>> WriteLogDriver::WriteZeroes(uint64_t offset, uint64_t len,
                                                      ZeroFlags flags) {
-  Result<void> r = co_await child_->WriteZeroes(offset, len, flags);
+  Result<void> r = co_await FilterDriver::WriteZeroes(offset, len, flags);
   Record(r.has_value(), WriteLogRecord::kImageZero, WriteLogRecord::kGuestZero, offset, len,
          nullptr);
   co_return r;
@@ -128,25 +114,21 @@ coro::Task<Result<void>> WriteLogDriver::WriteZeroes(uint64_t offset, uint64_t l
 
 coro::Task<Result<void>> WriteLogDriver::Flush() {
   Record(true, WriteLogRecord::kImageFlushBegin, WriteLogRecord::kGuestFlushBegin, 0, 0, nullptr);
-  Result<void> r = co_await child_->Flush();
+  Result<void> r = co_await FilterDriver::Flush();
   Record(r.has_value(), WriteLogRecord::kImageFlush, WriteLogRecord::kGuestFlushDone, 0, 0,
          nullptr);
   co_return r;
 }
 
-coro::Task<Result<BlockStatus>> WriteLogDriver::GetStatus(uint64_t offset, uint64_t len) {
-  co_return co_await child_->GetStatus(offset, len);
-}
-
 coro::Task<Result<void>> WriteLogDriver::Truncate(uint64_t new_length) {
-  Result<void> r = co_await child_->Truncate(new_length);
+  Result<void> r = co_await FilterDriver::Truncate(new_length);
   Record(r.has_value(), WriteLogRecord::kImageTruncate, WriteLogRecord::kGuestTruncate, new_length,
          0, nullptr);
   co_return r;
 }
 
 coro::Task<absl::Status> WriteLogDriver::Close() {
-  absl::Status closed = co_await child_->Close();
+  absl::Status closed = co_await FilterDriver::Close();
   if (role_ != Role::kImage) co_return closed;
   absl::Status logged = log_->Finish();
   if (!closed.ok()) co_return closed;

@@ -41,18 +41,15 @@ class FileIo {
 
 // Reads from the page cache without blocking: preadv2(RWF_NOWAIT) on the calling thread, which
 // copies cached data or answers EAGAIN at once instead of waiting for the device.
-//
-// Measured with scripts/bench/profile.sh, one binary with and without it, alternating runs
-// (profiling.md, item 9): 4 KiB random reads at iodepth 32 114k-120k -> 166k-189k IOPS and 8 -> 5
-// us of daemon CPU per request; at iodepth 1 40k -> 48k IOPS; 1 MiB sequential reads 2.0k -> 2.8k
-// per second. The io_uring read it replaces also completed inline, in io_uring_enter, but behind
-// Asio's submission and completion machinery.
+// The io_uring read it replaces also completed inline, in io_uring_enter, but behind Asio's
+// submission and completion machinery; what that cost is measured in
+// scripts/bench/profiling.md, item 9.
 //
 // Off for O_DIRECT descriptors (a direct read waits for the device even with RWF_NOWAIT). tmpfs
 // refuses RWF_NOWAIT (EOPNOTSUPP), and io_uring then punts every buffered read to its io-wq
-// workers (49k IOPS where the thread pool does 101k); but where the kernel has no swap space a
-// tmpfs (or ramfs) page is always in memory, so plain reads run inline there (profiling.md,
-// item 9). Other file systems without RWF_NOWAIT read through the backend.
+// workers, slower than the thread pool; but where the kernel has no swap space a tmpfs (or
+// ramfs) page is always in memory, so plain reads run inline there (profiling.md, item 9). Other
+// file systems without RWF_NOWAIT read through the backend.
 class CachedReader {
  public:
   enum class Mode {

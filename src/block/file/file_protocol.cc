@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -16,38 +17,25 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/io_buffer.h"
 
 namespace qedfuse::block {
 namespace {
 
-uint64_t AlignDown(uint64_t v, uint64_t a) { return v / a * a; }
-uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 bool PowerOfTwo(uint32_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 absl::Status OpenError(const std::string& path, int err, bool direct) {
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(absl::StrCat(path, ": permission denied"));
-    case EISDIR:
-      return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not an image file"));
-    case EROFS:
-      return absl::PermissionDeniedError(
-          absl::StrCat(path, " is on a read-only file system (open it read-only)"));
-    case EINVAL:
-      if (direct) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": the file system does not support O_DIRECT (cache=none)"));
-      }
-      break;
-    default:
-      break;
+  if (err == EROFS) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, " is on a read-only file system (open it read-only)"));
   }
-  return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(err)));
+  if (err == EINVAL && direct) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the file system does not support O_DIRECT (cache=none)"));
+  }
+  return ErrnoStatus(err, path);
 }
 
 // Logical block size of the block device behind |st|, or 0 if unknown.
@@ -89,6 +77,7 @@ void ProbeDirectAlignment(int fd, const struct stat& st, uint64_t size, BlockLim
     }
   }
   lim->request_alignment = offset_align;
+  lim->pad_past_end = true;  // O_DIRECT cannot write a tail that ends unaligned at the end
   lim->memory_alignment = std::min<uint32_t>(mem_align, IoBuffer::kAlignment);
 }
 
@@ -222,18 +211,11 @@ FileProtocol::~FileProtocol() {
 
 absl::Status FileProtocol::SetLocks(LockPerms perms) { return ApplyQemuLocks(fd_, path_, perms); }
 
-bool FileProtocol::Aligned(uint64_t offset, const IoVector& iov) const {
-  if (!direct_) return true;
-  uint32_t ra = limits_.request_alignment;
-  uint32_t ma = limits_.memory_alignment;
-  if (offset % ra != 0 || iov.size() % ra != 0) return false;
-  for (const iovec& v : iov.segments()) {
-    if (reinterpret_cast<uintptr_t>(v.iov_base) % ma != 0 || v.iov_len % ra != 0) return false;
-  }
-  return true;
-}
-
-coro::Task<Result<void>> FileProtocol::ReadAligned(uint64_t offset, IoVector iov) {
+// Requests arrive through a Child (block_driver.h), aligned to the limits this node reports:
+// offsets, lengths and, under O_DIRECT, memory. Only the end of the file is special.
+coro::Task<Result<void>> FileProtocol::Read(uint64_t offset, IoVector iov) {
+  if (iov.empty()) co_return Ok();
+  assert(!direct_ || MeetsLimits(offset, iov, limits_));
   std::size_t got = 0;
   if (offset < size_) {
     QEDFUSE_CO_ASSIGN(got, co_await io_->ReadAt(offset, iov));
@@ -242,75 +224,12 @@ coro::Task<Result<void>> FileProtocol::ReadAligned(uint64_t offset, IoVector iov
   co_return Ok();
 }
 
-coro::Task<Result<void>> FileProtocol::ReadBounced(uint64_t offset, IoVector iov) {
-  uint64_t a = limits_.request_alignment;
-  uint64_t begin = AlignDown(offset, a);
-  uint64_t end = AlignUp(offset + iov.size(), a);
-  IoBuffer buf(end - begin);
-  QEDFUSE_CO_TRY(co_await ReadAligned(begin, IoVector(buf)));
-  iov.CopyFrom(0, buf.data() + (offset - begin), iov.size());
-  co_return Ok();
-}
-
-coro::Task<Result<void>> FileProtocol::Read(uint64_t offset, IoVector iov) {
-  if (iov.empty()) co_return Ok();
-  if (Aligned(offset, iov)) co_return co_await ReadAligned(offset, iov);
-  co_return co_await ReadBounced(offset, iov);
-}
-
-// Unaligned O_DIRECT write: read the partial head and tail blocks, patch them, write the whole
-// aligned range. The caller holds a serialising tracker request over that range.
-coro::Task<Result<void>> FileProtocol::WriteBounced(uint64_t offset, IoVector iov) {
-  uint64_t a = limits_.request_alignment;
-  uint64_t end = offset + iov.size();
-  uint64_t begin = AlignDown(offset, a);
-  uint64_t padded_end = AlignUp(end, a);
-  IoBuffer buf(padded_end - begin);
-  if (offset != begin) {
-    QEDFUSE_CO_TRY(co_await ReadAligned(begin, IoVector(buf.data(), a)));
-  }
-  if (end != padded_end && (padded_end - a != begin || offset == begin)) {
-    QEDFUSE_CO_TRY(
-        co_await ReadAligned(padded_end - a, IoVector(buf.data() + (padded_end - a - begin), a)));
-  }
-  iov.CopyTo(0, buf.data() + (offset - begin), iov.size());
-  QEDFUSE_CO_TRY(co_await io_->WriteAt(begin, IoVector(buf)));
-  uint64_t new_size = std::max(size_, end);
-  if (padded_end > new_size) {
-    // The padding extended the file past the requested end: cut it back.
-    QEDFUSE_CO_TRY(co_await TruncateTo(new_size));
-  }
-  size_ = std::max(size_, new_size);
-  co_return Ok();
-}
-
 coro::Task<Result<void>> FileProtocol::Write(uint64_t offset, IoVector iov) {
   if (read_only_) co_return Unexpected(Errc::kReadOnly);
   if (iov.empty()) co_return Ok();
-  uint64_t end = offset + iov.size();
-  if (!direct_) {
-    QEDFUSE_CO_TRY(co_await io_->WriteAt(offset, iov));
-    size_ = std::max(size_, end);
-    co_return Ok();
-  }
-  uint64_t a = limits_.request_alignment;
-  bool rmw = offset % a != 0 || end % a != 0;
-  uint64_t track_begin = AlignDown(offset, a);
-  uint64_t track_end = AlignUp(end, a);
-  // Padding past the end of the file is cut back afterwards; no other request may extend the
-  // file meanwhile, so such a request serialises against everything beyond it.
-  if (rmw && track_end > size_) track_end = UINT64_MAX;
-  RequestTracker::Request req(tracker_, track_begin, track_end, rmw);
-  co_await req.WaitForConflicts();
-  if (rmw) co_return co_await WriteBounced(offset, iov);
-  if (Aligned(offset, iov)) {
-    QEDFUSE_CO_TRY(co_await io_->WriteAt(offset, iov));
-  } else {
-    IoBuffer buf(iov.size());
-    iov.CopyTo(0, buf.data(), iov.size());
-    QEDFUSE_CO_TRY(co_await io_->WriteAt(offset, IoVector(buf)));
-  }
-  size_ = std::max(size_, end);
+  assert(!direct_ || MeetsLimits(offset, iov, limits_));
+  QEDFUSE_CO_TRY(co_await io_->WriteAt(offset, iov));
+  size_ = std::max(size_, offset + iov.size());
   co_return Ok();
 }
 
@@ -322,11 +241,6 @@ coro::Task<Result<void>> FileProtocol::WriteZeroes(uint64_t offset, uint64_t len
                end <= size_;
   SysResult r{};
   {
-    std::optional<RequestTracker::Request> req;
-    if (direct_) {
-      req.emplace(tracker_, offset, end, /*serialising=*/false);
-      co_await req->WaitForConflicts();
-    }
     int mode = punch ? (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) : FALLOC_FL_ZERO_RANGE;
     r = co_await FileBlockingPool().Offload(
         FallocateJob{fd_, mode, static_cast<off_t>(offset), static_cast<off_t>(len)});
@@ -342,8 +256,7 @@ coro::Task<Result<void>> FileProtocol::WriteZeroes(uint64_t offset, uint64_t len
     }
   }
   if (!FallocateUnsupported(r.err)) co_return Unexpected(ErrnoCode(r.err));
-  // No fallocate support for this mode: write zeros (outside the tracked scope above, since the
-  // writes track themselves).
+  // No fallocate support for this mode: write zero buffers.
   co_return co_await BlockDriver::WriteZeroes(offset, len, flags);
 }
 
@@ -401,8 +314,6 @@ coro::Task<Result<void>> FileProtocol::TruncateTo(uint64_t length) {
 
 coro::Task<Result<void>> FileProtocol::Truncate(uint64_t new_length) {
   if (read_only_) co_return Unexpected(Errc::kReadOnly);
-  RequestTracker::Request req(tracker_, std::min(size_, new_length), UINT64_MAX, direct_);
-  co_await req.WaitForConflicts();
   QEDFUSE_CO_TRY(co_await TruncateTo(new_length));
   size_ = new_length;
   co_return Ok();

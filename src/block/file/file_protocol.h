@@ -2,10 +2,10 @@
 //
 // Owns the file descriptor and a FileIo backend (io_uring or thread pool). The file's size is
 // the node's length() and grows with writes past the end. Guarantees on top of BlockDriver:
-//  - any offset/length is accepted, even with CacheMode::kNone (O_DIRECT): requests that are not
-//    aligned to the logical block size, or whose memory is not aligned, go through aligned bounce
-//    buffers, writes with read-modify-write serialised against overlapping requests;
-//  - reads beyond the end of the file return zeros;
+//  - with CacheMode::kNone (O_DIRECT) the limits carry the alignment the file needs
+//    (request_alignment, memory_alignment, pad_past_end), probed at open; the Child above pads
+//    and bounces requests to meet them, so this node only does the system calls;
+//  - reads beyond the end of the file return zeros; writes beyond it grow the file;
 //  - Flush() is fdatasync, durable on return;
 //  - WriteZeroes punches holes (kMayUnmap, inside the file) or zeroes ranges with fallocate,
 //    falling back to writing zeros;
@@ -23,7 +23,6 @@
 #include "absl/status/statusor.h"
 #include "block/file/file_io.h"
 #include "block/file/file_lock.h"
-#include "block/request_tracker.h"
 #include "qedfuse/block/block_driver.h"
 #include "qedfuse/block/options.h"
 
@@ -79,10 +78,6 @@ class FileProtocol final : public BlockDriver {
  private:
   FileProtocol() = default;
 
-  bool Aligned(uint64_t offset, const IoVector& iov) const;
-  coro::Task<Result<void>> ReadAligned(uint64_t offset, IoVector iov);
-  coro::Task<Result<void>> ReadBounced(uint64_t offset, IoVector iov);
-  coro::Task<Result<void>> WriteBounced(uint64_t offset, IoVector iov);
   coro::Task<Result<void>> TruncateTo(uint64_t length);
 
   std::string path_;
@@ -93,7 +88,6 @@ class FileProtocol final : public BlockDriver {
   uint64_t size_ = 0;
   BlockLimits limits_;
   std::unique_ptr<FileIo> io_;
-  RequestTracker tracker_;  // used only when requests may need read-modify-write (O_DIRECT)
 };
 
 }  // namespace qedfuse::block

@@ -6,9 +6,8 @@
 //
 // Buffered writes (a descriptor without O_DIRECT) go to the thread pool instead: a file system
 // that cannot do them without blocking (ext4) makes io_uring punt each one to its io-wq workers,
-// and io-wq runs buffered writes to one inode strictly one after another. Measured with
-// scripts/bench/profile.sh --workload rw32 (4 KiB random writes, iodepth 32, cache=writeback):
-// 3.6k-5k IOPS through io_uring against 25k-40k through the pool.
+// and io-wq runs buffered writes to one inode strictly one after another (the measurements are
+// in scripts/bench/profiling.md, item 1).
 //
 // Buffered reads are first tried from the page cache on the loop thread (CachedReader); what is
 // not cached comes through io_uring. On a file system without non-blocking reads (tmpfs),

@@ -1,12 +1,12 @@
-// Consistency check and repair (qed-format.md §7.1), with QEMU's counting rules and correct
-// cluster arithmetic (quirk Q4: bytes are divided by cluster_size, not cluster_size - 1).
+// Consistency check and repair (docs/qed-format.md §11.1), with QEMU's counting rules and correct
+// cluster arithmetic (quirk Q4, §11.2: bytes are divided by cluster_size, not cluster_size - 1).
 //
 // Every cluster a table refers to is marked in a "used" bitmap over the rounded-down file. A
 // cluster marked twice is a duplicate reference, which cannot be repaired (neither owner can be
-// trusted). An entry that fails the offset predicates of §2.3 is a fixable corruption: repair
-// sets it to 0, which only forgets data that was never reachable anyway. Whatever is not marked
-// at the end is leaked space; leaks are harmless and, like QEMU, are only counted (unless the
-// leak fixing is asked for, which compacts the file: qed_compact.h).
+// trusted). An entry that fails the offset predicates of docs/qed-format.md §4.5 is a fixable
+// corruption: repair sets it to 0, which only forgets data that was never reachable anyway.
+// Whatever is not marked at the end is leaked space; leaks are harmless and, like QEMU, are only
+// counted (unless the leak fixing is asked for, which compacts the file: qed_compact.h).
 #include "block/qed/qed_check.h"
 
 #include <algorithm>
@@ -20,22 +20,14 @@
 #include "absl/strings/str_format.h"
 #include "block/qed/qed_compact.h"
 #include "block/qed/qed_used_clusters.h"
+#include "qedfuse/base/align.h"
+#include "qedfuse/base/endian.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/block/io_vector.h"
 
 namespace qedfuse::qed {
 namespace {
-
-uint64_t LoadLe64(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | std::to_integer<uint64_t>(p[i]);
-  return v;
-}
-
-void StoreLe64(std::byte* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
-}
 
 // Why a data-cluster entry fails the cluster predicate.
 std::string ClusterProblem(const Geometry& g, uint64_t off, uint64_t file_size) {
@@ -77,44 +69,17 @@ class Reporter {
   uint64_t suppressed_ = 0;
 };
 
-// Largest transfer that respects the child's limits for cluster-aligned table I/O.
-uint64_t TransferChunk(const block::BlockLimits& lim, uint32_t cluster_size) {
-  const uint64_t align = std::max<uint64_t>(lim.request_alignment, 1);
-  uint64_t chunk = lim.max_transfer / cluster_size * cluster_size;
-  if (chunk == 0) chunk = lim.max_transfer / align * align;
-  return std::max(chunk, align);
-}
-
-coro::Task<Result<void>> ReadTable(block::BlockDriver& file, uint64_t off, block::IoBuffer& buf,
-                                   uint64_t chunk) {
-  for (uint64_t done = 0; done < buf.size(); done += chunk) {
-    const uint64_t n = std::min<uint64_t>(chunk, buf.size() - done);
-    QEDFUSE_CO_TRY(co_await file.Read(off + done, block::IoVector(buf.data() + done, n)));
-  }
-  co_return Ok();
-}
-
-coro::Task<Result<void>> WriteTable(block::BlockDriver& file, uint64_t off, block::IoBuffer& buf,
-                                    uint64_t chunk) {
-  for (uint64_t done = 0; done < buf.size(); done += chunk) {
-    const uint64_t n = std::min<uint64_t>(chunk, buf.size() - done);
-    QEDFUSE_CO_TRY(co_await file.Write(off + done, block::IoVector(buf.data() + done, n)));
-  }
-  co_return Ok();
-}
-
 }  // namespace
 
-coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Header& h,
-                                           const Geometry& geo, std::vector<uint64_t>& l1,
-                                           uint64_t file_size, const CheckOptions& options) {
+coro::Task<Result<CheckReport>> CheckImage(block::Child& file, const Header& h, const Geometry& geo,
+                                           std::vector<uint64_t>& l1, uint64_t file_size,
+                                           const CheckOptions& options) {
   if (l1.size() != geo.table_nelems || geo.cluster_size == 0) {
     co_return Unexpected(ErrnoCode(EINVAL));
   }
   file_size &= ~uint64_t{geo.cluster_size - 1};
   const uint64_t nclusters = file_size >> geo.cluster_bits;
   const uint64_t cs = geo.cluster_size;
-  const uint64_t chunk = TransferChunk(file.limits(), geo.cluster_size);
 
   CheckReport report;
   report.total_clusters = geo.bytes_to_clusters(h.image_size);
@@ -158,7 +123,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
           l2_off, dups));
       continue;
     }
-    Result<void> rd = co_await ReadTable(file, l2_off, table, chunk);
+    Result<void> rd = co_await file.Read(l2_off, block::IoVector(table));
     if (!rd) {
       ++report.check_errors;
       out.Add(absl::StrFormat("L1 entry %u: cannot read L2 table at 0x%x: %s", i, l2_off,
@@ -170,7 +135,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
     uint64_t last = 0;
     for (uint64_t j = 0; j < geo.table_nelems; ++j) {
       std::byte* slot = table.data() + j * sizeof(uint64_t);
-      const uint64_t off = LoadLe64(slot);
+      const uint64_t off = LoadLE64(slot);
       if (off == 0 || off == kZeroClusterEntry) continue;
       ++report.allocated_clusters;
       if (last != 0 && last + cs != off) ++report.fragmented_clusters;
@@ -180,7 +145,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
                                 off, ClusterProblem(geo, off, file_size),
                                 options.repair ? " (repaired: set to 0)" : ""));
         if (options.repair) {
-          StoreLe64(slot, 0);
+          StoreLE64(slot, 0);
           ++report.corruptions_fixed;
           ++l2_fixed;
         } else {
@@ -196,7 +161,7 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
       }
     }
     if (l2_fixed > 0 && options.repair) {
-      Result<void> wr = co_await WriteTable(file, l2_off, table, chunk);
+      Result<void> wr = co_await file.Write(l2_off, block::IoVector(table));
       if (!wr) {
         ++report.check_errors;
         out.Add(absl::StrFormat("cannot write repaired L2 table at 0x%x: %s", l2_off,
@@ -214,8 +179,8 @@ coro::Task<Result<CheckReport>> CheckImage(block::BlockDriver& file, const Heade
     } catch (const std::bad_alloc&) {
       co_return Unexpected(ErrnoCode(ENOMEM));
     }
-    for (uint64_t i = 0; i < l1.size(); ++i) StoreLe64(l1_buf.data() + i * sizeof(uint64_t), l1[i]);
-    Result<void> wr = co_await WriteTable(file, h.l1_table_offset, l1_buf, chunk);
+    for (uint64_t i = 0; i < l1.size(); ++i) StoreLE64(l1_buf.data() + i * sizeof(uint64_t), l1[i]);
+    Result<void> wr = co_await file.Write(h.l1_table_offset, block::IoVector(l1_buf));
     if (!wr) {
       ++report.check_errors;
       out.Add(absl::StrFormat("cannot write repaired L1 table at 0x%x: %s", h.l1_table_offset,

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "block/qed/qed_table.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/block/debug_event.h"
 #include "qedfuse/block/io_buffer.h"
@@ -41,8 +42,8 @@ struct Move {
 
 class Compactor {
  public:
-  Compactor(block::BlockDriver& file, const Header& h, const Geometry& geo,
-            std::vector<uint64_t>& l1, UsedClusters& used)
+  Compactor(block::Child& file, const Header& h, const Geometry& geo, std::vector<uint64_t>& l1,
+            UsedClusters& used)
       : file_(file), h_(h), geo_(geo), l1_(l1), used_(used) {}
 
   coro::Task<Result<CompactReport>> Run() {
@@ -57,8 +58,7 @@ class Compactor {
     // A hole is free only if the entry change that freed it is durable: the bitmap was built
     // from what the file holds now, which may include unflushed entry writes (a zero write's
     // freeing entry, still pending, must not have its old cluster overwritten).
-    file_.Annotate(DebugEvent::kFlush);
-    QEDFUSE_CO_TRY(co_await file_.Flush());
+    QEDFUSE_CO_TRY(co_await file_.Flush(DebugEvent::kFlush));
     for (uint64_t round = 0; round < max_rounds; ++round) {
       const uint64_t end = std::max(used_.end(), first);
       std::vector<uint64_t> holes = Holes(first, end);
@@ -107,8 +107,7 @@ class Compactor {
       if (off == 0) continue;
       const uint64_t t = off >> bits;
       if (t + ts > lo) out[t] = Unit{Unit::kTable, t, ts, 0, i};
-      file_.Annotate(DebugEvent::kL2Load);
-      QEDFUSE_CO_TRY(co_await ReadChild(file_, off, IoVector(table.buffer())));
+      QEDFUSE_CO_TRY(co_await file_.Read(off, IoVector(table.buffer()), DebugEvent::kL2Load));
       for (uint64_t j = 0; j < table.size(); ++j) {
         const uint64_t e = table.Get(j);
         if (e <= kZeroClusterEntry || (e >> bits) < lo) continue;
@@ -200,7 +199,7 @@ class Compactor {
     const uint64_t cs = geo_.cluster_size;
     const uint64_t bits = geo_.cluster_bits;
     // 1. Copies.
-    const uint64_t chunk = std::max<uint64_t>(cs, (8u << 20) / cs * cs);
+    const uint64_t chunk = std::max<uint64_t>(cs, AlignDown(8u << 20, cs));
     IoBuffer buf(std::min<uint64_t>(chunk, geo_.table_bytes));
     for (const Move& m : plan) {
       assert(m.dst + m.unit.n <= m.unit.start || m.dst >= m.unit.start + m.unit.n);
@@ -208,16 +207,14 @@ class Compactor {
       const uint64_t bytes = m.unit.n * cs;
       for (uint64_t done = 0; done < bytes;) {
         const uint64_t n = std::min<uint64_t>(buf.size(), bytes - done);
-        QEDFUSE_CO_TRY(
-            co_await ReadChild(file_, (m.unit.start << bits) + done, IoVector(buf.data(), n)));
-        file_.Annotate(DebugEvent::kRelocate);
-        QEDFUSE_CO_TRY(co_await WriteChild(file_, (m.dst << bits) + done, IoVector(buf.data(), n)));
+        QEDFUSE_CO_TRY(co_await file_.Read((m.unit.start << bits) + done, IoVector(buf.data(), n)));
+        QEDFUSE_CO_TRY(co_await file_.Write((m.dst << bits) + done, IoVector(buf.data(), n),
+                                            DebugEvent::kRelocate));
         done += n;
       }
     }
     // 2. The copies are durable before anything points at them.
-    file_.Annotate(DebugEvent::kFlush);
-    QEDFUSE_CO_TRY(co_await file_.Flush());
+    QEDFUSE_CO_TRY(co_await file_.Flush(DebugEvent::kFlush));
     // 3. Repoint: L2 entries of moved data clusters, L1 entries of moved tables.
     std::map<uint64_t, std::vector<const Move*>> by_table;
     bool l1_changed = false;
@@ -231,23 +228,21 @@ class Compactor {
     }
     Table table(geo_.table_nelems);
     for (const auto& [off, moves] : by_table) {
-      QEDFUSE_CO_TRY(co_await ReadChild(file_, off, IoVector(table.buffer())));
+      QEDFUSE_CO_TRY(co_await file_.Read(off, IoVector(table.buffer())));
       for (const Move* m : moves) {
         assert(table.Get(m->unit.index) == m->unit.start << bits);
         table.Set(m->unit.index, m->dst << bits);
       }
-      file_.Annotate(DebugEvent::kL2Update);
-      QEDFUSE_CO_TRY(co_await WriteChild(file_, off, IoVector(table.buffer())));
+      QEDFUSE_CO_TRY(co_await file_.Write(off, IoVector(table.buffer()), DebugEvent::kL2Update));
     }
     if (l1_changed) {
       Table l1(geo_.table_nelems);
       l1.FromVector(l1_);
-      file_.Annotate(DebugEvent::kL1Update);
-      QEDFUSE_CO_TRY(co_await WriteChild(file_, h_.l1_table_offset, IoVector(l1.buffer())));
+      QEDFUSE_CO_TRY(
+          co_await file_.Write(h_.l1_table_offset, IoVector(l1.buffer()), DebugEvent::kL1Update));
     }
     // 4. The old places are unreferenced on disk before they are reused or cut off.
-    file_.Annotate(DebugEvent::kFlush);
-    QEDFUSE_CO_TRY(co_await file_.Flush());
+    QEDFUSE_CO_TRY(co_await file_.Flush(DebugEvent::kFlush));
     for (const Move& m : plan) {
       used_.Unmark(m.unit.start, m.unit.n);
       used_.Grow(m.dst + m.unit.n);
@@ -263,7 +258,7 @@ class Compactor {
     co_return Ok();
   }
 
-  block::BlockDriver& file_;
+  block::Child& file_;
   const Header& h_;
   const Geometry& geo_;
   std::vector<uint64_t>& l1_;
@@ -273,7 +268,7 @@ class Compactor {
 
 }  // namespace
 
-coro::Task<Result<CompactReport>> CompactLeaks(block::BlockDriver& file, const Header& h,
+coro::Task<Result<CompactReport>> CompactLeaks(block::Child& file, const Header& h,
                                                const Geometry& geo, std::vector<uint64_t>& l1,
                                                UsedClusters& used) {
   Compactor c(file, h, geo, l1, used);

@@ -32,7 +32,7 @@
 #include "block/qed/qed_format.h"
 #include "block/qed/qed_used_clusters.h"
 #include "qedfuse/base/result.h"
-#include "qedfuse/block/block_driver.h"
+#include "qedfuse/block/child.h"
 #include "qedfuse/coro/task.h"
 
 namespace qedfuse::qed {
@@ -50,7 +50,7 @@ struct CompactReport {
 // units move. The file is truncated after the last used cluster. I/O errors stop the compaction
 // (the image stays consistent; the caller keeps NEED_CHECK set).
 // Must run on the event-loop thread, with nothing else using the image.
-coro::Task<Result<CompactReport>> CompactLeaks(block::BlockDriver& file, const Header& h,
+coro::Task<Result<CompactReport>> CompactLeaks(block::Child& file, const Header& h,
                                                const Geometry& geo, std::vector<uint64_t>& l1,
                                                UsedClusters& used);
 

@@ -1,4 +1,4 @@
-// Image creation (qed-format.md §8.1), byte for byte what `qemu-img create -f qed` writes:
+// Image creation (docs/qed-format.md §12), byte for byte what `qemu-img create -f qed` writes:
 // the 64-byte header, the backing file name at offset 64, and a zeroed L1 table of table_size
 // clusters right after the one header cluster. The rest of cluster 0 is never written, so it
 // stays a hole, exactly as in QEMU's file.
@@ -21,24 +21,19 @@
 
 #include "absl/strings/str_format.h"
 #include "block/file/file_lock.h"
+#include "qedfuse/base/align.h"
+#include "qedfuse/base/errors.h"
 
 namespace qedfuse::qed {
 namespace {
 
 constexpr uint64_t kSectorSize = 512;
 
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string msg = absl::StrFormat("%s: %s", what, std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
+// A failed system call on the file being created or its backing file: "WHAT: " and the C
+// library's text for the errno, as qemu-img words it. Creating over a file that refuses to
+// shrink (a mounted disk) then reads "Operation not permitted", which is what happened; the
+// short descriptions of ErrnoStatus would call EPERM "permission denied", a different problem.
+absl::Status CallError(int err, const std::string& what) { return ToStatus(ErrnoCode(err), what); }
 
 // Closes the descriptor on every path.
 class Fd {
@@ -109,25 +104,24 @@ uint64_t LoadBe64(const unsigned char* p) {
 absl::StatusOr<uint64_t> BackingVirtualSize(const std::string& path, const std::string& format) {
   struct stat before;
   if (::stat(path.c_str(), &before) != 0) {
-    return ErrnoStatus(errno, "cannot open backing file '" + path + "'");
+    return CallError(errno, "cannot open backing file '" + path + "'");
   }
   if (!S_ISREG(before.st_mode) && !S_ISBLK(before.st_mode)) {
     return absl::InvalidArgumentError("backing file '" + path +
                                       "' is neither a regular file nor a block device");
   }
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
-  if (fd.get() < 0) return ErrnoStatus(errno, "cannot open backing file '" + path + "'");
+  if (fd.get() < 0) return CallError(errno, "cannot open backing file '" + path + "'");
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) {
-    return ErrnoStatus(errno, "cannot stat backing file '" + path + "'");
+    return CallError(errno, "cannot stat backing file '" + path + "'");
   }
   if (st.st_dev != before.st_dev || st.st_ino != before.st_ino) {
     return absl::AbortedError("backing file '" + path + "' was replaced while it was opened");
   }
   std::array<std::byte, kHeaderBytes> buf{};
   const ssize_t got = PreadFull(fd.get(), buf.data(), buf.size(), 0);
-  if (got < 0)
-    return ErrnoStatus(static_cast<int>(-got), "cannot read backing file '" + path + "'");
+  if (got < 0) return CallError(static_cast<int>(-got), "cannot read backing file '" + path + "'");
   const auto* u = reinterpret_cast<const unsigned char*>(buf.data());
 
   std::string fmt = format;
@@ -145,7 +139,7 @@ absl::StatusOr<uint64_t> BackingVirtualSize(const std::string& path, const std::
   if (fmt == "raw") {
     // The block layer sees whole sectors: a raw file's size is rounded up to 512.
     const uint64_t size = static_cast<uint64_t>(st.st_size);
-    return (size + kSectorSize - 1) / kSectorSize * kSectorSize;
+    return AlignUp(size, kSectorSize);
   }
   if (static_cast<size_t>(got) != buf.size()) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -217,7 +211,7 @@ absl::Status CreateImage(const CreateOptions& options) {
   if (size > std::numeric_limits<uint64_t>::max() - (kSectorSize - 1)) {
     return absl::InvalidArgumentError(absl::StrFormat("image size %u is too large", size));
   }
-  size = (size + kSectorSize - 1) / kSectorSize * kSectorSize;
+  size = AlignUp(size, kSectorSize);
   if (size > geo->max_image_size) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "image size %u exceeds the maximum %u for this geometry (cluster size %u, table size %u)",
@@ -245,9 +239,9 @@ absl::Status CreateImage(const CreateOptions& options) {
   // header over old data would leave that data in the image as leaked clusters.
   // O_RDWR: the lock bytes are read locks, which need a readable descriptor.
   Fd fd(::open(options.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (fd.get() < 0) return ErrnoStatus(errno, "cannot create '" + options.path + "'");
+  if (fd.get() < 0) return CallError(errno, "cannot create '" + options.path + "'");
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "cannot stat '" + options.path + "'");
+  if (::fstat(fd.get(), &st) != 0) return CallError(errno, "cannot stat '" + options.path + "'");
   if (S_ISBLK(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "Cannot resize device files: a QED image grows as it allocates clusters, so '%s' must "
@@ -262,14 +256,14 @@ absl::Status CreateImage(const CreateOptions& options) {
   absl::Status locked = block::ApplyQemuLocks(fd.get(), options.path, block::QemuCreateLockPerms());
   if (!locked.ok()) return locked;
   if (st.st_size != 0 && ::ftruncate(fd.get(), 0) != 0) {
-    return ErrnoStatus(errno, "cannot empty '" + options.path + "' to write a new image into it");
+    return CallError(errno, "cannot empty '" + options.path + "' to write a new image into it");
   }
   auto fail = [&](int err, const std::string& what) {
     // Leave an empty file behind, as qemu-img does after a failed create.
     if (::ftruncate(fd.get(), 0) != 0) {
       // Nothing more can be done; the original error is the one worth reporting.
     }
-    return ErrnoStatus(err, what + " '" + options.path + "'");
+    return CallError(err, what + " '" + options.path + "'");
   };
   if (int err = PwriteFull(fd.get(), hbytes.data(), hbytes.size(), 0)) {
     return fail(err, "cannot write the header of");
@@ -291,7 +285,7 @@ absl::Status CreateImage(const CreateOptions& options) {
     }
   }
   if (::fsync(fd.get()) != 0) return fail(errno, "cannot sync");
-  if (int err = fd.Close()) return ErrnoStatus(err, "cannot close '" + options.path + "'");
+  if (int err = fd.Close()) return CallError(err, "cannot close '" + options.path + "'");
   return absl::OkStatus();
 }
 

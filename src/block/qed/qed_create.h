@@ -1,4 +1,4 @@
-// Image creation, byte-identical to `qemu-img create -f qed` (qed-format.md §8.1).
+// Image creation, byte-identical to `qemu-img create -f qed` (docs/qed-format.md §12).
 #pragma once
 
 #include "block/qed/qed_format.h"

@@ -4,10 +4,12 @@
 #include "block/qed/qed_driver.h"
 
 #include <algorithm>
+#include <cassert>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/log.h"
 #include "qedfuse/base/macros.h"
 #include "qedfuse/coro/event_loop.h"
@@ -22,8 +24,6 @@ using coro::CoMutex;
 namespace {
 
 constexpr uint64_t kMaxTransfer = 16u << 20;
-
-uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 // Marks an error that already names the image it happened in: images further up the backing
 // chain pass it on unchanged (one context, not one per level of a deep chain).
@@ -56,13 +56,13 @@ QedDriver::QedDriver(std::unique_ptr<block::BlockDriver> file, const block::Open
                      const Header& header, const Geometry& geo, QedTuning tuning)
     : file_(std::move(file)),
       path_(options.path),
-      header_(header),
       geo_(geo),
-      read_only_(options.read_only || file_->read_only()),
+      read_only_(options.read_only || file_.read_only()),
       need_check_delay_(options.need_check_delay),
+      tables_(std::make_unique<TableIo>(file_, geo_)),
+      header_(header),
       l2_cache_(L2Cache::CapacityFor(geo.table_bytes, tuning.l2_cache_bytes,
-                                     tuning.l2_cache_min_entries, tuning.l2_cache_max_entries)),
-      tables_(std::make_unique<TableIo>(*file_, geo_)) {}
+                                     tuning.l2_cache_min_entries, tuning.l2_cache_max_entries)) {}
 
 QedDriver::~QedDriver() {
   if (loop_started_ && loop_gate_.count() > 0) {
@@ -92,7 +92,7 @@ coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> QedDriver::Open(
         absl::StrFormat("%s: file size %d is too small to read its header", where, flen));
   }
   IoBuffer hb(n, /*zero=*/true);
-  Result<void> r = co_await ReadChild(*file, 0, IoVector(hb));
+  Result<void> r = co_await file->Read(0, IoVector(hb));  // aligned, shorter than max_transfer
   if (!r) co_return ToStatus(r.error(), where + ": reading the header");
   const Header h = DecodeHeader(std::span<const std::byte, kHeaderBytes>(hb.data(), kHeaderBytes));
   absl::StatusOr<Geometry> geo = ValidateHeader(h, flen);
@@ -118,7 +118,7 @@ coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> QedDriver::Open(
       absl::Status ignored = co_await d->backing_->Close();
       (void)ignored;
     }
-    absl::Status ignored = co_await d->file_->Close();
+    absl::Status ignored = co_await d->file_.Close();
     (void)ignored;
     absl::Status named = Annotated(st, where);
     named.SetPayload(kNamedPayload, absl::Cord("1"));
@@ -130,7 +130,8 @@ coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> QedDriver::Open(
 coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& options,
                                                  block::ChainContext& chain,
                                                  block::OpenReport* report) {
-  file_size_ = file_->length() / geo_.cluster_size * geo_.cluster_size;
+  file_size_ = AlignDown(file_.length(), geo_.cluster_size);
+  fresh_from_ = AlignUp(file_.length(), geo_.cluster_size);
   // The top image is the first file of the chain; backing files are opened read-only below it.
   const bool top = chain.names.size() <= 1;
 
@@ -144,7 +145,7 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
 
   l1_ = Table(geo_.table_nelems);
   {
-    Result<void> r = co_await ReadChild(*file_, header_.l1_table_offset, IoVector(l1_.buffer()));
+    Result<void> r = co_await file_.Read(header_.l1_table_offset, IoVector(l1_.buffer()));
     if (!r) co_return ToStatus(r.error(), "reading the L1 table");
   }
   ResetValidation();
@@ -175,11 +176,11 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
 
   if ((header_.features & kFeatureBackingFile) != 0) {
     const uint64_t end = uint64_t{header_.backing_filename_offset} + header_.backing_filename_size;
-    const uint64_t gran = std::max<uint64_t>(512, file_->limits().request_alignment);
+    const uint64_t gran = std::max<uint64_t>(512, file_.limits().request_alignment);
     const uint64_t n = std::min(AlignUp(std::max<uint64_t>(end, kHeaderBytes), gran),
-                                file_->length() / gran * gran);
+                                AlignDown(file_.length(), gran));
     IoBuffer prefix(n, /*zero=*/true);
-    Result<void> r = co_await ReadChild(*file_, 0, IoVector(prefix));
+    Result<void> r = co_await file_.Read(0, IoVector(prefix));
     if (!r) co_return ToStatus(r.error(), "reading the backing file name");
     absl::StatusOr<std::string> name = BackingFileName(header_, prefix.span());
     if (!name.ok()) co_return name.status();
@@ -209,7 +210,7 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
               : absl::StrCat("backing file '", backing_name_, "' (", backing_path_, ")");
       co_return Annotated(b.status(), what);
     }
-    backing_ = std::make_unique<block::BlockBackend>(std::move(*b));
+    backing_ = std::make_unique<block::Child>(std::move(*b));
   }
 
   if (!read_only_) {
@@ -221,7 +222,7 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
 }
 
 block::BlockLimits QedDriver::limits() const {
-  const block::BlockLimits f = file_->limits();
+  const block::BlockLimits f = file_.limits();
   block::BlockLimits l;
   l.request_alignment = std::max<uint32_t>(512, f.request_alignment);
   l.memory_alignment = f.memory_alignment;
@@ -273,6 +274,7 @@ void QedDriver::ReportCorrupt(uint64_t entry_file_offset, uint64_t value, uint64
 
 coro::Task<Result<QedDriver::Lookup>> QedDriver::FindCluster(CoMutex::Guard& lock, uint64_t pos,
                                                              uint64_t len) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   len = std::min(len, BytesToTableEnd(geo_, pos));
   const uint64_t l1i = geo_.l1_index(pos);
   if (l1i >= l1_.size()) co_return Unexpected(Errc::kOutOfRange);
@@ -317,17 +319,14 @@ coro::Task<Result<QedDriver::Lookup>> QedDriver::FindCluster(CoMutex::Guard& loc
   }
 }
 
-coro::Task<Result<void>> QedDriver::ReadBacking(uint64_t pos, IoVector iov) {
-  uint64_t got = 0;
-  if (backing_ && pos < backing_->length()) {
-    const uint64_t n = std::min<uint64_t>(iov.size(), backing_->length() - pos);
-    Result<std::size_t> r = co_await backing_->Read(pos, iov.Slice(0, n));
-    if (!r) co_return Unexpected(r.error());
-    got = *r;
-  }
+coro::Task<Result<void>> QedDriver::ReadBacking(uint64_t pos, IoVector iov,
+                                                block::Child::Event event) {
   // Past the end of the backing file (or without one) the image reads as zeros.
-  if (got < iov.size()) iov.Zero(got, iov.size() - got);
-  co_return Ok();
+  if (!backing_) {
+    iov.ZeroAll();
+    co_return Ok();
+  }
+  co_return co_await backing_->Read(pos, iov, event);
 }
 
 coro::Task<Result<void>> QedDriver::Read(uint64_t offset, IoVector iov) {
@@ -343,8 +342,7 @@ coro::Task<Result<void>> QedDriver::Read(uint64_t offset, IoVector iov) {
     switch (lk->kind) {
       case ClusterKind::kFound: {
         DataIo io(*this);  // registered before anything suspends: see data_io_
-        file_->Annotate(DebugEvent::kReadData);
-        Result<void> r = co_await ReadChild(*file_, lk->host_offset, part);
+        Result<void> r = co_await file_.Read(lk->host_offset, part, DebugEvent::kReadData);
         if (!r) co_return r;
         break;
       }
@@ -413,8 +411,7 @@ coro::Task<Result<QedMapping>> QedDriver::Map(uint64_t offset, uint64_t len) {
 coro::Task<Result<void>> QedDriver::FlushFile() {
   // Frees whose entries were written before this flush started are durable once it completes.
   const uint64_t mark = free_seq_;
-  file_->Annotate(DebugEvent::kFlush);
-  Result<void> r = co_await file_->Flush();
+  Result<void> r = co_await file_.Flush(DebugEvent::kFlush);
   if (r) durable_seq_ = std::max(durable_seq_, mark);
   co_return r;
 }
@@ -427,28 +424,21 @@ coro::Task<Result<void>> QedDriver::Flush() {
 
 coro::Task<Result<void>> QedDriver::WriteHeader64(DebugEvent event) {
   CoMutex::Guard hl = co_await header_lock_.Lock();
-  const uint64_t align = std::max<uint32_t>(1, file_->limits().request_alignment);
-  const uint64_t n = AlignUp(kHeaderBytes, align);
-  IoBuffer b(n, /*zero=*/true);
-  if (n != kHeaderBytes) {
-    // The child cannot write 64 bytes: read-modify-write its smallest unit.
-    QEDFUSE_CO_TRY(co_await ReadChild(*file_, 0, IoVector(b)));
-  }
+  // The Child pads the 64 bytes to the file's alignment (read-modify-write).
+  IoBuffer b(kHeaderBytes, /*zero=*/true);
   EncodeHeader(header_, std::span<std::byte, kHeaderBytes>(b.data(), kHeaderBytes));
-  file_->Annotate(event);
-  co_return co_await WriteChild(*file_, 0, IoVector(b));
+  co_return co_await file_.Write(0, IoVector(b), event);
 }
 
 // QEMU rewrites NEED_CHECK with a read-modify-write of sector 0, which keeps a backing file
 // name stored in that sector; we do the same with max(512, alignment) bytes.
 coro::Task<Result<void>> QedDriver::WriteHeaderSector(DebugEvent event) {
   CoMutex::Guard hl = co_await header_lock_.Lock();
-  const uint64_t n = std::max<uint64_t>(512, file_->limits().request_alignment);
+  const uint64_t n = std::max<uint64_t>(512, file_.limits().request_alignment);
   IoBuffer b(n, /*zero=*/true);
-  QEDFUSE_CO_TRY(co_await ReadChild(*file_, 0, IoVector(b)));
+  QEDFUSE_CO_TRY(co_await file_.Read(0, IoVector(b)));
   EncodeHeader(header_, std::span<std::byte, kHeaderBytes>(b.data(), kHeaderBytes));
-  file_->Annotate(event);
-  co_return co_await WriteChild(*file_, 0, IoVector(b));
+  co_return co_await file_.Write(0, IoVector(b), event);
 }
 
 coro::Task<Result<void>> QedDriver::Truncate(uint64_t new_length) {
@@ -475,7 +465,7 @@ coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair, bool fix_leaks)
   opts.repair = repair;
   // CheckImage compacts only when no corruption remains and no I/O error happened.
   opts.fix_leaks = repair && fix_leaks;
-  Result<CheckReport> rep = co_await CheckImage(*file_, header_, geo_, l1, file_size_, opts);
+  Result<CheckReport> rep = co_await CheckImage(file_, header_, geo_, l1, file_size_, opts);
   if (!rep) co_return rep;
   stats_.data_relocated += rep->data_relocated;
   stats_.tables_relocated += rep->tables_relocated;
@@ -490,7 +480,7 @@ coro::Task<Result<CheckReport>> QedDriver::RunCheck(bool repair, bool fix_leaks)
     }
     if (rep->leaks_fixed != 0) {
       // Compaction cut the file: new clusters must be allocated at its real end.
-      file_size_ = file_->length() / geo_.cluster_size * geo_.cluster_size;
+      file_size_ = AlignDown(file_.length(), geo_.cluster_size);
     } else if (rep->file_size != 0 && rep->file_size < file_size_) {
       file_size_ = rep->file_size;
     }
@@ -527,8 +517,8 @@ coro::Task<Result<CheckReport>> QedDriver::Check(bool repair) {
   // (no lookup uses a table the repair is rewriting).
   CoMutex::Guard lock = co_await table_lock_.Lock();
   const RequestId id = next_request_id_++;
-  bool waited = co_await AcquireAllocSlot(lock, id);
-  (void)waited;
+  AllocSlot slot;
+  co_await AcquireAllocSlot(lock, id, slot);
   // Runs reserved before we took the slot may still be writing data or entries: a repair must not
   // rewrite (and drop from the cache) a table they are about to commit into.
   while (!in_flight_.empty()) co_await in_flight_waiters_.Wait(lock);
@@ -536,7 +526,7 @@ coro::Task<Result<CheckReport>> QedDriver::Check(bool repair) {
   // and the repair at a dirty open compact them.
   Result<CheckReport> rep = co_await RunCheck(repair, /*fix_leaks=*/false);
   lock.Release();
-  ReleaseAllocSlot();
+  slot.Release();
   co_return rep;
 }
 
@@ -586,11 +576,13 @@ coro::Task<void> QedDriver::ClearNeedCheckOnTimer() {
 coro::Task<absl::Status> QedDriver::Close() {
   if (close_started_) {
     // A concurrent (or repeated) Close: wait for the first one and report its outcome.
-    while (!closed_) co_await coro::EventLoop::Current().Yield();
+    co_await close_join_.Wait();
+    assert(closed_);
     co_return close_status_;
   }
   if (closed_) co_return absl::OkStatus();
   close_started_ = true;
+  close_join_.Add();
   closing_ = true;
   if (loop_started_) {
     need_check_timer_.Close();
@@ -601,7 +593,7 @@ coro::Task<absl::Status> QedDriver::Close() {
     Result<void> r = Ok();
     if (trim_at_close_ && !suspect_) {
       // Bytes a failed allocation left past the allocated area would read as leaked clusters.
-      r = co_await file_->Truncate(file_size_);
+      r = co_await file_.Truncate(file_size_);
     }
     if (r && !suspect_ && (!free_.empty() || leaks_unresolved_)) {
       // Freed clusters are leaks on disk: compact them away (NEED_CHECK is still set, so a crash
@@ -630,10 +622,11 @@ coro::Task<absl::Status> QedDriver::Close() {
     absl::Status b = co_await backing_->Close();
     if (st.ok()) st = b;
   }
-  absl::Status f = co_await file_->Close();
+  absl::Status f = co_await file_.Close();
   if (st.ok()) st = f;
   close_status_ = st;
   closed_ = true;
+  close_join_.Done();
   co_return st;
 }
 

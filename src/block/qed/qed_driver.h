@@ -1,6 +1,6 @@
 // qed::QedDriver: the QED format driver (QEMU's block/qed.c), and its factory OpenQed().
 //
-// Architecture (see design.md §3.5-3.6 and qed-format.md §4-6):
+// Architecture (see docs/qed-format.md §6, §7, §9, §10):
 //  - The L1 table lives in memory; L2 tables go through a write-through L2Cache. table_lock_
 //    guards every table and file_size_ but is never held across data I/O, so reads and in-place
 //    writes run concurrently.
@@ -14,8 +14,8 @@
 //    run overlaps an in-flight run's guest clusters waits for it and looks up again. A run that
 //    needs a new L2 table keeps the slot until its table and L1 entry are written.
 //  - Crash ordering of an allocating run: NEED_CHECK set and flushed (no backing file) -> data
-//    clusters (head/tail padding included) -> flush (backing file) -> L2 entries (a new L2 table
-//    is written whole and flushed) -> L1 entry.
+//    clusters (head/tail padding included) -> flush (backing file, or reused clusters) -> L2
+//    entries (a new L2 table is written whole and flushed) -> L1 entry.
 //  - Freeing (a zero write over whole allocated clusters): NEED_CHECK set and flushed -> the
 //    L2 entries become 1 (zero clusters, through the L2 committer like an allocation) -> the
 //    host range is punched -> the clusters join free_. An allocation inside an existing table
@@ -49,13 +49,14 @@
 #include "block/qed/qed_format.h"
 #include "block/qed/qed_l2_cache.h"
 #include "block/qed/qed_table.h"
-#include "qedfuse/block/block_backend.h"
 #include "qedfuse/block/block_driver.h"
+#include "qedfuse/block/child.h"
 #include "qedfuse/block/options.h"
 #include "qedfuse/coro/co_mutex.h"
 #include "qedfuse/coro/co_queue.h"
 #include "qedfuse/coro/co_timer.h"
 #include "qedfuse/coro/gate.h"
+#include "qedfuse/coro/join.h"
 #include "qedfuse/coro/task.h"
 
 namespace qedfuse::qed {
@@ -113,7 +114,7 @@ class QedDriver final : public block::BlockDriver {
   // Grow only (rewrites image_size in the header, then flushes). Shrinking: kNotSupported;
   // not a multiple of 512 or above the geometry's maximum: kOutOfRange.
   coro::Task<Result<void>> Truncate(uint64_t new_length) override;
-  uint64_t AllocatedBytes() const override { return file_->AllocatedBytes(); }
+  uint64_t AllocatedBytes() const override { return file_.AllocatedBytes(); }
   // Stops the need-check coroutine, flushes, clears NEED_CHECK (unless the image is known to be
   // corrupt), writes the 64-byte header, flushes, then closes the backing chain and the file.
   coro::Task<absl::Status> Close() override;
@@ -123,9 +124,9 @@ class QedDriver final : public block::BlockDriver {
   const Geometry& geometry() const noexcept { return geo_; }
   // In-memory end of the file (cluster-rounded at open, grown by allocations).
   uint64_t file_size() const noexcept { return file_size_; }
-  block::BlockDriver& file() noexcept { return *file_; }
+  block::BlockDriver& file() noexcept { return file_.node(); }
   // The backing chain's top node, or nullptr.
-  block::BlockDriver* backing() noexcept { return backing_ ? &backing_->driver() : nullptr; }
+  block::BlockDriver* backing() noexcept { return backing_ ? &backing_->node() : nullptr; }
   // The name as stored in the header ("" without backing file) and as resolved for opening.
   const std::string& backing_filename() const noexcept { return backing_name_; }
   const std::string& backing_path() const noexcept { return backing_path_; }
@@ -191,8 +192,10 @@ class QedDriver final : public block::BlockDriver {
   coro::Task<Result<Lookup>> FindCluster(coro::CoMutex::Guard& lock, uint64_t pos, uint64_t len);
   void ReportCorrupt(uint64_t entry_file_offset, uint64_t value, uint64_t guest_offset,
                      const char* what);
-  // Reads guest range |pos| from the backing chain (zeros past its end or without backing).
-  coro::Task<Result<void>> ReadBacking(uint64_t pos, block::IoVector iov);
+  // Reads guest range |pos| from the backing chain (zeros past its end or without backing); the
+  // read carries |event|.
+  coro::Task<Result<void>> ReadBacking(uint64_t pos, block::IoVector iov,
+                                       block::Child::Event event = std::nullopt);
   // Header writes, serialised by header_lock_ and encoding header_ at write time.
   coro::Task<Result<void>> WriteHeader64(block::DebugEvent event);      // the 64 header bytes
   coro::Task<Result<void>> WriteHeaderSector(block::DebugEvent event);  // RMW of sector 0
@@ -213,9 +216,36 @@ class QedDriver final : public block::BlockDriver {
   // One write or zero-write request (|iov| is empty for zero writes), run by run.
   coro::Task<Result<void>> WriteRequest(uint64_t offset, uint64_t len, block::IoVector iov,
                                         bool zero, block::ZeroFlags flags);
-  // Waits for this request's turn to allocate. Returns true if it had to wait (its lookup is
-  // stale). |lock| is held on entry and on return.
-  coro::Task<bool> AcquireAllocSlot(coro::CoMutex::Guard& lock, RequestId id);
+  // The allocation slot, owned (like CoMutex::Guard owns a mutex) by one request at a time: the
+  // owner may reserve clusters and link new tables. Releasing it, explicitly or by destruction,
+  // hands it to the longest waiter.
+  class AllocSlot {
+   public:
+    AllocSlot() noexcept = default;
+    AllocSlot(AllocSlot&& o) noexcept : d_(std::exchange(o.d_, nullptr)) {}
+    AllocSlot& operator=(AllocSlot&& o) noexcept {
+      if (this != &o) {
+        Release();
+        d_ = std::exchange(o.d_, nullptr);
+      }
+      return *this;
+    }
+    AllocSlot(const AllocSlot&) = delete;
+    AllocSlot& operator=(const AllocSlot&) = delete;
+    ~AllocSlot() { Release(); }
+    bool held() const noexcept { return d_ != nullptr; }
+    void Release() noexcept {
+      if (d_ != nullptr) std::exchange(d_, nullptr)->ReleaseAllocSlot();
+    }
+
+   private:
+    friend class QedDriver;
+    explicit AllocSlot(QedDriver* d) noexcept : d_(d) {}
+    QedDriver* d_ = nullptr;
+  };
+  // Waits for this request's turn to allocate and puts the slot in |slot|. Returns true if it
+  // had to wait (its lookup is stale). |lock| is held on entry and on return.
+  coro::Task<bool> AcquireAllocSlot(coro::CoMutex::Guard& lock, RequestId id, AllocSlot& slot);
   void ReleaseAllocSlot();
   void HandOffAllocSlot();
   // Allocates the run |lk| at |pos| (|len| bytes): data clusters filled from |data| plus
@@ -223,16 +253,17 @@ class QedDriver final : public block::BlockDriver {
   coro::Task<Result<void>> AllocateRun(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
                                        uint64_t len, block::IoVector data, bool zero_entries);
   // Allocates the run |lk| (inside an existing L2 table) at |pos|: reserves its clusters while
-  // owning the slot, releases the slot (|owner| becomes false), writes the data and commits the
-  // entries through the L2 committer. |lock| is held on entry and on return.
+  // owning the slot, releases |slot|, writes the data and commits the entries through the L2
+  // committer. |lock| is held on entry and on return.
   // An allocation may get fewer free clusters than it asked for: |len| is then shortened to the
   // bytes it covered. A kFound run with zero_entries frees its clusters.
   coro::Task<Result<void>> AllocateInTable(coro::CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
                                            uint64_t& len, block::IoVector data, bool zero_entries,
-                                           bool& owner);
+                                           AllocSlot& slot);
   // Reserves up to |want| clusters: a reusable free extent (lowest first) or the file end.
   // Returns the host offset and sets |got| (>= 1). Caller owns the slot and holds the lock.
-  uint64_t ReserveClusters(uint64_t want, uint64_t& got);
+  // |reused| tells whether they may hold older bytes (see fresh_from_).
+  uint64_t ReserveClusters(uint64_t want, uint64_t& got, bool& reused);
   // Adds freed clusters whose entry change became visible at free sequence |seq| (0: never
   // referenced, reusable at once).
   void AddFree(uint64_t host, uint64_t n, uint64_t seq);
@@ -270,7 +301,8 @@ class QedDriver final : public block::BlockDriver {
     uint64_t n = 0;            // entries
     uint64_t first_value = 0;  // host offset of the first cluster, or kZeroClusterEntry for all
     bool zero_entries = false;
-    bool done = false;  // set by the committer, with |result|
+    bool reused = false;  // its clusters may hold older bytes: data flushed before the entries
+    bool done = false;    // set by the committer, with |result|
     Result<void> result;
   };
   // True if [first, end) overlaps the clusters of an in-flight run.
@@ -293,24 +325,68 @@ class QedDriver final : public block::BlockDriver {
     block::IoBuffer buf;
     Result<void> result;
   };
-  // Writes |sp|; then, with |remaining|, counts it down and wakes |joined| at zero.
-  coro::Task<void> WriteSpan(L2Span& sp, int* remaining, coro::CoQueue* joined);
+  // Writes |sp|; then, with |join|, reports itself done there.
+  coro::Task<void> WriteSpan(L2Span& sp, coro::Join* join);
   // The committer's work on one batch (|lock| held on entry and return, released around I/O).
   coro::Task<void> CommitBatch(coro::CoMutex::Guard& lock, std::vector<PendingRun*>& batch);
   // After a failed allocation that nothing links to: gives [begin, end) back to the file end if
   // it is still the end of the allocated area, else to the free clusters. Caller holds the lock.
   void ReleaseReservation(uint64_t begin, uint64_t end);
 
-  std::unique_ptr<block::BlockDriver> file_;
-  std::unique_ptr<block::BlockBackend> backing_;
+  // Members by the protocol that guards them. Everything runs on the event-loop thread; a
+  // "lock" below is a CoMutex that is held across suspensions, not a thread lock.
+
+  // ---- The graph and what is fixed at open (no lock: never changes afterwards) ----
+  block::Child file_;                      // the image file
+  std::unique_ptr<block::Child> backing_;  // the backing file's top node, if any
   std::string path_;
   std::string backing_name_;
   std::string backing_path_;
-  Header header_;
   Geometry geo_;
   bool read_only_;
   std::chrono::milliseconds need_check_delay_;
-  uint64_t file_size_ = 0;
+  std::unique_ptr<TableIo> tables_;
+
+  // ---- Locks ----
+  coro::CoMutex table_lock_;   // everything below up to the lifecycle group
+  coro::CoMutex header_lock_;  // serialises header writes (each encodes header_ when it runs)
+
+  // ---- Mapping state (table_lock_) ----
+  Header header_;
+  Table l1_;
+  L2Cache l2_cache_;
+  // Bumped whenever a table's contents change under a reference that a concurrent miss could
+  // not see (an entry update or its rollback, a dropped table, a repair). A lookup that read a
+  // table while unlocked inserts it only if this did not move, so a slow read can never put a
+  // copy older than an update (whose table was evicted meanwhile) back into the cache.
+  uint64_t l2_generation_ = 0;
+  uint64_t file_size_ = 0;  // in-memory end of the allocated area
+  // Entries that pointed past the end of the file when the image was opened stay invalid after
+  // the file grows (otherwise they would alias clusters allocated since).
+  uint64_t validated_file_size_ = 0;
+  absl::flat_hash_set<uint64_t> bad_l1_;          // L1 indices
+  absl::flat_hash_set<uint64_t> scanned_l2_;      // pre-existing tables already scanned
+  absl::flat_hash_set<uint64_t> bad_l2_entries_;  // file offsets of L2 entries
+  absl::flat_hash_set<uint64_t> reported_corrupt_;
+
+  // ---- Allocation protocol (table_lock_): slot -> reserve -> in flight -> data -> commit
+  // batch -> publish (QEMU's allocating_acb / allocating_write_reqs) ----
+  RequestId next_request_id_ = 1;
+  RequestId alloc_owner_ = 0;          // 0: nobody owns the slot (see AllocSlot)
+  std::deque<RequestId> alloc_queue_;  // waiters, in the same FIFO order as alloc_waiters_
+  coro::CoQueue alloc_waiters_;
+  bool alloc_plugged_ = false;           // the need-check coroutine is clearing the flag
+  std::vector<PendingRun*> in_flight_;   // runs reserved and not yet committed (or failed)
+  coro::CoQueue in_flight_waiters_;      // requests waiting for an in-flight run to finish
+  std::vector<PendingRun*> l2_pending_;  // runs whose data is written, waiting to be committed
+  bool l2_committing_ = false;           // a committer is working on a batch
+  coro::CoQueue l2_commit_waiters_;
+
+  // ---- Free clusters and their reuse (table_lock_) ----
+  // Clusters from here on have never held data (the highest end the file has had, never
+  // lowered). A run reserving clusters below it, or from free_, makes its data durable before
+  // its entries are written, backing file or not.
+  uint64_t fresh_from_ = 0;
   // A released reservation may have left bytes past file_size_ (a write that failed halfway, or
   // data whose L2 table write failed): Close() cuts the file back to file_size_.
   bool trim_at_close_ = false;
@@ -327,45 +403,18 @@ class QedDriver final : public block::BlockDriver {
   // NEED_CHECK set and makes Close() compact.
   bool leaks_unresolved_ = false;
   int frees_running_ = 0;  // freeing runs between reservation and AddFree (or failure)
-  Table l1_;
-  L2Cache l2_cache_;
-  // Bumped whenever a table's contents change under a reference that a concurrent miss could
-  // not see (an entry update or its rollback, a dropped table, a repair). A lookup that read a
-  // table while unlocked inserts it only if this did not move, so a slow read can never put a
-  // copy older than an update (whose table was evicted meanwhile) back into the cache.
-  uint64_t l2_generation_ = 0;
-  std::unique_ptr<TableIo> tables_;
 
-  coro::CoMutex table_lock_;
-  coro::CoMutex header_lock_;
-  // Allocation serialisation (QEMU's allocating_acb / allocating_write_reqs).
-  RequestId next_request_id_ = 1;
-  RequestId alloc_owner_ = 0;          // 0: nobody allocates
-  std::deque<RequestId> alloc_queue_;  // waiters, in the same FIFO order as alloc_waiters_
-  coro::CoQueue alloc_waiters_;
-  bool alloc_plugged_ = false;           // the need-check coroutine is clearing the flag
-  std::vector<PendingRun*> in_flight_;   // runs reserved and not yet committed (or failed)
-  coro::CoQueue in_flight_waiters_;      // requests waiting for an in-flight run to finish
-  std::vector<PendingRun*> l2_pending_;  // runs whose data is written, waiting to be committed
-  bool l2_committing_ = false;           // a committer is working on a batch
-  coro::CoQueue l2_commit_waiters_;
-
+  // ---- Lifecycle: NEED_CHECK clearing and Close() ----
   coro::CoTimer need_check_timer_;
   coro::Gate loop_gate_;  // held by NeedCheckLoop while it runs
   bool loop_started_ = false;
+  bool suspect_ = false;  // NEED_CHECK was found set and no clean check has cleared it
   bool closing_ = false;
   bool closed_ = false;
   bool close_started_ = false;  // a second, concurrent Close() waits for the first
+  coro::Join close_join_;       // 1 while the first Close() runs
   absl::Status close_status_;
-  bool suspect_ = false;
 
-  // Entries that pointed past the end of the file when the image was opened stay invalid after
-  // the file grows (otherwise they would alias clusters allocated since).
-  uint64_t validated_file_size_ = 0;
-  absl::flat_hash_set<uint64_t> bad_l1_;          // L1 indices
-  absl::flat_hash_set<uint64_t> scanned_l2_;      // pre-existing tables already scanned
-  absl::flat_hash_set<uint64_t> bad_l2_entries_;  // file offsets of L2 entries
-  absl::flat_hash_set<uint64_t> reported_corrupt_;
   Stats stats_;
 };
 

@@ -1,4 +1,4 @@
-// QED header codec, geometry and open-time validation (qed-format.md §2-3).
+// QED header codec, geometry and open-time validation (docs/qed-format.md §2.2, §4, §5.1).
 //
 // Everything here is pure arithmetic on values already in memory: the driver, the checker and
 // the creation code read the bytes and hand them in. All sizes that can grow with the geometry
@@ -11,29 +11,10 @@
 #include <limits>
 
 #include "absl/strings/str_format.h"
+#include "qedfuse/base/endian.h"
 
 namespace qedfuse::qed {
 namespace {
-
-uint32_t LoadLe32(const std::byte* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | std::to_integer<uint32_t>(p[i]);
-  return v;
-}
-
-uint64_t LoadLe64(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | std::to_integer<uint64_t>(p[i]);
-  return v;
-}
-
-void StoreLe32(std::byte* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
-}
-
-void StoreLe64(std::byte* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
-}
 
 bool ClusterSizeValid(uint32_t cs) {
   return cs >= kMinClusterSize && cs <= kMaxClusterSize && std::has_single_bit(cs);
@@ -95,33 +76,33 @@ std::string TableOffsetProblem(const Geometry& g, uint64_t off, uint64_t file_si
 Header DecodeHeader(std::span<const std::byte, kHeaderBytes> bytes) {
   const std::byte* p = bytes.data();
   Header h;
-  h.magic = LoadLe32(p + 0);
-  h.cluster_size = LoadLe32(p + 4);
-  h.table_size = LoadLe32(p + 8);
-  h.header_size = LoadLe32(p + 12);
-  h.features = LoadLe64(p + 16);
-  h.compat_features = LoadLe64(p + 24);
-  h.autoclear_features = LoadLe64(p + 32);
-  h.l1_table_offset = LoadLe64(p + 40);
-  h.image_size = LoadLe64(p + 48);
-  h.backing_filename_offset = LoadLe32(p + 56);
-  h.backing_filename_size = LoadLe32(p + 60);
+  h.magic = LoadLE32(p + 0);
+  h.cluster_size = LoadLE32(p + 4);
+  h.table_size = LoadLE32(p + 8);
+  h.header_size = LoadLE32(p + 12);
+  h.features = LoadLE64(p + 16);
+  h.compat_features = LoadLE64(p + 24);
+  h.autoclear_features = LoadLE64(p + 32);
+  h.l1_table_offset = LoadLE64(p + 40);
+  h.image_size = LoadLE64(p + 48);
+  h.backing_filename_offset = LoadLE32(p + 56);
+  h.backing_filename_size = LoadLE32(p + 60);
   return h;
 }
 
 void EncodeHeader(const Header& h, std::span<std::byte, kHeaderBytes> out) {
   std::byte* p = out.data();
-  StoreLe32(p + 0, h.magic);
-  StoreLe32(p + 4, h.cluster_size);
-  StoreLe32(p + 8, h.table_size);
-  StoreLe32(p + 12, h.header_size);
-  StoreLe64(p + 16, h.features);
-  StoreLe64(p + 24, h.compat_features);
-  StoreLe64(p + 32, h.autoclear_features);
-  StoreLe64(p + 40, h.l1_table_offset);
-  StoreLe64(p + 48, h.image_size);
-  StoreLe32(p + 56, h.backing_filename_offset);
-  StoreLe32(p + 60, h.backing_filename_size);
+  StoreLE32(p + 0, h.magic);
+  StoreLE32(p + 4, h.cluster_size);
+  StoreLE32(p + 8, h.table_size);
+  StoreLE32(p + 12, h.header_size);
+  StoreLE64(p + 16, h.features);
+  StoreLE64(p + 24, h.compat_features);
+  StoreLE64(p + 32, h.autoclear_features);
+  StoreLE64(p + 40, h.l1_table_offset);
+  StoreLE64(p + 48, h.image_size);
+  StoreLE32(p + 56, h.backing_filename_offset);
+  StoreLE32(p + 60, h.backing_filename_size);
 }
 
 bool Geometry::ValidClusterOffset(uint64_t off, uint64_t file_size) const {

@@ -1,5 +1,5 @@
 // QED on-disk format: the 64-byte header, its little-endian codec, validation, and the geometry
-// (shifts and masks) derived from it. Pure functions, no I/O. See shared qed-format.md §2-3.
+// (shifts and masks) derived from it. Pure functions, no I/O. See docs/qed-format.md §2.2, §4.
 #pragma once
 
 #include <cstdint>
@@ -72,7 +72,7 @@ struct Geometry {
   uint64_t bytes_to_clusters(uint64_t bytes) const {
     return (bytes >> cluster_bits) + ((bytes & (cluster_size - 1)) != 0);
   }
-  // Cluster predicate of qed-format.md §2.3 against |file_size| (rounded down to a cluster).
+  // Cluster predicate of docs/qed-format.md §4.5 against |file_size| (rounded down to a cluster).
   bool ValidClusterOffset(uint64_t off, uint64_t file_size) const;
   // Table predicate: the whole table lies inside the file, after the header.
   bool ValidTableOffset(uint64_t off, uint64_t file_size) const;
@@ -83,10 +83,10 @@ struct Geometry {
 absl::StatusOr<Geometry> MakeGeometry(uint32_t cluster_size, uint32_t table_size,
                                       uint32_t header_size);
 
-// Full open-time validation, in QEMU's order (§2.3): magic, unknown features, cluster size,
-// file length, table size, image size, L1 offset, header_size overflow, backing name bounds.
-// |file_size| is the raw file length. Returns the geometry on success; the error message names
-// the offending field and value. Unlike QEMU, table_size 1 is accepted (quirk Q1).
+// Full open-time validation, in QEMU's order (docs/qed-format.md §5.1): magic, unknown features,
+// cluster size, file length, table size, image size, L1 offset, header_size overflow, backing name
+// bounds. |file_size| is the raw file length. Returns the geometry on success; the error message
+// names the offending field and value. Unlike QEMU, table_size 1 is accepted (quirk Q1).
 absl::StatusOr<Geometry> ValidateHeader(const Header& h, uint64_t file_size);
 
 // The exact maximum image size for a geometry, or nullopt when it does not fit in 64 bits (the

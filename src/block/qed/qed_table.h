@@ -5,37 +5,24 @@
 // a few sectors of it can be written straight from memory (also with O_DIRECT) and Get()/Set()
 // are plain loads and stores on little-endian hosts. TableIo writes entry updates in granules of
 // max(512, child request_alignment, child memory_alignment) bytes: QEMU writes 512-byte sectors;
-// we never write less than the child accepts. ReadChild/WriteChild split transfers at the
-// child's max_transfer, so callers may pass whole tables or multi-cluster runs.
+// we never write less than the child accepts. The Child splits transfers at the node's
+// max_transfer, so callers may pass whole tables or multi-cluster runs.
 #pragma once
 
-#include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "block/qed/qed_format.h"
+#include "qedfuse/base/endian.h"
 #include "qedfuse/base/result.h"
-#include "qedfuse/block/block_driver.h"
+#include "qedfuse/block/child.h"
 #include "qedfuse/block/debug_event.h"
 #include "qedfuse/block/io_buffer.h"
 #include "qedfuse/block/io_vector.h"
 #include "qedfuse/coro/task.h"
 
 namespace qedfuse::qed {
-
-inline uint64_t LoadLE64(const std::byte* p) {
-  uint64_t v;
-  std::memcpy(&v, p, sizeof v);
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
-  return v;
-}
-
-inline void StoreLE64(std::byte* p, uint64_t v) {
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
-  std::memcpy(p, &v, sizeof v);
-}
 
 // One L1 or L2 table: |nelems| u64 entries, stored little-endian.
 class Table {
@@ -62,24 +49,16 @@ class Table {
   uint64_t nelems_ = 0;
 };
 
-// Reads/writes |iov| at |offset| of |child|, split at the child's max_transfer. The range must
-// satisfy the child's alignment.
-coro::Task<Result<void>> ReadChild(block::BlockDriver& child, uint64_t offset, block::IoVector iov);
-coro::Task<Result<void>> WriteChild(block::BlockDriver& child, uint64_t offset,
-                                    block::IoVector iov);
-coro::Task<Result<void>> WriteZeroesChild(block::BlockDriver& child, uint64_t offset, uint64_t len,
-                                          block::ZeroFlags flags);
-
 class TableIo {
  public:
-  TableIo(block::BlockDriver& file, const Geometry& geo);
+  TableIo(block::Child& file, const Geometry& geo);
 
   // Smallest unit of a partial table write: max(512, child request/memory alignment), capped at
   // the table size.
   uint64_t granule() const noexcept { return granule_; }
 
   // Reads the whole table at |offset| into |table| (which must have table_nelems entries).
-  // Announces |event| first.
+  // The I/O carries |event|.
   coro::Task<Result<void>> Read(uint64_t offset, Table& table, block::DebugEvent event);
   // Writes the whole table.
   coro::Task<Result<void>> Write(uint64_t offset, const Table& table, block::DebugEvent event);
@@ -88,7 +67,7 @@ class TableIo {
                                         uint64_t n, block::DebugEvent event);
 
  private:
-  block::BlockDriver& file_;
+  block::Child& file_;
   uint64_t table_bytes_;
   uint64_t granule_;
 };

@@ -1,13 +1,18 @@
 // QedDriver write path: in-place writes, allocating writes (with copy-on-write padding), zero
-// writes, and the serialisation of allocations (qed-format.md §5).
+// writes, and the serialisation of allocations (docs/qed-format.md §7, §9; the crash ordering is
+// §8.1).
 //
 // Crash-consistency rules implemented here, in this order, for every allocating run:
 //   1. NEED_CHECK is set on disk and flushed before the first allocation (with or without a
 //      backing file: a crash can leave clusters unlinked, and the repair at the next read-write
 //      open, which the flag triggers, compacts them away);
-//   2. data clusters are written whole (guest data plus head/tail padding) past the old EOF;
-//   3. with a backing file: flush, so that data (and padding copied from the backing file) is
-//      durable before any entry makes the guest depend on it;
+//   2. data clusters are written whole (guest data plus head/tail padding), past the old EOF or
+//      into reused clusters (freed ones, or ones given back by a failed allocation);
+//   3. with a backing file, or when a run of the batch reused clusters: flush, so that the data
+//      (and padding copied from the backing file) is durable before any entry makes the guest
+//      depend on it. Without a backing file a fresh cluster needs no flush (lost data there
+//      reads as zeros, the unwritten state), but a reused one may still hold another guest
+//      offset's bytes, which a crash must never expose under the new entry;
 //   4. L2 entries: in an existing table the L2 committer rewrites the granules holding the
 //      entries of a batch of runs (each run's data write has completed before it joins a batch);
 //      a new table is written whole and flushed before
@@ -34,6 +39,7 @@
 #include <vector>
 
 #include "block/qed/qed_driver.h"
+#include "qedfuse/base/align.h"
 #include "qedfuse/base/macros.h"
 
 namespace qedfuse::qed {
@@ -62,7 +68,7 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
                                                  bool zero, block::ZeroFlags flags) {
   const RequestId id = next_request_id_++;
   const uint64_t cs = geo_.cluster_size;
-  bool owner = false;  // holds the allocation slot (only for one run's allocation turn)
+  AllocSlot slot;  // held only for one run's allocation turn
   Result<void> result;
   uint64_t done = 0;
   CoMutex::Guard lock = co_await table_lock_.Lock();
@@ -85,7 +91,7 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
       if (in != 0 || (n < cs && !to_image_end)) {
         n = std::min(n, cs - in);
       } else {
-        if (!to_image_end) n = n / cs * cs;
+        if (!to_image_end) n = AlignDown(n, cs);
         whole = true;
       }
     }
@@ -93,19 +99,15 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
     if (lk.kind == ClusterKind::kFound && !whole) {
       // In place: no metadata changes, so the data I/O runs without the lock and concurrently
       // with other in-place writes and reads.
-      if (owner) {  // someone allocated the cluster while we waited for the slot
-        ReleaseAllocSlot();
-        owner = false;
-      }
+      slot.Release();  // if held: someone allocated the cluster while we waited for the slot
       Result<void> r;
       {
         DataIo io(*this);  // registered before the lock is released: see data_io_
         lock.Release();
-        file_->Annotate(DebugEvent::kWriteData);
-        if (zero) {
-          r = co_await WriteZeroesChild(*file_, lk.host_offset, n, flags);  // part of a cluster
+        if (zero) {  // part of a cluster
+          r = co_await file_.WriteZeroes(lk.host_offset, n, flags, DebugEvent::kWriteData);
         } else {
-          r = co_await WriteChild(*file_, lk.host_offset, iov.Slice(done, n));
+          r = co_await file_.Write(lk.host_offset, iov.Slice(done, n), DebugEvent::kWriteData);
         }
       }
       if (!r) {
@@ -145,25 +147,23 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
     // A run being allocated by another request (reserved, its entries not yet committed) still
     // looks unallocated: wait until it is committed or has failed, then look again.
     const uint64_t first = geo_.cluster_start(pos);
-    const uint64_t end = first + (pos + n - first + cs - 1) / cs * cs;
+    const uint64_t end = first + AlignUp(pos + n - first, cs);
     if (OverlapsInFlight(first, end)) {
       ++stats_.conflict_waits;
       co_await in_flight_waiters_.Wait(lock);
       continue;
     }
-    if (!owner) {
-      const bool waited = co_await AcquireAllocSlot(lock, id);
-      owner = true;
+    if (!slot.held()) {
+      const bool waited = co_await AcquireAllocSlot(lock, id, slot);
       if (waited) continue;  // others allocated while we slept: look the range up again
     }
     Result<void> r;
     if (lk.kind == ClusterKind::kUnallocatedL1) {
       // A new L2 table: the slot stays ours until the table and its L1 entry are written.
       r = co_await AllocateRun(lock, lk, pos, n, data, zero_entries);
-      ReleaseAllocSlot();
-      owner = false;
+      slot.Release();
     } else {
-      r = co_await AllocateInTable(lock, lk, pos, n, data, zero_entries, owner);
+      r = co_await AllocateInTable(lock, lk, pos, n, data, zero_entries, slot);
     }
     if (!r) {
       result = r;
@@ -172,11 +172,13 @@ coro::Task<Result<void>> QedDriver::WriteRequest(uint64_t offset, uint64_t len, 
     done += n;
   }
   lock.Release();
-  if (owner) ReleaseAllocSlot();
+  slot.Release();
   co_return result;
 }
 
-coro::Task<bool> QedDriver::AcquireAllocSlot(CoMutex::Guard& lock, RequestId id) {
+coro::Task<bool> QedDriver::AcquireAllocSlot(CoMutex::Guard& lock, RequestId id, AllocSlot& slot) {
+  assert(!slot.held());
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   bool waited = false;
   if (alloc_owner_ == 0 && !alloc_plugged_ && alloc_queue_.empty()) {
     alloc_owner_ = id;
@@ -187,7 +189,11 @@ coro::Task<bool> QedDriver::AcquireAllocSlot(CoMutex::Guard& lock, RequestId id)
     ++stats_.alloc_waits;
     co_await alloc_waiters_.Wait(lock);
     waited = true;
+    // Re-checked after the wake: HandOffAllocSlot made this request the owner before waking it.
+    assert(lock.owns(table_lock_) && alloc_owner_ == id);
   }
+  assert(alloc_owner_ == id);
+  slot = AllocSlot(this);
   // A new allocating request: the timer must not clear NEED_CHECK under it.
   need_check_timer_.Disarm();
   co_return waited;
@@ -201,6 +207,7 @@ void QedDriver::HandOffAllocSlot() {
 }
 
 void QedDriver::ReleaseAllocSlot() {
+  assert(alloc_owner_ != 0 && "releasing an allocation slot nobody owns");
   alloc_owner_ = 0;
   if (!alloc_queue_.empty()) {
     HandOffAllocSlot();
@@ -234,6 +241,7 @@ void QedDriver::FinishInFlight(PendingRun* run) {
 }
 
 coro::Task<Result<void>> QedDriver::SetNeedCheckForAllocation(CoMutex::Guard& lock) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   // Also with a backing file, although its flush before the L2 updates already orders data
   // before metadata (QEMU leaves the flag alone there): a crash still leaves unlinked or freed
   // clusters behind, and only the flag makes the next read-write open compact them away.
@@ -253,6 +261,7 @@ coro::Task<Result<void>> QedDriver::SetNeedCheckForAllocation(CoMutex::Guard& lo
 
 coro::Task<Result<void>> QedDriver::AllocateRun(CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
                                                 uint64_t len, IoVector data, bool zero_entries) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   const uint64_t cs = geo_.cluster_size;
   const uint64_t first = geo_.cluster_start(pos);
   const uint64_t nclusters = (pos + len - first + cs - 1) / cs;
@@ -267,6 +276,7 @@ coro::Task<Result<void>> QedDriver::AllocateRun(CoMutex::Guard& lock, Lookup& lk
     // range is ours even while the lock is released.
     const uint64_t host = file_size_;
     file_size_ += nclusters * cs;
+    fresh_from_ = std::max(fresh_from_, file_size_);  // (CreateL2 flushes before linking)
     stats_.clusters_allocated += nclusters;
     lock.Release();
     // Step 2: data (with padding). Step 3 (the flush with a backing file) is the one CreateL2
@@ -305,7 +315,7 @@ bool QedDriver::Reusable(const FreeExtent& e) const {
   return e.seq <= durable_seq_ && (data_io_.empty() || data_io_.begin()->first >= e.seq);
 }
 
-uint64_t QedDriver::ReserveClusters(uint64_t want, uint64_t& got) {
+uint64_t QedDriver::ReserveClusters(uint64_t want, uint64_t& got, bool& reused) {
   assert(want > 0);
   const uint64_t cs = geo_.cluster_size;
   auto best = free_.end();
@@ -317,8 +327,13 @@ uint64_t QedDriver::ReserveClusters(uint64_t want, uint64_t& got) {
     got = want;
     const uint64_t host = file_size_;
     file_size_ += want * cs;
+    // Below the highest end the file ever had (a reservation given back at the end, or space
+    // cut off by compaction) a cluster may still hold bytes of another guest offset.
+    reused = host < fresh_from_;
+    fresh_from_ = std::max(fresh_from_, file_size_);
     return host;
   }
+  reused = true;
   got = std::min(want, best->n);
   const uint64_t host = best->host;
   best->host += got * cs;
@@ -352,7 +367,9 @@ QedDriver::DataIo::~DataIo() {
 
 coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup& lk, uint64_t pos,
                                                     uint64_t& len, IoVector data, bool zero_entries,
-                                                    bool& owner) {
+                                                    AllocSlot& slot) {
+  assert(slot.held());
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   const uint64_t cs = geo_.cluster_size;
   const uint64_t first = geo_.cluster_start(pos);
   uint64_t nclusters = (pos + len - first + cs - 1) / cs;
@@ -378,7 +395,7 @@ coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup
     // and the range stays ours after the slot is released. Free clusters may cover only the
     // head of the run: the request then goes on with the rest.
     uint64_t got = 0;
-    host = ReserveClusters(nclusters, got);
+    host = ReserveClusters(nclusters, got, run.reused);
     if (got < nclusters) {
       nclusters = got;
       len = std::min(len, first + got * cs - pos);
@@ -394,8 +411,7 @@ coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup
   // (they would otherwise allocate them a second time). Readers see the old contents (backing
   // file or zeros) until the committer makes the entries visible.
   in_flight_.push_back(&run);
-  ReleaseAllocSlot();  // the next request reserves its clusters while our data is written
-  owner = false;
+  slot.Release();  // the next request reserves its clusters while our data is written
   lock.Release();
 
   Result<void> r = Ok();
@@ -418,8 +434,7 @@ coro::Task<Result<void>> QedDriver::AllocateInTable(CoMutex::Guard& lock, Lookup
       lock.Release();
       // The host range only holds space now. A failed punch leaves it allocated on the host (the
       // clusters are free all the same); the request reports the error.
-      r = co_await WriteZeroesChild(*file_, freed_host, nclusters * cs,
-                                    block::ZeroFlags::kMayUnmap);
+      r = co_await file_.WriteZeroes(freed_host, nclusters * cs, block::ZeroFlags::kMayUnmap);
       lock = co_await table_lock_.Lock();
       AddFree(freed_host, nclusters, seq);
     }
@@ -442,8 +457,7 @@ coro::Task<Result<void>> QedDriver::FillPadding(const Lookup& lk, uint64_t guest
     std::fill_n(buf.data(), buf.size(), std::byte{0});
     co_return Ok();
   }
-  backing_->driver().Annotate(DebugEvent::kCowRead);
-  co_return co_await ReadBacking(guest_pos, IoVector(buf));
+  co_return co_await ReadBacking(guest_pos, IoVector(buf), DebugEvent::kCowRead);
 }
 
 coro::Task<Result<void>> QedDriver::WriteNewClusters(const Lookup& lk, uint64_t pos, uint64_t len,
@@ -460,15 +474,16 @@ coro::Task<Result<void>> QedDriver::WriteNewClusters(const Lookup& lk, uint64_t 
   v.Append(head_buf.data(), head);
   v.Append(data);
   v.Append(tail_buf.data(), tail);
-  if (head != 0 || tail != 0) file_->Annotate(DebugEvent::kCowWrite);
-  file_->Annotate(DebugEvent::kWriteData);
+  // The write carries kWriteData; a write with copy-on-write padding announces kCowWrite first.
+  if (head != 0 || tail != 0) file_.node().Annotate(DebugEvent::kCowWrite);
   // No flush here: with a backing file the flush of step 3 is issued once per L2 batch (or per
   // new table) after the data writes, before any entry refers to them.
-  co_return co_await WriteChild(*file_, host, v);
+  co_return co_await file_.Write(host, v, DebugEvent::kWriteData);
 }
 
 coro::Task<Result<void>> QedDriver::CreateL2(CoMutex::Guard& lock, uint64_t pos, uint64_t n,
                                              uint64_t first_value, bool zero_entries) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   const uint64_t idx = geo_.l2_index(pos);
   // A new L2 table goes after the data clusters. It is written whole and flushed before L1
   // points at it, so L1 never references a half-written table whose garbage would read as
@@ -480,6 +495,7 @@ coro::Task<Result<void>> QedDriver::CreateL2(CoMutex::Guard& lock, uint64_t pos,
   }
   const uint64_t l2_off = file_size_;
   file_size_ += geo_.table_bytes;
+  fresh_from_ = std::max(fresh_from_, file_size_);
   ++stats_.l2_tables_allocated;
   lock.Release();
   Result<void> r = co_await tables_->Write(l2_off, table, DebugEvent::kL2AllocWrite);
@@ -529,14 +545,15 @@ coro::Task<Result<void>> QedDriver::CommitL2(PendingRun& run) {
   co_return std::move(run.result);
 }
 
-coro::Task<void> QedDriver::WriteSpan(L2Span& sp, int* remaining, coro::CoQueue* joined) {
-  file_->Annotate(DebugEvent::kL2Update);
-  sp.result = co_await WriteChild(*file_, sp.head->l2.offset() + sp.start, IoVector(sp.buf));
+coro::Task<void> QedDriver::WriteSpan(L2Span& sp, coro::Join* join) {
+  sp.result = co_await file_.Write(sp.head->l2.offset() + sp.start, IoVector(sp.buf),
+                                   DebugEvent::kL2Update);
   ++stats_.l2_commit_writes;
-  if (remaining != nullptr && --*remaining == 0) joined->WakeOne();
+  if (join != nullptr) join->Done();
 }
 
 coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<PendingRun*>& batch) {
+  assert(lock.owns(table_lock_));  // precondition: the caller holds the table lock
   ++stats_.l2_commit_batches;
   stats_.l2_commit_runs += batch.size();
   std::sort(batch.begin(), batch.end(), [](const PendingRun* a, const PendingRun* b) {
@@ -556,8 +573,8 @@ coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<Pendin
   const uint64_t max_gap = gran;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const PendingRun& r = *batch[i];
-    const uint64_t s = r.index * 8 / gran * gran;
-    const uint64_t e = std::min(geo_.table_bytes, ((r.index + r.n) * 8 + gran - 1) / gran * gran);
+    const uint64_t s = AlignDown(r.index * 8, gran);
+    const uint64_t e = std::min(geo_.table_bytes, AlignUp((r.index + r.n) * 8, gran));
     if (!spans.empty() && spans.back().head->l2.offset() == r.l2.offset() &&
         s <= spans.back().end + max_gap) {
       spans.back().end = std::max(spans.back().end, e);
@@ -591,21 +608,24 @@ coro::Task<void> QedDriver::CommitBatch(CoMutex::Guard& lock, std::vector<Pendin
 
   // Step 3: with a backing file, one flush makes the data of every run in the batch (all of it
   // written before the run was queued) durable before any of their entries is written.
+  // Without a backing file the flush is needed only when a run reuses clusters: they may hold
+  // another guest offset's bytes, which a crash must never show under the new entry.
   Result<void> flushed = Ok();
-  if (backing_) flushed = co_await FlushFile();
+  if (backing_ ||
+      std::any_of(batch.begin(), batch.end(), [](const PendingRun* r) { return r->reused; })) {
+    flushed = co_await FlushFile();
+  }
   // Step 4: the L2 entries. Each data write completed before its run was queued, so no entry
   // written here points at unwritten data.
   if (!flushed) {
     for (Span& sp : spans) sp.result = flushed;
   } else if (spans.size() == 1) {
-    co_await WriteSpan(spans[0], nullptr, nullptr);
+    co_await WriteSpan(spans[0], nullptr);
   } else {
-    int remaining = static_cast<int>(spans.size());
-    coro::CoMutex join_lock;
-    coro::CoQueue joined;
-    for (Span& sp : spans) coro::Spawn(WriteSpan(sp, &remaining, &joined));
-    CoMutex::Guard g = co_await join_lock.Lock();
-    while (remaining > 0) co_await joined.Wait(g);
+    coro::Join join;
+    join.Add(spans.size());
+    for (Span& sp : spans) coro::Spawn(WriteSpan(sp, &join));
+    co_await join.Wait();
   }
 
   lock = co_await table_lock_.Lock();

@@ -8,11 +8,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
+#include "qedfuse/base/align.h"
+#include "qedfuse/block/child.h"
+#include "qedfuse/block/filter_driver.h"
+#include "qedfuse/coro/join.h"
 #include "support/temp_dir.h"
 #include "support/test_loop.h"
 
@@ -53,6 +60,30 @@ uint64_t FileSize(const std::string& path) {
   EXPECT_EQ(::stat(path.c_str(), &st), 0);
   return static_cast<uint64_t>(st.st_size);
 }
+
+// A filter that parks the writes at one offset until Release(), so that a test can let other
+// requests run while a write of a read-modify-write is in flight.
+class WriteHold final : public FilterDriver {
+ public:
+  WriteHold(std::unique_ptr<BlockDriver> file, uint64_t offset)
+      : FilterDriver(std::move(file)), offset_(offset) {
+    hold_.Add();
+  }
+  coro::Task<Result<void>> Write(uint64_t offset, IoVector iov) override {
+    if (offset == offset_ && hold_.pending() != 0) {
+      ++parked_;
+      co_await hold_.Wait();
+    }
+    co_return co_await child().Write(offset, iov);
+  }
+  void Release() { hold_.Done(); }
+  int parked() const { return parked_; }
+
+ private:
+  uint64_t offset_;
+  coro::Join hold_;
+  int parked_ = 0;
+};
 
 // Backend, cache mode, and a forced O_DIRECT alignment (0: the device's own).
 using Param = std::tuple<AioMode, CacheMode, uint32_t>;
@@ -193,18 +224,19 @@ TEST_P(FileProtocolTest, UnalignedRequestsAreHandled) {
   MakeFile(path_, 65536, base);
   auto f = Open();
   ASSERT_TRUE(f);
+  Child c(*f);  // the edge that pads requests to the file's alignment
   std::vector<std::byte> patch(1000, std::byte{0xee});
-  ASSERT_TRUE(loop_.Run(f->Write(4000, IoVector(patch.data(), patch.size()))));
+  ASSERT_TRUE(loop_.Run(c.Write(4000, IoVector(patch.data(), patch.size()))));
   // A 512-byte table-sector write inside a larger logical block.
   std::vector<std::byte> sector(512, std::byte{0x5c});
-  ASSERT_TRUE(loop_.Run(f->Write(8704, IoVector(sector.data(), sector.size()))));
+  ASSERT_TRUE(loop_.Run(c.Write(8704, IoVector(sector.data(), sector.size()))));
   std::vector<std::byte> expect = base;
   std::memcpy(expect.data() + 4000, patch.data(), patch.size());
   std::memcpy(expect.data() + 8704, sector.data(), sector.size());
   ASSERT_TRUE(loop_.Run(f->Flush()));
   EXPECT_EQ(FileBytes(path_, 0, 65536), expect);
   std::vector<std::byte> back(777);
-  ASSERT_TRUE(loop_.Run(f->Read(3999, IoVector(back.data(), back.size()))));
+  ASSERT_TRUE(loop_.Run(c.Read(3999, IoVector(back.data(), back.size()))));
   EXPECT_EQ(0, std::memcmp(back.data(), expect.data() + 3999, back.size()));
   EXPECT_EQ(f->length(), 65536u);
   Close(f);
@@ -214,8 +246,9 @@ TEST_P(FileProtocolTest, UnalignedWritePastTheEndKeepsExactSize) {
   MakeFile(path_, 1000, Pattern(1000, 9));
   auto f = Open();
   ASSERT_TRUE(f);
+  Child c(*f);  // the edge that pads requests to the file's alignment
   std::vector<std::byte> tail(300, std::byte{0x42});
-  ASSERT_TRUE(loop_.Run(f->Write(900, IoVector(tail.data(), tail.size()))));
+  ASSERT_TRUE(loop_.Run(c.Write(900, IoVector(tail.data(), tail.size()))));
   EXPECT_EQ(f->length(), 1200u);
   EXPECT_EQ(FileSize(path_), 1200u);
   std::vector<std::byte> expect = Pattern(1000, 9);
@@ -229,11 +262,12 @@ TEST_P(FileProtocolTest, ConcurrentUnalignedWritesToOneBlock) {
   MakeFile(path_, 65536);
   auto f = Open();
   ASSERT_TRUE(f);
+  Child c(*f);  // the edge that pads requests to the file's alignment
   std::vector<std::vector<std::byte>> bufs;
   std::vector<coro::Task<Result<void>>> tasks;
   for (int i = 0; i < 8; ++i) bufs.emplace_back(512, std::byte(static_cast<uint8_t>(0x10 + i)));
   for (int i = 0; i < 8; ++i) {
-    tasks.push_back(f->Write(static_cast<uint64_t>(i) * 512, IoVector(bufs[i].data(), 512)));
+    tasks.push_back(c.Write(static_cast<uint64_t>(i) * 512, IoVector(bufs[i].data(), 512)));
   }
   for (auto& t : tasks) ASSERT_TRUE(loop_.Run(std::move(t)));
   std::vector<std::byte> got = FileBytes(path_, 0, 4096);
@@ -243,6 +277,76 @@ TEST_P(FileProtocolTest, ConcurrentUnalignedWritesToOneBlock) {
               std::byte(static_cast<uint8_t>(0x10 + i)));
   }
   Close(f);
+}
+
+// A read-modify-write inside the file (a 64-byte header update under O_DIRECT) runs while an
+// aligned write past the end grows the file: the growth stays (the read-modify-write pads
+// nothing past the end, so it has nothing to cut back).
+TEST_P(FileProtocolTest, ReadModifyWriteInsideNeverCutsBackConcurrentGrowth) {
+  std::vector<std::byte> base = Pattern(65536, 7);
+  MakeFile(path_, 65536, base);
+  std::unique_ptr<FileProtocol> file = Open();
+  ASSERT_TRUE(file);
+  FileProtocol* f = file.get();
+  auto hold = std::make_unique<WriteHold>(std::move(file), /*offset=*/0);
+  WriteHold* h = hold.get();
+  Child c(std::move(hold));
+  std::vector<std::byte> header(64, std::byte{0xab});
+  coro::Task<Result<void>> update = c.Write(0, IoVector(header.data(), header.size()));
+  while (h->parked() == 0) ASSERT_NE(loop_.Step(), 0u);  // its write of block 0 is in flight
+  IoBuffer grow(65536);
+  std::memset(grow.data(), 0x5e, grow.size());
+  ASSERT_TRUE(loop_.Run(c.Write(65536, IoVector(grow))));
+  EXPECT_EQ(f->length(), 131072u);
+  h->Release();
+  ASSERT_TRUE(loop_.Run(std::move(update)));
+  EXPECT_EQ(f->length(), 131072u);
+  EXPECT_EQ(FileSize(path_), 131072u);
+  std::vector<std::byte> expect = base;
+  std::memcpy(expect.data(), header.data(), header.size());
+  expect.resize(131072, std::byte{0x5e});
+  EXPECT_TRUE(FileBytes(path_, 0, 131072) == expect);
+  EXPECT_TRUE(loop_.Run(c.Close()).ok());
+}
+
+// A tail padded past the end (cut back afterwards) and a later aligned write past the end: the
+// later write waits until the cut-back is done, so it neither loses its bytes to the cut-back nor
+// has the padding's zeros written over them.
+TEST_P(FileProtocolTest, TailPaddedPastTheEndOrdersConcurrentGrowth) {
+  MakeFile(path_, 1000, Pattern(1000, 9));
+  std::unique_ptr<FileProtocol> file = Open();
+  ASSERT_TRUE(file);
+  FileProtocol* f = file.get();
+  const uint64_t a = f->limits().request_alignment;
+  // Parks the write of the padded tail block (under O_DIRECT), or the write itself.
+  auto hold =
+      std::make_unique<WriteHold>(std::move(file), direct() ? AlignDown(uint64_t{1199}, a) : 900);
+  WriteHold* h = hold.get();
+  Child c(std::move(hold));
+  std::vector<std::byte> tail(300, std::byte{0x42});
+  coro::Task<Result<void>> first = c.Write(900, IoVector(tail.data(), tail.size()));
+  while (h->parked() == 0) ASSERT_NE(loop_.Step(), 0u);
+  const uint64_t later_at = std::max<uint64_t>(a, 4096) * 4;
+  IoBuffer later(4096);
+  std::memset(later.data(), 0x6d, later.size());
+  coro::Task<Result<void>> second = c.Write(later_at, IoVector(later));
+  loop_.Idle();
+  // Under O_DIRECT the padded tail block reaches past the end: the later write must wait.
+  if (direct()) {
+    EXPECT_FALSE(second.done());
+  }
+  h->Release();
+  ASSERT_TRUE(loop_.Run(std::move(first)));
+  ASSERT_TRUE(loop_.Run(std::move(second)));
+  EXPECT_EQ(f->length(), later_at + 4096);
+  EXPECT_EQ(FileSize(path_), later_at + 4096);
+  std::vector<std::byte> expect = Pattern(1000, 9);
+  expect.resize(1200);
+  std::memcpy(expect.data() + 900, tail.data(), tail.size());
+  expect.resize(later_at);
+  expect.resize(later_at + 4096, std::byte{0x6d});
+  EXPECT_TRUE(FileBytes(path_, 0, later_at + 4096) == expect);
+  EXPECT_TRUE(loop_.Run(c.Close()).ok());
 }
 
 TEST_P(FileProtocolTest, WriteZeroesPunchesHolesAndExtends) {

@@ -1,4 +1,4 @@
-// Backing chains (qed-format.md §2.2, §4, §5.2, §5.7): raw and QED backing files, chains of
+// Backing chains (docs/qed-format.md §3, §6.2, §7.2, §7.3): raw and QED backing files, chains of
 // depth 3, relative names resolved against the image's directory (never the current directory),
 // reads past the backing file's end, copy-on-write of partial clusters, zero clusters hiding the
 // backing data (and zero-filled when written: the spec, not QEMU bug Q3), NEED_CHECK never set.

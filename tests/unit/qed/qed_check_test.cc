@@ -1,5 +1,5 @@
 // CheckImage against `qemu-img check --output=json` on images written by qemu-img/qemu-io and
-// corrupted with byte patches (qed-format.md §10.6). Repairs are compared byte for byte with
+// corrupted with byte patches (docs/qed-format.md §15.6). Repairs are compared byte for byte with
 // `qemu-img check -r all` on a copy, and must leave images that qemu-img accepts.
 #include "block/qed/qed_check.h"
 
@@ -336,8 +336,9 @@ TEST_F(QedCheck, ReadError_CountedAndLeaksNotCounted) {
   fmt_test::PosixFileDriver file(path, /*read_only=*/true);
   file.fail_read_offsets.insert(kL2);
   coro::EventLoop loop;
+  block::Child child(file);  // checked in place
   Result<CheckReport> r =
-      loop.RunSync(CheckImage(file, img->header, img->geo, img->l1, img->file_size, {}));
+      loop.RunSync(CheckImage(child, img->header, img->geo, img->l1, img->file_size, {}));
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->check_errors, 1u);
   EXPECT_EQ(r->leaks, 0u);
@@ -354,8 +355,9 @@ TEST_F(QedCheck, WriteBackError_CountedAsCheckError) {
   CheckOptions opt;
   opt.repair = true;
   coro::EventLoop loop;
+  block::Child child(file);  // checked in place
   Result<CheckReport> r =
-      loop.RunSync(CheckImage(file, img->header, img->geo, img->l1, img->file_size, opt));
+      loop.RunSync(CheckImage(child, img->header, img->geo, img->l1, img->file_size, opt));
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->check_errors, 1u);
   EXPECT_EQ(r->leaks, 0u);
@@ -375,8 +377,9 @@ TEST_F(QedCheck, SmallMaxTransfer_TablesSplitSameResult) {
   CheckOptions opt;
   opt.repair = true;
   coro::EventLoop loop;
+  block::Child child(file);  // checked in place
   Result<CheckReport> r =
-      loop.RunSync(CheckImage(file, img->header, img->geo, img->l1, img->file_size, opt));
+      loop.RunSync(CheckImage(child, img->header, img->geo, img->l1, img->file_size, opt));
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(file.max_request, 65536u);
   EXPECT_EQ(file.reads, 4u);
@@ -431,8 +434,9 @@ TEST_F(QedCheck, WrongL1Size_IsAnError) {
   img->l1.pop_back();
   fmt_test::PosixFileDriver file(path, true);
   coro::EventLoop loop;
+  block::Child child(file);  // checked in place
   Result<CheckReport> r =
-      loop.RunSync(CheckImage(file, img->header, img->geo, img->l1, img->file_size, {}));
+      loop.RunSync(CheckImage(child, img->header, img->geo, img->l1, img->file_size, {}));
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error(), ErrnoCode(EINVAL));
 }

@@ -1,4 +1,4 @@
-// Crash safety and I/O-error handling of the QED driver (qed-format.md §5.3, §6).
+// Crash safety and I/O-error handling of the QED driver (docs/qed-format.md §8, §10).
 //
 // Stack under test: BlockBackend -> QedDriver -> PowerCut (below) -> test::MemFile (crash model:
 // durable image as of the last flush plus pending, unflushed operations).
@@ -506,9 +506,10 @@ class QedCrash : public ::testing::TestWithParam<Geometry> {
       MemFile::Options ro;
       ro.read_only = true;
       MemFile mem(state, ro);
-      qed::CheckOptions copt;  // no repair: look at the image exactly as the crash left it
+      qed::CheckOptions copt;   // no repair: look at the image exactly as the crash left it
+      block::Child child(mem);  // checked in place
       auto rep =
-          loop_.RunSync(qed::CheckImage(mem, h, *geo, l1, img.size() & ~uint64_t{cs_ - 1}, copt));
+          loop_.RunSync(qed::CheckImage(child, h, *geo, l1, img.size() & ~uint64_t{cs_ - 1}, copt));
       if (!rep) {
         ADD_FAILURE() << "check failed: " << rep.error().message();
         return false;

@@ -52,8 +52,8 @@ TEST_F(QedDriverTest, FreshImageReadsZeros) {
   EXPECT_TRUE(AllEqual(*r, 0));
 }
 
-// The layout QEMU produces for a first 64 KiB write on a fresh default image (qed-format.md
-// §5.2): data at 0x50000, L2 at 0x60000, L1[0] = 0x60000, L2[0] = 0x50000, file 0xA0000.
+// The layout QEMU produces for a first 64 KiB write on a fresh default image (docs/qed-format.md
+// §7.2): data at 0x50000, L2 at 0x60000, L1[0] = 0x60000, L2[0] = 0x50000, file 0xA0000.
 TEST_F(QedDriverTest, FirstWriteLayoutMatchesQemu) {
   Open(1024 * kM);
   ASSERT_TRUE(WriteAt(loop_, d(), 0, Fill(64 * kK, 0xab)));

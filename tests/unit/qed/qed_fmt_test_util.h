@@ -232,8 +232,9 @@ inline CheckReport CheckFile(const std::string& path, const CheckOptions& option
   PosixFileDriver file(path, !options.repair, limits);
   EXPECT_TRUE(file.ok());
   coro::EventLoop loop;
+  block::Child child(file);  // checked in place
   Result<CheckReport> r =
-      loop.RunSync(CheckImage(file, img->header, img->geo, img->l1, img->file_size, options));
+      loop.RunSync(CheckImage(child, img->header, img->geo, img->l1, img->file_size, options));
   EXPECT_TRUE(r.has_value()) << r.error().message();
   if (!r) return {};
   return std::move(*r);

@@ -351,5 +351,39 @@ INSTANTIATE_TEST_SUITE_P(Holes, QedCompact, ::testing::Values(1, 2, 3, 5),
                            return absl::StrCat(i.param, "_holes");
                          });
 
+// A cluster handed out again may still hold another guest offset's bytes (here a failed punch
+// left them on disk). Without a backing file an allocation writes its entries without a flush
+// after the data, so a reused cluster must have its new data made durable before the entry that
+// points at it: otherwise a crash can keep the entry and lose the data, and the new offset reads
+// the old offset's bytes.
+TEST_F(QedFree, ReusedClusterDataIsDurableBeforeItsEntry) {
+  Stack s = OpenStack(loop_, state_);
+  ASSERT_TRUE(s.drv);
+  Write(*s.drv, 0, kCs, 1);
+  ASSERT_TRUE(loop_.RunSync(s.drv->Flush()));
+  const int punch = s.fi->AddRule({.io = block::FaultIo::kZero, .error = EIO});
+  EXPECT_FALSE(
+      ZeroAt(loop_, *s.drv, 0, kCs, /*unmap=*/true));  // the entry is zero, the punch fails
+  EXPECT_EQ(s.fi->fired(punch), 1);
+  EXPECT_EQ(s.drv->free_clusters(), 1u);
+  ASSERT_TRUE(loop_.RunSync(s.drv->Flush()));  // the free is durable: the cluster is reusable
+  const Bytes fresh = Pattern(kCs, 2);
+  ASSERT_TRUE(WriteAt(loop_, *s.drv, 8 * kCs, fresh));
+  ASSERT_EQ(s.drv->stats().clusters_reused, 1u);
+
+  const Bytes zeros(kCs, std::byte{0});
+  for (uint64_t seed = 0; seed < 64; ++seed) {
+    SCOPED_TRACE(absl::StrCat("crash seed ", seed));
+    auto crashed = test::MemFileState::FromBytes(state_->CrashImage(seed));
+    Stack c = OpenStack(loop_, crashed);
+    ASSERT_TRUE(c.drv);
+    auto got = ReadAt(loop_, *c.drv, 8 * kCs, kCs);
+    ASSERT_TRUE(got);
+    EXPECT_TRUE(*got == fresh || *got == zeros) << "the reused cluster shows its old bytes";
+    EXPECT_TRUE(loop_.RunSync(c.drv->Close()).ok());
+  }
+  ASSERT_TRUE(loop_.RunSync(s.drv->Close()).ok());
+}
+
 }  // namespace
 }  // namespace qedfuse::qedunit

@@ -1,4 +1,4 @@
-// QEMU as the oracle (qed-format.md §10).
+// QEMU as the oracle (docs/qed-format.md §15).
 //
 //  * QEMU writes, we read: images made by qemu-img and written by qemu-io (patterns, unaligned
 //    writes, aligned and unaligned `write -z`, writes across L2-table boundaries) must read back

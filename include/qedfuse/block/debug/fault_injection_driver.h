@@ -28,8 +28,8 @@
 #include <string_view>
 #include <vector>
 
-#include "qedfuse/block/block_driver.h"
 #include "qedfuse/block/debug_event.h"
+#include "qedfuse/block/filter_driver.h"
 #include "qedfuse/coro/event_loop.h"
 
 namespace qedfuse::block {
@@ -47,7 +47,7 @@ struct FaultRule {
   bool fail_everything_after = false;
 };
 
-class FaultInjectionDriver final : public BlockDriver {
+class FaultInjectionDriver final : public FilterDriver {
  public:
   explicit FaultInjectionDriver(std::unique_ptr<BlockDriver> child);
   ~FaultInjectionDriver() override;
@@ -74,19 +74,14 @@ class FaultInjectionDriver final : public BlockDriver {
   uint64_t passed_io() const { return passed_; }
   uint64_t failed_io() const { return failed_; }
 
-  BlockDriver& child() noexcept { return *child_; }
-
+  // FilterDriver: every call that moves data (not GetStatus) passes the rules first; Annotate
+  // arms them; Close lets held I/O go before closing the child.
   std::string_view format_name() const override { return "fault-injection"; }
-  BlockLimits limits() const override { return child_->limits(); }
-  uint64_t length() const override { return child_->length(); }
-  bool read_only() const override { return child_->read_only(); }
   coro::Task<Result<void>> Read(uint64_t offset, IoVector iov) override;
   coro::Task<Result<void>> Write(uint64_t offset, IoVector iov) override;
   coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len, ZeroFlags flags) override;
   coro::Task<Result<void>> Flush() override;
-  coro::Task<Result<BlockStatus>> GetStatus(uint64_t offset, uint64_t len) override;
   coro::Task<Result<void>> Truncate(uint64_t new_length) override;
-  uint64_t AllocatedBytes() const override { return child_->AllocatedBytes(); }
   void Annotate(DebugEvent event) override;
   coro::Task<absl::Status> Close() override;
 
@@ -108,7 +103,6 @@ class FaultInjectionDriver final : public BlockDriver {
   // Decides the fate of one child I/O: Ok() to pass (after a breakpoint, if any), or an error.
   coro::Task<Result<void>> Gate(FaultIo io);
 
-  std::unique_ptr<BlockDriver> child_;
   std::vector<Rule> rules_;
   int next_id_ = 1;
   std::vector<Held> held_;

@@ -38,7 +38,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "qedfuse/block/block_driver.h"
+#include "qedfuse/block/filter_driver.h"
 
 namespace qedfuse::block {
 
@@ -89,26 +89,17 @@ class WriteLog {
   absl::Status status_;
 };
 
-class WriteLogDriver final : public BlockDriver {
+class WriteLogDriver final : public FilterDriver {
  public:
   enum class Role { kImage, kGuest };
   WriteLogDriver(std::unique_ptr<BlockDriver> child, std::shared_ptr<WriteLog> log, Role role);
   ~WriteLogDriver() override;
 
-  BlockDriver& child() noexcept { return *child_; }
-
-  std::string_view format_name() const override { return child_->format_name(); }
-  BlockLimits limits() const override { return child_->limits(); }
-  uint64_t length() const override { return child_->length(); }
-  bool read_only() const override { return child_->read_only(); }
-  coro::Task<Result<void>> Read(uint64_t offset, IoVector iov) override;
+  // FilterDriver: the calls that change the image are recorded; reads and status pass through.
   coro::Task<Result<void>> Write(uint64_t offset, IoVector iov) override;
   coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len, ZeroFlags flags) override;
   coro::Task<Result<void>> Flush() override;
-  coro::Task<Result<BlockStatus>> GetStatus(uint64_t offset, uint64_t len) override;
   coro::Task<Result<void>> Truncate(uint64_t new_length) override;
-  uint64_t AllocatedBytes() const override { return child_->AllocatedBytes(); }
-  void Annotate(DebugEvent event) override { child_->Annotate(event); }
   // kImage: closes the child, then finishes the log (kEnd) and reports a log error, if any.
   coro::Task<absl::Status> Close() override;
 
@@ -118,7 +109,6 @@ class WriteLogDriver final : public BlockDriver {
   void Record(bool ok, WriteLogRecord image, WriteLogRecord guest, uint64_t offset, uint64_t length,
               const IoVector* data);
 
-  std::unique_ptr<BlockDriver> child_;
   std::shared_ptr<WriteLog> log_;
   Role role_;
 };

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fusefs/debug_hooks.h"
+#include "qedfuse/base/enum_names.h"
 #include "qedfuse/base/log.h"
 #include "qedfuse/block/filter_driver.h"
 #include "qedfuse/coro/co_timer.h"
@@ -31,36 +32,18 @@ absl::Status Bad(string_view rule, string_view problem) {
       absl::StrCat("invalid --debug-fault rule '", std::string(rule), "': ", std::string(problem)));
 }
 
-struct ErrnoName {
-  string_view name;
-  int value;
-};
-constexpr ErrnoName kErrnos[] = {
-    {"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT}, {"EROFS", EROFS}, {"EFBIG", EFBIG},
+constexpr EnumName<int> kErrnos[] = {
+    {EIO, "EIO"}, {ENOSPC, "ENOSPC"}, {EDQUOT, "EDQUOT"}, {EROFS, "EROFS"}, {EFBIG, "EFBIG"},
 };
 
-string_view ErrnoNameOf(int err) {
-  for (const ErrnoName& e : kErrnos) {
-    if (e.value == err) return e.name;
-  }
-  return "injected";
-}
+string_view ErrnoNameOf(int err) { return NameOf(kErrnos, err, "injected"); }
 
-struct IoName {
-  string_view name;
-  FaultIo io;
-};
-constexpr IoName kIos[] = {
-    {"any", FaultIo::kAny},     {"read", FaultIo::kRead}, {"write", FaultIo::kWrite},
-    {"flush", FaultIo::kFlush}, {"zero", FaultIo::kZero}, {"truncate", FaultIo::kTruncate},
+constexpr EnumName<FaultIo> kIos[] = {
+    {FaultIo::kAny, "any"},     {FaultIo::kRead, "read"}, {FaultIo::kWrite, "write"},
+    {FaultIo::kFlush, "flush"}, {FaultIo::kZero, "zero"}, {FaultIo::kTruncate, "truncate"},
 };
 
-string_view IoNameOf(FaultIo io) {
-  for (const IoName& i : kIos) {
-    if (i.io == io) return i.name;
-  }
-  return "?";
-}
+string_view IoNameOf(FaultIo io) { return NameOf(kIos, io, "?"); }
 
 bool ParseCount(string_view v, int* out) {
   int n = 0;
@@ -278,40 +261,27 @@ absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
     absl::Status st;
     if (key == "io") {
       if (st = once(&seen_io); !st.ok()) return st;
-      bool found = false;
-      for (const IoName& i : kIos) {
-        if (i.name == value) {
-          out.rule.io = i.io;
-          found = true;
-        }
-      }
-      if (!found) {
+      std::optional<FaultIo> io = ValueOf(kIos, value);
+      if (!io) {
         return Bad(text, absl::StrCat("unknown io kind '", std::string(value),
                                       "' (use any, read, write, flush, zero or truncate)"));
       }
+      out.rule.io = *io;
     } else if (key == "event") {
       if (st = once(&seen_event); !st.ok()) return st;
-      for (int e = 0; e < block::kDebugEventCount; ++e) {
-        auto ev = static_cast<block::DebugEvent>(e);
-        if (block::DebugEventName(ev) == value) out.rule.event = ev;
-      }
+      out.rule.event = ValueOf(block::kDebugEventNames, value);
       if (!out.rule.event) {
         return Bad(text, absl::StrCat("unknown event '", std::string(value),
                                       "' (see DEBUGGING OPTIONS in qedfuse(1))"));
       }
     } else if (key == "error") {
       if (st = once(&seen_error); !st.ok()) return st;
-      bool found = false;
-      for (const ErrnoName& e : kErrnos) {
-        if (e.name == value) {
-          out.rule.error = e.value;
-          found = true;
-        }
-      }
-      if (!found) {
+      std::optional<int> error = ValueOf(kErrnos, value);
+      if (!error) {
         return Bad(text, absl::StrCat("unknown error '", std::string(value),
                                       "' (use EIO, ENOSPC, EDQUOT, EROFS or EFBIG)"));
       }
+      out.rule.error = *error;
     } else if (key == "skip") {
       if (st = once(&seen_skip); !st.ok()) return st;
       if (!ParseCount(value, &out.rule.skip)) {

@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "absl/strings/str_cat.h"
+#include "qedfuse/base/enum_names.h"
 
 namespace qedfuse::fusefs::protocol {
 namespace {
@@ -63,26 +64,17 @@ constexpr FlagName kFlagNames[] = {
 
 }  // namespace
 
-const char* IoUringModeName(IoUringMode m) {
-  switch (m) {
-    case IoUringMode::kAuto:
-      return "auto";
-    case IoUringMode::kOn:
-      return "on";
-    case IoUringMode::kOff:
-      return "off";
-  }
-  return "?";
-}
+namespace {
+constexpr EnumName<IoUringMode> kIoUringModeNames[] = {
+    {IoUringMode::kAuto, "auto"}, {IoUringMode::kOn, "on"}, {IoUringMode::kOff, "off"}};
+}  // namespace
+
+const char* IoUringModeName(IoUringMode m) { return NameOf(kIoUringModeNames, m, "?"); }
 
 bool ParseIoUringMode(std::string_view s, IoUringMode* out) {
-  for (IoUringMode m : {IoUringMode::kAuto, IoUringMode::kOn, IoUringMode::kOff}) {
-    if (s == IoUringModeName(m)) {
-      *out = m;
-      return true;
-    }
-  }
-  return false;
+  std::optional<IoUringMode> m = ValueOf(kIoUringModeNames, s);
+  if (m) *out = *m;
+  return m.has_value();
 }
 
 std::size_t Negotiated::max_payload() const {

@@ -14,6 +14,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "qedfuse/base/enum_names.h"
 
 namespace qedfuse {
 namespace {
@@ -48,19 +49,10 @@ int SyslogPriority(LogLevel level) {
   return LOG_INFO;
 }
 
-const char* LevelName(LogLevel level) {
-  switch (level) {
-    case LogLevel::kError:
-      return "error";
-    case LogLevel::kWarning:
-      return "warning";
-    case LogLevel::kInfo:
-      return "info";
-    case LogLevel::kDebug:
-      return "debug";
-  }
-  return "info";
-}
+constexpr EnumName<LogLevel> kLevelNames[] = {{LogLevel::kError, "error"},
+                                              {LogLevel::kWarning, "warning"},
+                                              {LogLevel::kInfo, "info"},
+                                              {LogLevel::kDebug, "debug"}};
 
 void WriteAll(int fd, const std::string& line) {
   const char* p = line.data();
@@ -183,7 +175,8 @@ void Log(LogLevel level, std::string_view text) {
       std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
       WriteAll(s.file_fd,
                absl::StrCat(stamp, ".", absl::Dec(now.tv_nsec / 1000000, absl::kZeroPad3), "Z ",
-                            s.program, "[", getpid(), "] ", LevelName(level), ": ", message, "\n"));
+                            s.program, "[", getpid(), "] ", NameOf(kLevelNames, level, "info"),
+                            ": ", message, "\n"));
       return;
     }
     case Sink::kStderr:

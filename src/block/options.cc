@@ -3,26 +3,24 @@
 #include "qedfuse/block/options.h"
 
 #include "absl/strings/str_cat.h"
+#include "qedfuse/base/enum_names.h"
 
 namespace qedfuse::block {
 
+namespace {
+// "null" is also accepted when parsing, as QEMU's name for "no backing file".
+constexpr EnumName<BackingPolicy> kBackingPolicyNames[] = {{BackingPolicy::kFollow, "follow"},
+                                                           {BackingPolicy::kConfined, "confined"},
+                                                           {BackingPolicy::kNone, "none"}};
+}  // namespace
+
 std::string_view BackingPolicyName(BackingPolicy p) {
-  switch (p) {
-    case BackingPolicy::kFollow:
-      return "follow";
-    case BackingPolicy::kConfined:
-      return "confined";
-    case BackingPolicy::kNone:
-      return "none";
-  }
-  return "follow";
+  return NameOf(kBackingPolicyNames, p, "follow");
 }
 
 std::optional<BackingPolicy> ParseBackingPolicy(std::string_view name) {
-  if (name == "follow") return BackingPolicy::kFollow;
-  if (name == "confined") return BackingPolicy::kConfined;
-  if (name == "none" || name == "null") return BackingPolicy::kNone;
-  return std::nullopt;
+  if (name == "null") return BackingPolicy::kNone;
+  return ValueOf(kBackingPolicyNames, name);
 }
 
 std::string DescribeChain(const std::vector<ChainLink>& chain) {

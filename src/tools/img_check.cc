@@ -8,7 +8,6 @@
 // a second pass without repair produces the figures that are printed, together with the counts
 // fixed by the first pass, as qemu-img does ("Double checking the fixed image now...").
 // Leaks use correct cluster arithmetic (qemu-img over-counts them on large images, quirk Q4).
-#include <getopt.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -173,54 +172,23 @@ int CheckCommand(int argc, char** argv) {
   CheckArgs args;
   args.progress = StdoutIsTty();
   bool progress_flag = false;
-  enum { kOptOutput = 256, kOptBacking };
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"backing", required_argument, nullptr, kOptBacking},
-                                 {"output", required_argument, nullptr, kOptOutput},
-                                 {"repair", required_argument, nullptr, 'r'},
-                                 {"force-share", no_argument, nullptr, 'U'},
-                                 {"format", required_argument, nullptr, 'f'},
-                                 {"quiet", no_argument, nullptr, 'q'},
-                                 {"progress", no_argument, nullptr, 'p'},
-                                 {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  int c;
-  while ((c = getopt_long(argc, argv, "+hf:r:Uqp", kLong, nullptr)) != -1) {
-    switch (c) {
-      case 'h':
-        PrintUsage("check", false);
-        return kExitOk;
-      case 'f':
-        args.format = optarg;
-        break;
-      case 'r':
-        // QED has one repair mode: both values repair invalid entries; leaks stay (as in QEMU).
-        if (std::strcmp(optarg, "leaks") != 0 && std::strcmp(optarg, "all") != 0) {
-          Error("Unknown option for -r (expecting 'leaks' or 'all'): " + std::string(optarg));
-          return kExitFailure;
-        }
-        args.repair = true;
-        break;
-      case 'U':
-        args.force_share = true;
-        break;
-      case 'q':
-        args.quiet = true;
-        break;
-      case 'p':
-        progress_flag = true;
-        break;
-      case kOptBacking:
-        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
-        break;
-      case kOptOutput:
-        if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
-        break;
-      default:
-        PrintUsage("check", true);
-        return kExitFailure;
+  // QED has one repair mode: both values repair invalid entries; leaks stay (as in QEMU).
+  auto repair = [&args](const char* argument) {
+    if (std::strcmp(argument, "leaks") != 0 && std::strcmp(argument, "all") != 0) {
+      Error("Unknown option for -r (expecting 'leaks' or 'all'): " + std::string(argument));
+      return false;
     }
-  }
+    args.repair = true;
+    return true;
+  };
+  const CommandOption options[] = {BackingOption(&args.backing),
+                                   OutputOption(&args.output),
+                                   {"repair", 'r', true, repair},
+                                   FlagOption("force-share", 'U', &args.force_share),
+                                   TextOption("format", 'f', &args.format),
+                                   FlagOption("quiet", 'q', &args.quiet),
+                                   FlagOption("progress", 'p', &progress_flag)};
+  if (auto rc = ParseCommandOptions("check", argc, argv, options)) return *rc;
   if (!CheckOperandCount("check", argc - optind, 1, "Expecting one image file name")) {
     return kExitFailure;
   }

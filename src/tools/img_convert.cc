@@ -19,7 +19,6 @@
 // Reads run out of order; writes to a QED target are issued in chunk order (as qemu-img does by
 // default), which keeps the new image's clusters in guest order.
 #include <fcntl.h>
-#include <getopt.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -414,54 +413,21 @@ coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
 
 int ConvertCommand(int argc, char** argv) {
   ConvertArgs args;
-  enum { kOptTargetIsZero = 256, kOptBacking };
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"backing", required_argument, nullptr, kOptBacking},
-                                 {"quiet", no_argument, nullptr, 'q'},
-                                 {"progress", no_argument, nullptr, 'p'},
-                                 {"force-share", no_argument, nullptr, 'U'},
-                                 {"target-is-zero", no_argument, nullptr, kOptTargetIsZero},
-                                 {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  int c;
   bool progress_flag = false;
-  while ((c = getopt_long(argc, argv, "+hf:O:o:pqnU", kLong, nullptr)) != -1) {
-    switch (c) {
-      case 'h':
-        PrintUsage("convert", false);
-        return kExitOk;
-      case 'f':
-        args.src_format = optarg;
-        break;
-      case 'O':
-        args.dst_format = optarg;
-        break;
-      case 'o':
-        args.option_lists.emplace_back(optarg);
-        break;
-      case 'p':
-        progress_flag = true;
-        break;
-      case 'q':
-        args.quiet = true;
-        break;
-      case 'n':
-        args.skip_create = true;
-        break;
-      case 'U':
-        args.force_share = true;
-        break;
-      case kOptTargetIsZero:
-        args.target_is_zero = true;
-        break;
-      case kOptBacking:
-        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
-        break;
-      default:
-        PrintUsage("convert", true);
-        return kExitFailure;
-    }
-  }
+  auto option_list = [&args](const char* argument) {
+    args.option_lists.emplace_back(argument);
+    return true;
+  };
+  const CommandOption options[] = {BackingOption(&args.backing),
+                                   FlagOption("quiet", 'q', &args.quiet),
+                                   FlagOption("progress", 'p', &progress_flag),
+                                   FlagOption("force-share", 'U', &args.force_share),
+                                   FlagOption("target-is-zero", 0, &args.target_is_zero),
+                                   TextOption(nullptr, 'f', &args.src_format),
+                                   TextOption(nullptr, 'O', &args.dst_format),
+                                   {nullptr, 'o', true, option_list},
+                                   FlagOption(nullptr, 'n', &args.skip_create)};
+  if (auto rc = ParseCommandOptions("convert", argc, argv, options)) return *rc;
   if (!CheckOperandCount("convert", argc - optind, 2,
                          "Expecting a source and a destination file name",
                          "Too many arguments (convert takes one source)")) {

@@ -3,7 +3,6 @@
 // check it (and to take its size when SIZE is omitted). Unlike qemu-img 7.2,
 // -F may be omitted: the backing file's format is then probed once, now, and a raw backing file
 // is recorded as raw (so it is never probed again at open).
-#include <getopt.h>
 
 #include <cstdio>
 #include <memory>
@@ -142,39 +141,23 @@ int CreateCommand(int argc, char** argv) {
   std::vector<std::string> option_lists;
   std::string backing;
   std::string backing_fmt;
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"quiet", no_argument, nullptr, 'q'},
-                                 {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  int c;
-  while ((c = getopt_long(argc, argv, "+hf:o:b:F:q", kLong, nullptr)) != -1) {
-    switch (c) {
-      case 'h':
-        PrintUsage("create", false);
-        return kExitOk;
-      case 'f':
-        if (std::string(optarg) != "qed") {
-          Error(std::string("qedimg creates QED images only, not '") + optarg + "'");
-          return kExitFailure;
-        }
-        break;
-      case 'o':
-        option_lists.emplace_back(optarg);
-        break;
-      case 'b':
-        backing = optarg;
-        break;
-      case 'F':
-        backing_fmt = optarg;
-        break;
-      case 'q':
-        args.quiet = true;
-        break;
-      default:
-        PrintUsage("create", true);
-        return kExitFailure;
+  auto format = [](const char* argument) {
+    if (std::string(argument) != "qed") {
+      Error(std::string("qedimg creates QED images only, not '") + argument + "'");
+      return false;
     }
-  }
+    return true;
+  };
+  auto option_list = [&option_lists](const char* argument) {
+    option_lists.emplace_back(argument);
+    return true;
+  };
+  const CommandOption options[] = {{nullptr, 'f', true, format},
+                                   {nullptr, 'o', true, option_list},
+                                   TextOption(nullptr, 'b', &backing),
+                                   TextOption(nullptr, 'F', &backing_fmt),
+                                   FlagOption("quiet", 'q', &args.quiet)};
+  if (auto rc = ParseCommandOptions("create", argc, argv, options)) return *rc;
   if (optind >= argc) {
     Error("Expecting image file name");
     PrintUsage("create", true);

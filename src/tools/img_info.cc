@@ -5,7 +5,6 @@
 // The image is opened read-only (for_check: never repaired) through block::OpenImage, so an
 // image the block layer would refuse (bad header, missing backing file, unknown features) is
 // reported the same way here; the numbers come from the opened layers (block::DescribeLayers).
-#include <getopt.h>
 
 #include <cstdio>
 #include <memory>
@@ -163,41 +162,11 @@ coro::Task<int> RunInfo(InfoArgs args) {
 
 int InfoCommand(int argc, char** argv) {
   InfoArgs args;
-  enum { kOptOutput = 256, kOptBackingChain, kOptBacking };
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"backing", required_argument, nullptr, kOptBacking},
-                                 {"output", required_argument, nullptr, kOptOutput},
-                                 {"backing-chain", no_argument, nullptr, kOptBackingChain},
-                                 {"force-share", no_argument, nullptr, 'U'},
-                                 {"format", required_argument, nullptr, 'f'},
-                                 {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  int c;
-  while ((c = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
-    switch (c) {
-      case 'h':
-        PrintUsage("info", false);
-        return kExitOk;
-      case 'f':
-        args.format = optarg;
-        break;
-      case 'U':
-        args.force_share = true;
-        break;
-      case kOptBackingChain:
-        args.backing_chain = true;
-        break;
-      case kOptBacking:
-        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
-        break;
-      case kOptOutput:
-        if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
-        break;
-      default:
-        PrintUsage("info", true);
-        return kExitFailure;
-    }
-  }
+  const CommandOption options[] = {BackingOption(&args.backing), OutputOption(&args.output),
+                                   FlagOption("backing-chain", 0, &args.backing_chain),
+                                   FlagOption("force-share", 'U', &args.force_share),
+                                   TextOption("format", 'f', &args.format)};
+  if (auto rc = ParseCommandOptions("info", argc, argv, options)) return *rc;
   if (!CheckOperandCount("info", argc - optind, 1, "Expecting one image file name")) {
     return kExitFailure;
   }

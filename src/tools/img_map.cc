@@ -5,7 +5,6 @@
 //
 // Extents come from BlockBackend::GetStatus, which walks the backing chain (depth 0 is the image
 // itself, 1 its backing file, ...).
-#include <getopt.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -175,51 +174,20 @@ coro::Task<int> RunMap(MapArgs args) {
 
 int MapCommand(int argc, char** argv) {
   MapArgs args;
-  enum { kOptOutput = 256, kOptStart, kOptMaxLength, kOptBacking };
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"backing", required_argument, nullptr, kOptBacking},
-                                 {"output", required_argument, nullptr, kOptOutput},
-                                 {"start-offset", required_argument, nullptr, kOptStart},
-                                 {"max-length", required_argument, nullptr, kOptMaxLength},
-                                 {"force-share", no_argument, nullptr, 'U'},
-                                 {"format", required_argument, nullptr, 'f'},
-                                 {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  int c;
-  while ((c = getopt_long(argc, argv, "+hf:U", kLong, nullptr)) != -1) {
-    switch (c) {
-      case 'h':
-        PrintUsage("map", false);
-        return kExitOk;
-      case 'f':
-        args.format = optarg;
-        break;
-      case 'U':
-        args.force_share = true;
-        break;
-      case kOptBacking:
-        if (!ParseBackingOption(optarg, &args.backing)) return kExitFailure;
-        break;
-      case kOptOutput:
-        if (!ParseOutputOption(optarg, &args.output)) return kExitFailure;
-        break;
-      case kOptStart: {
-        auto v = ParseSizeArgument("start offset", optarg);
-        if (!v) return kExitFailure;
-        args.start = *v;
-        break;
-      }
-      case kOptMaxLength: {
-        auto v = ParseSizeArgument("max length", optarg);
-        if (!v) return kExitFailure;
-        args.max_length = *v;
-        break;
-      }
-      default:
-        PrintUsage("map", true);
-        return kExitFailure;
-    }
-  }
+  auto size_option = [](const char* name, const char* what, auto* target) {
+    return CommandOption{name, 0, true, [what, target](const char* argument) {
+                           std::optional<uint64_t> v = ParseSizeArgument(what, argument);
+                           if (v) *target = *v;
+                           return v.has_value();
+                         }};
+  };
+  const CommandOption options[] = {BackingOption(&args.backing),
+                                   OutputOption(&args.output),
+                                   size_option("start-offset", "start offset", &args.start),
+                                   size_option("max-length", "max length", &args.max_length),
+                                   FlagOption("force-share", 'U', &args.force_share),
+                                   TextOption("format", 'f', &args.format)};
+  if (auto rc = ParseCommandOptions("map", argc, argv, options)) return *rc;
   if (!CheckOperandCount("map", argc - optind, 1, "Expecting one image file name")) {
     return kExitFailure;
   }

@@ -1,7 +1,6 @@
 // qedimg resize: grows the virtual size of an image (QED: rewrites image_size in the header;
 // raw: extends the file). Shrinking is refused, as `qemu-img resize` refuses it for QED: data
 // past the new end would silently disappear while its clusters stay allocated.
-#include <getopt.h>
 
 #include <cstdio>
 #include <memory>
@@ -104,29 +103,9 @@ coro::Task<int> RunResize(ResizeArgs args) {
 
 int ResizeCommand(int argc, char** argv) {
   ResizeArgs args;
-  static const option kLong[] = {{"help", no_argument, nullptr, 'h'},
-                                 {"quiet", no_argument, nullptr, 'q'},
-                                 {"format", required_argument, nullptr, 'f'},
-                                 {nullptr, 0, nullptr, 0}};
-  optind = 0;
-  // Stop at the first non-option so that "-1G" after IMAGE is a size, not an option.
-  int c;
-  while ((c = getopt_long(argc, argv, "+hqf:", kLong, nullptr)) != -1) {
-    switch (c) {
-      case 'h':
-        PrintUsage("resize", false);
-        return kExitOk;
-      case 'q':
-        args.quiet = true;
-        break;
-      case 'f':
-        args.format = optarg;
-        break;
-      default:
-        PrintUsage("resize", true);
-        return kExitFailure;
-    }
-  }
+  const CommandOption options[] = {FlagOption("quiet", 'q', &args.quiet),
+                                   TextOption("format", 'f', &args.format)};
+  if (auto rc = ParseCommandOptions("resize", argc, argv, options)) return *rc;
   // "IMAGE -- -1G": a "--" between the two operands only protects a negative size.
   if (argc - optind == 3 && std::string_view(argv[optind + 1]) == "--") {
     argv[optind + 1] = argv[optind];

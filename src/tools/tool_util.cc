@@ -1,9 +1,11 @@
 // Implementation of the qedimg helpers; see tool_util.h.
 #include "src/tools/tool_util.h"
 
+#include <getopt.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -491,6 +493,71 @@ bool ParseBackingOption(const char* text, block::BackingPolicy* out) {
   }
   *out = *p;
   return true;
+}
+
+CommandOption FlagOption(const char* long_name, char short_name, bool* target) {
+  return {long_name, short_name, false, [target](const char*) {
+            *target = true;
+            return true;
+          }};
+}
+
+CommandOption TextOption(const char* long_name, char short_name, std::string* target) {
+  return {long_name, short_name, true, [target](const char* argument) {
+            *target = argument;
+            return true;
+          }};
+}
+
+CommandOption BackingOption(block::BackingPolicy* target) {
+  return {"backing", 0, true,
+          [target](const char* argument) { return ParseBackingOption(argument, target); }};
+}
+
+CommandOption OutputOption(OutputFormat* target) {
+  return {"output", 0, true,
+          [target](const char* argument) { return ParseOutputOption(argument, target); }};
+}
+
+std::optional<int> ParseCommandOptions(const char* command, int argc, char** argv,
+                                       std::span<const CommandOption> options) {
+  // getopt_long reports a long-only option by a code above every char; index i gets kLongOnly + i.
+  constexpr int kLongOnly = 256;
+  std::string short_options = "+h";
+  std::vector<option> long_options{{"help", no_argument, nullptr, 'h'}};
+  for (std::size_t i = 0; i < options.size(); ++i) {
+    const CommandOption& o = options[i];
+    assert(o.long_name != nullptr || o.short_name != 0);
+    assert(o.short_name != 'h');
+    if (o.short_name != 0) {
+      short_options += o.short_name;
+      if (o.has_argument) short_options += ':';
+    }
+    if (o.long_name != nullptr) {
+      int code = o.short_name != 0 ? o.short_name : kLongOnly + static_cast<int>(i);
+      long_options.push_back(
+          {o.long_name, o.has_argument ? required_argument : no_argument, nullptr, code});
+    }
+  }
+  long_options.push_back({nullptr, 0, nullptr, 0});
+
+  optind = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, short_options.c_str(), long_options.data(), nullptr)) != -1) {
+    if (c == 'h') {
+      PrintUsage(command, false);
+      return kExitOk;
+    }
+    auto it = std::find_if(options.begin(), options.end(), [&](const CommandOption& o) {
+      return o.short_name != 0 ? c == o.short_name : c == kLongOnly + (&o - options.data());
+    });
+    if (it == options.end()) {  // '?': getopt_long has named the unknown option
+      PrintUsage(command, true);
+      return kExitFailure;
+    }
+    if (!it->apply(optarg)) return kExitFailure;
+  }
+  return std::nullopt;
 }
 
 }  // namespace qedfuse::tools

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -138,6 +140,30 @@ bool CheckFormatName(const std::string& format);
 // --backing=follow|confined|none (see block::BackingPolicy); prints the error and returns false
 // on a bad value.
 bool ParseBackingOption(const char* text, block::BackingPolicy* out);
+
+// One option of a subcommand's command line and what seeing it does.
+struct CommandOption {
+  const char* long_name;  // "--name", or nullptr for a short-only option
+  char short_name;        // "-c", or 0 for a long-only option
+  bool has_argument;
+  // Applies the option to the command's arguments; |argument| is nullptr when the option takes
+  // none. Returns false after reporting a bad value (the command then exits with kExitFailure).
+  std::function<bool(const char* argument)> apply;
+};
+// The shapes most options have: a switch that sets |*target|, a value copied into |*target|.
+CommandOption FlagOption(const char* long_name, char short_name, bool* target);
+CommandOption TextOption(const char* long_name, char short_name, std::string* target);
+// --backing and --output, checked by ParseBackingOption and ParseOutputOption.
+CommandOption BackingOption(block::BackingPolicy* target);
+CommandOption OutputOption(OutputFormat* target);
+
+// Parses the options of subcommand |command| as qemu-img does (getopt_long, stopping at the first
+// operand so that a negative size stays an operand), with -h/--help added to |options|. Returns
+// nullopt when the command goes on with its operands, argv[optind..argc); otherwise the exit code
+// the command returns at once: kExitOk after printing the usage for --help, kExitFailure after an
+// unknown option (usage on stderr) or a value an option rejected.
+std::optional<int> ParseCommandOptions(const char* command, int argc, char** argv,
+                                       std::span<const CommandOption> options);
 
 // A qemu-img style progress indicator: "    (12.34/100%)\r" on stdout, rewritten at most once
 // per percent-hundredth, and a newline on Finish(). Disabled unless |enabled|.

@@ -15,7 +15,10 @@
 #pragma once
 
 #include <cstdint>
+#include <iterator>
 #include <string_view>
+
+#include "qedfuse/base/enum_names.h"
 
 namespace qedfuse::block {
 
@@ -37,36 +40,25 @@ enum class DebugEvent : uint8_t {
 
 inline constexpr int kDebugEventCount = 13;
 
+inline constexpr EnumName<DebugEvent> kDebugEventNames[] = {
+    {DebugEvent::kL1Update, "l1_update"},
+    {DebugEvent::kL2Load, "l2_load"},
+    {DebugEvent::kL2Update, "l2_update"},
+    {DebugEvent::kL2AllocWrite, "l2_alloc_write"},
+    {DebugEvent::kCowRead, "cow_read"},
+    {DebugEvent::kCowWrite, "cow_write"},
+    {DebugEvent::kWriteData, "write_data"},
+    {DebugEvent::kReadData, "read_data"},
+    {DebugEvent::kHeaderUpdate, "header_update"},
+    {DebugEvent::kFlush, "flush"},
+    {DebugEvent::kNeedCheckSet, "need_check_set"},
+    {DebugEvent::kNeedCheckClear, "need_check_clear"},
+    {DebugEvent::kRelocate, "relocate"},
+};
+static_assert(std::size(kDebugEventNames) == kDebugEventCount, "every DebugEvent has a name");
+
 constexpr std::string_view DebugEventName(DebugEvent e) {
-  switch (e) {
-    case DebugEvent::kL1Update:
-      return "l1_update";
-    case DebugEvent::kL2Load:
-      return "l2_load";
-    case DebugEvent::kL2Update:
-      return "l2_update";
-    case DebugEvent::kL2AllocWrite:
-      return "l2_alloc_write";
-    case DebugEvent::kCowRead:
-      return "cow_read";
-    case DebugEvent::kCowWrite:
-      return "cow_write";
-    case DebugEvent::kWriteData:
-      return "write_data";
-    case DebugEvent::kReadData:
-      return "read_data";
-    case DebugEvent::kHeaderUpdate:
-      return "header_update";
-    case DebugEvent::kFlush:
-      return "flush";
-    case DebugEvent::kNeedCheckSet:
-      return "need_check_set";
-    case DebugEvent::kNeedCheckClear:
-      return "need_check_clear";
-    case DebugEvent::kRelocate:
-      return "relocate";
-  }
-  return "unknown";
+  return NameOf(kDebugEventNames, e, "unknown");
 }
 
 }  // namespace qedfuse::block

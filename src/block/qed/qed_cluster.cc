@@ -3,20 +3,18 @@
 
 #include <algorithm>
 
+#include "qedfuse/base/enum_names.h"
+
 namespace qedfuse::qed {
 
 const char* ClusterKindName(ClusterKind k) {
-  switch (k) {
-    case ClusterKind::kFound:
-      return "data";
-    case ClusterKind::kZero:
-      return "zero";
-    case ClusterKind::kUnallocatedL2:
-      return "unallocated";
-    case ClusterKind::kUnallocatedL1:
-      return "unallocated-l2";
-  }
-  return "?";
+  static constexpr EnumName<ClusterKind> kNames[] = {
+      {ClusterKind::kFound, "data"},
+      {ClusterKind::kZero, "zero"},
+      {ClusterKind::kUnallocatedL2, "unallocated"},
+      {ClusterKind::kUnallocatedL1, "unallocated-l2"},
+  };
+  return NameOf(kNames, k, "?");
 }
 
 namespace {

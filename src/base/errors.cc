@@ -105,8 +105,10 @@ absl::Status ErrnoStatus(int err, std::string_view subject) {
       what = "no such file";
       break;
     case EACCES:
-    case EPERM:
       what = "permission denied";
+      break;
+    case EPERM:
+      what = "operation not permitted";
       break;
     case EISDIR:
       what = "is a directory";

@@ -443,7 +443,7 @@ void UringChannel::Close() {
   closed_ = true;
   for (auto& q : queues_) {
     if (q == nullptr) continue;
-    for (Entry& e : q->entries()) {
+    for ([[maybe_unused]] const Entry& e : q->entries()) {
       assert(e.state != Entry::State::kUser && "a request still holds a ring entry");
     }
     if (in_kernel_ > 0) q->Leak();

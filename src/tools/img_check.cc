@@ -92,21 +92,14 @@ void PrintJson(const qed::CheckReport& r, const std::string& filename) {
 }
 
 coro::Task<int> RunCheck(CheckArgs args) {
-  block::OpenOptions opts;
-  opts.path = args.image;
-  opts.format = args.format;
+  block::OpenOptions opts =
+      ReadOnlyOpenOptions(args.image, args.format, args.force_share, args.backing);
   opts.read_only = !args.repair;
   opts.for_check = true;
-  opts.lock = !args.force_share;
-  opts.backing = args.backing;
   block::OpenReport report;
-  auto opened = co_await block::OpenImage(opts, &report);
-  if (!opened.ok()) {
-    ReportOpenError(args.image, opened.status(),
-                    args.repair ? OpenPurpose::kWrite : OpenPurpose::kRead);
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  std::unique_ptr<block::BlockBackend> backend = co_await OpenImageOrReport(
+      opts, args.repair ? OpenPurpose::kWrite : OpenPurpose::kRead, &report);
+  if (!backend) co_return kExitFailure;
   if (!qed::CanCheck(*backend)) {
     absl::Status closed = co_await backend->Close();
     (void)closed;

@@ -114,20 +114,13 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
 }
 
 coro::Task<int> RunInfo(InfoArgs args) {
-  block::OpenOptions opts;
-  opts.path = args.image;
-  opts.format = args.format;
-  opts.read_only = true;
+  block::OpenOptions opts =
+      ReadOnlyOpenOptions(args.image, args.format, args.force_share, args.backing);
   opts.for_check = true;  // report the image as it is; never repair while inspecting
-  opts.lock = !args.force_share;
-  opts.backing = args.backing;
   block::OpenReport report;
-  auto opened = co_await block::OpenImage(opts, &report);
-  if (!opened.ok()) {
-    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  std::unique_ptr<block::BlockBackend> backend =
+      co_await OpenImageOrReport(opts, OpenPurpose::kRead, &report);
+  if (!backend) co_return kExitFailure;
   if (!report.chain.empty()) report.chain[0].path = args.image;  // shown as given
   // Read-only and for_check: what the open read is what the files hold.
   const std::vector<LayerInfo> layers = block::DescribeLayers(*backend, report.chain);

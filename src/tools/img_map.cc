@@ -88,19 +88,11 @@ bool Dump(OutputFormat fmt, const Extent& e, Extent* next) {
 }
 
 coro::Task<int> RunMap(MapArgs args) {
-  block::OpenOptions opts;
-  opts.path = args.image;
-  opts.format = args.format;
-  opts.read_only = true;
-  opts.lock = !args.force_share;
-  opts.backing = args.backing;
   block::OpenReport report;
-  auto opened = co_await block::OpenImage(opts, &report);
-  if (!opened.ok()) {
-    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  std::unique_ptr<block::BlockBackend> backend = co_await OpenImageOrReport(
+      ReadOnlyOpenOptions(args.image, args.format, args.force_share, args.backing),
+      OpenPurpose::kRead, &report);
+  if (!backend) co_return kExitFailure;
 
   // File names per depth: the name as given for the top, resolved names below it.
   std::vector<std::string> names{args.image};

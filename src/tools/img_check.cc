@@ -29,15 +29,11 @@ constexpr int kExitCorrupt = 2;
 constexpr int kExitLeaks = 3;
 constexpr int kExitNotSupported = 63;
 
-struct CheckArgs {
-  block::BackingPolicy backing = block::BackingPolicy::kFollow;
-  std::string image;
-  std::string format;
+struct CheckArgs : ReadImageArgs {
   OutputFormat output = OutputFormat::kHuman;
   bool repair = false;
   bool quiet = false;
   bool progress = false;
-  bool force_share = false;
 };
 
 void PrintHuman(const qed::CheckReport& r) {
@@ -92,8 +88,7 @@ void PrintJson(const qed::CheckReport& r, const std::string& filename) {
 }
 
 coro::Task<int> RunCheck(CheckArgs args) {
-  block::OpenOptions opts =
-      ReadOnlyOpenOptions(args.image, args.format, args.force_share, args.backing);
+  block::OpenOptions opts = ReadOnlyOpenOptions(args);
   opts.read_only = !args.repair;
   opts.for_check = true;
   block::OpenReport report;

@@ -346,9 +346,9 @@ coro::Task<std::unique_ptr<block::BlockBackend>> OpenTarget(const ConvertArgs& a
 }
 
 coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
-  std::unique_ptr<block::BlockBackend> src = co_await OpenImageOrReport(
-      ReadOnlyOpenOptions(args.src, args.src_format, args.force_share, args.backing),
-      OpenPurpose::kRead);
+  const ReadImageArgs source{args.backing, args.src, args.src_format, args.force_share};
+  std::unique_ptr<block::BlockBackend> src =
+      co_await OpenImageOrReport(ReadOnlyOpenOptions(source), OpenPurpose::kRead);
   if (!src) co_return kExitFailure;
   uint64_t length = src->length();
 

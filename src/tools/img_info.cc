@@ -24,13 +24,9 @@ namespace {
 
 using block::LayerInfo;
 
-struct InfoArgs {
-  block::BackingPolicy backing = block::BackingPolicy::kFollow;
-  std::string image;
-  std::string format;
+struct InfoArgs : ReadImageArgs {
   OutputFormat output = OutputFormat::kHuman;
   bool backing_chain = false;
-  bool force_share = false;
 };
 
 JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
@@ -114,8 +110,7 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
 }
 
 coro::Task<int> RunInfo(InfoArgs args) {
-  block::OpenOptions opts =
-      ReadOnlyOpenOptions(args.image, args.format, args.force_share, args.backing);
+  block::OpenOptions opts = ReadOnlyOpenOptions(args);
   opts.for_check = true;  // report the image as it is; never repair while inspecting
   block::OpenReport report;
   std::unique_ptr<block::BlockBackend> backend =

@@ -22,12 +22,8 @@
 namespace qedfuse::tools {
 namespace {
 
-struct MapArgs {
-  block::BackingPolicy backing = block::BackingPolicy::kFollow;
-  std::string image;
-  std::string format;
+struct MapArgs : ReadImageArgs {
   OutputFormat output = OutputFormat::kHuman;
-  bool force_share = false;
   uint64_t start = 0;
   std::optional<uint64_t> max_length;
 };
@@ -89,9 +85,8 @@ bool Dump(OutputFormat fmt, const Extent& e, Extent* next) {
 
 coro::Task<int> RunMap(MapArgs args) {
   block::OpenReport report;
-  std::unique_ptr<block::BlockBackend> backend = co_await OpenImageOrReport(
-      ReadOnlyOpenOptions(args.image, args.format, args.force_share, args.backing),
-      OpenPurpose::kRead, &report);
+  std::unique_ptr<block::BlockBackend> backend =
+      co_await OpenImageOrReport(ReadOnlyOpenOptions(args), OpenPurpose::kRead, &report);
   if (!backend) co_return kExitFailure;
 
   // File names per depth: the name as given for the top, resolved names below it.

@@ -301,14 +301,13 @@ std::string QedCapacityText(uint32_t cluster_size, uint32_t table_size) {
       cluster_size, table_size, *max, HumanSize(*max));
 }
 
-block::OpenOptions ReadOnlyOpenOptions(const std::string& image, const std::string& format,
-                                       bool force_share, block::BackingPolicy backing) {
+block::OpenOptions ReadOnlyOpenOptions(const ReadImageArgs& args) {
   block::OpenOptions opts;
-  opts.path = image;
-  opts.format = format;
+  opts.path = args.image;
+  opts.format = args.format;
   opts.read_only = true;
-  opts.lock = !force_share;
-  opts.backing = backing;
+  opts.lock = !args.force_share;
+  opts.backing = args.backing;
   return opts;
 }
 

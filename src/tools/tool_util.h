@@ -69,10 +69,15 @@ enum class OpenPurpose {
   kRead,   // a command that only reads and takes -U (info, check, map, convert's source)
   kWrite,  // a command that changes the image (resize, check -r, convert's target)
 };
-// The options of a command that only reads |image|: format |format| (empty: probe), read-only,
-// locked unless |force_share| (-U), backing files as |backing| says.
-block::OpenOptions ReadOnlyOpenOptions(const std::string& image, const std::string& format,
-                                       bool force_share, block::BackingPolicy backing);
+// The arguments of every command that reads an image: the image, -f, -U and --backing.
+struct ReadImageArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
+  std::string image;
+  std::string format;  // empty: probe
+  bool force_share = false;
+};
+// The options to open |args.image| only for reading: read-only, locked unless -U.
+block::OpenOptions ReadOnlyOpenOptions(const ReadImageArgs& args);
 // Opens the image |options| name with block::OpenImage (filling |report| when not null). On
 // failure prints "Could not open 'IMAGE': reason" and HintOnLockConflict's advice for |purpose|,
 // and returns nullptr.

@@ -29,15 +29,11 @@ constexpr int kExitCorrupt = 2;
 constexpr int kExitLeaks = 3;
 constexpr int kExitNotSupported = 63;
 
-struct CheckArgs {
-  block::BackingPolicy backing = block::BackingPolicy::kFollow;
-  std::string image;
-  std::string format;
+struct CheckArgs : ReadImageArgs {
   OutputFormat output = OutputFormat::kHuman;
   bool repair = false;
   bool quiet = false;
   bool progress = false;
-  bool force_share = false;
 };
 
 void PrintHuman(const qed::CheckReport& r) {
@@ -92,21 +88,13 @@ void PrintJson(const qed::CheckReport& r, const std::string& filename) {
 }
 
 coro::Task<int> RunCheck(CheckArgs args) {
-  block::OpenOptions opts;
-  opts.path = args.image;
-  opts.format = args.format;
+  block::OpenOptions opts = ReadOnlyOpenOptions(args);
   opts.read_only = !args.repair;
   opts.for_check = true;
-  opts.lock = !args.force_share;
-  opts.backing = args.backing;
   block::OpenReport report;
-  auto opened = co_await block::OpenImage(opts, &report);
-  if (!opened.ok()) {
-    ReportOpenError(args.image, opened.status(),
-                    args.repair ? OpenPurpose::kWrite : OpenPurpose::kRead);
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  std::unique_ptr<block::BlockBackend> backend = co_await OpenImageOrReport(
+      opts, args.repair ? OpenPurpose::kWrite : OpenPurpose::kRead, &report);
+  if (!backend) co_return kExitFailure;
   if (!qed::CanCheck(*backend)) {
     absl::Status closed = co_await backend->Close();
     (void)closed;

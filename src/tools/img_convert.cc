@@ -332,12 +332,8 @@ coro::Task<std::unique_ptr<block::BlockBackend>> OpenTarget(const ConvertArgs& a
   opts.path = args.dst;
   opts.format = args.dst_format;  // never probed: a raw target may hold any bytes
   opts.read_only = false;
-  auto opened = co_await block::OpenImage(opts, nullptr);
-  if (!opened.ok()) {
-    ReportOpenError(args.dst, opened.status(), OpenPurpose::kWrite);
-    co_return nullptr;
-  }
-  std::unique_ptr<block::BlockBackend> dst = std::move(*opened);
+  std::unique_ptr<block::BlockBackend> dst = co_await OpenImageOrReport(opts, OpenPurpose::kWrite);
+  if (!dst) co_return nullptr;
   if (dst->length() < length) {
     Error(absl::StrFormat(
         "output file is smaller than input file: '%s' holds %u bytes, '%s' needs %u", args.dst,
@@ -350,19 +346,10 @@ coro::Task<std::unique_ptr<block::BlockBackend>> OpenTarget(const ConvertArgs& a
 }
 
 coro::Task<int> RunConvert(ConvertArgs args, qed::CreateOptions create) {
-  block::OpenOptions so;
-  so.path = args.src;
-  so.format = args.src_format;
-  so.read_only = true;
-  so.lock = !args.force_share;
-  so.backing = args.backing;
-  block::OpenReport sreport;
-  auto sopened = co_await block::OpenImage(so, &sreport);
-  if (!sopened.ok()) {
-    ReportOpenError(args.src, sopened.status(), OpenPurpose::kRead);
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> src = std::move(*sopened);
+  const ReadImageArgs source{args.backing, args.src, args.src_format, args.force_share};
+  std::unique_ptr<block::BlockBackend> src =
+      co_await OpenImageOrReport(ReadOnlyOpenOptions(source), OpenPurpose::kRead);
+  if (!src) co_return kExitFailure;
   uint64_t length = src->length();
 
   bool target_zero = false;

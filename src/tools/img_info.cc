@@ -24,13 +24,9 @@ namespace {
 
 using block::LayerInfo;
 
-struct InfoArgs {
-  block::BackingPolicy backing = block::BackingPolicy::kFollow;
-  std::string image;
-  std::string format;
+struct InfoArgs : ReadImageArgs {
   OutputFormat output = OutputFormat::kHuman;
   bool backing_chain = false;
-  bool force_share = false;
 };
 
 JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
@@ -114,20 +110,12 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
 }
 
 coro::Task<int> RunInfo(InfoArgs args) {
-  block::OpenOptions opts;
-  opts.path = args.image;
-  opts.format = args.format;
-  opts.read_only = true;
+  block::OpenOptions opts = ReadOnlyOpenOptions(args);
   opts.for_check = true;  // report the image as it is; never repair while inspecting
-  opts.lock = !args.force_share;
-  opts.backing = args.backing;
   block::OpenReport report;
-  auto opened = co_await block::OpenImage(opts, &report);
-  if (!opened.ok()) {
-    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  std::unique_ptr<block::BlockBackend> backend =
+      co_await OpenImageOrReport(opts, OpenPurpose::kRead, &report);
+  if (!backend) co_return kExitFailure;
   if (!report.chain.empty()) report.chain[0].path = args.image;  // shown as given
   // Read-only and for_check: what the open read is what the files hold.
   const std::vector<LayerInfo> layers = block::DescribeLayers(*backend, report.chain);

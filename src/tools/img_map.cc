@@ -22,12 +22,8 @@
 namespace qedfuse::tools {
 namespace {
 
-struct MapArgs {
-  block::BackingPolicy backing = block::BackingPolicy::kFollow;
-  std::string image;
-  std::string format;
+struct MapArgs : ReadImageArgs {
   OutputFormat output = OutputFormat::kHuman;
-  bool force_share = false;
   uint64_t start = 0;
   std::optional<uint64_t> max_length;
 };
@@ -88,19 +84,10 @@ bool Dump(OutputFormat fmt, const Extent& e, Extent* next) {
 }
 
 coro::Task<int> RunMap(MapArgs args) {
-  block::OpenOptions opts;
-  opts.path = args.image;
-  opts.format = args.format;
-  opts.read_only = true;
-  opts.lock = !args.force_share;
-  opts.backing = args.backing;
   block::OpenReport report;
-  auto opened = co_await block::OpenImage(opts, &report);
-  if (!opened.ok()) {
-    ReportOpenError(args.image, opened.status(), OpenPurpose::kRead);
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  std::unique_ptr<block::BlockBackend> backend =
+      co_await OpenImageOrReport(ReadOnlyOpenOptions(args), OpenPurpose::kRead, &report);
+  if (!backend) co_return kExitFailure;
 
   // File names per depth: the name as given for the top, resolved names below it.
   std::vector<std::string> names{args.image};

@@ -39,13 +39,9 @@ coro::Task<int> RunResize(ResizeArgs args) {
   opts.path = args.image;
   opts.format = args.format;
   opts.read_only = false;
-  block::OpenReport report;
-  auto opened = co_await block::OpenImage(opts, &report);
-  if (!opened.ok()) {
-    ReportOpenError(args.image, opened.status(), OpenPurpose::kWrite);
-    co_return kExitFailure;
-  }
-  std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
+  std::unique_ptr<block::BlockBackend> backend =
+      co_await OpenImageOrReport(opts, OpenPurpose::kWrite);
+  if (!backend) co_return kExitFailure;
   uint64_t current = backend->length();
   uint64_t target = *amount;
   bool bad = false;

@@ -301,9 +301,25 @@ std::string QedCapacityText(uint32_t cluster_size, uint32_t table_size) {
       cluster_size, table_size, *max, HumanSize(*max));
 }
 
-void ReportOpenError(const std::string& image, const absl::Status& status, OpenPurpose purpose) {
-  Error(absl::StrFormat("Could not open '%s': %s", image, status.message()));
-  HintOnLockConflict(status, purpose);
+block::OpenOptions ReadOnlyOpenOptions(const ReadImageArgs& args) {
+  block::OpenOptions opts;
+  opts.path = args.image;
+  opts.format = args.format;
+  opts.read_only = true;
+  opts.lock = !args.force_share;
+  opts.backing = args.backing;
+  return opts;
+}
+
+coro::Task<std::unique_ptr<block::BlockBackend>> OpenImageOrReport(
+    const block::OpenOptions& options, OpenPurpose purpose, block::OpenReport* report) {
+  auto opened = co_await block::OpenImage(options, report);
+  if (!opened.ok()) {
+    Error(absl::StrFormat("Could not open '%s': %s", options.path, opened.status().message()));
+    HintOnLockConflict(opened.status(), purpose);
+    co_return nullptr;
+  }
+  co_return std::move(*opened);
 }
 
 void HintOnLockConflict(const absl::Status& status, OpenPurpose purpose) {

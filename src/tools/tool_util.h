@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -63,14 +64,25 @@ std::optional<uint64_t> ParseSizeParameter(std::string_view context, std::string
 // (64 TiB)", or "" for a geometry QED does not allow.
 std::string QedCapacityText(uint32_t cluster_size, uint32_t table_size);
 
-// Who opens an image, for ReportOpenError's advice on a lock held by another process.
+// Who opens an image, for OpenImageOrReport's advice on a lock held by another process.
 enum class OpenPurpose {
   kRead,   // a command that only reads and takes -U (info, check, map, convert's source)
   kWrite,  // a command that changes the image (resize, check -r, convert's target)
 };
-// Reports a failed block::OpenImage of |image|: "Could not open 'IMAGE': reason", then
-// HintOnLockConflict.
-void ReportOpenError(const std::string& image, const absl::Status& status, OpenPurpose purpose);
+// The arguments of every command that reads an image: the image, -f, -U and --backing.
+struct ReadImageArgs {
+  block::BackingPolicy backing = block::BackingPolicy::kFollow;
+  std::string image;
+  std::string format;  // empty: probe
+  bool force_share = false;
+};
+// The options to open |args.image| only for reading: read-only, locked unless -U.
+block::OpenOptions ReadOnlyOpenOptions(const ReadImageArgs& args);
+// Opens the image |options| name with block::OpenImage (filling |report| when not null). On
+// failure prints "Could not open 'IMAGE': reason" and HintOnLockConflict's advice for |purpose|,
+// and returns nullptr.
+coro::Task<std::unique_ptr<block::BlockBackend>> OpenImageOrReport(
+    const block::OpenOptions& options, OpenPurpose purpose, block::OpenReport* report = nullptr);
 // When |status| is a lock conflict (another process has the image open), prints what to do
 // about it: -U for commands that only read, stopping the other user for those that write.
 void HintOnLockConflict(const absl::Status& status, OpenPurpose purpose);

@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -44,6 +46,15 @@ constexpr EnumName<FaultIo> kIos[] = {
 };
 
 string_view IoNameOf(FaultIo io) { return NameOf(kIos, io, "?"); }
+
+// |value| looked up in |names|; an unknown one is an error naming the |what| and the |choices|.
+template <typename E, std::size_t N>
+absl::StatusOr<E> Named(string_view rule, const EnumName<E> (&names)[N], string_view what,
+                        string_view value, string_view choices) {
+  if (std::optional<E> v = ValueOf(names, value)) return *v;
+  return Bad(rule, absl::StrCat("unknown ", std::string(what), " '", std::string(value), "' (",
+                                std::string(choices), ")"));
+}
 
 bool ParseCount(string_view v, int* out) {
   int n = 0;
@@ -261,26 +272,21 @@ absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
     absl::Status st;
     if (key == "io") {
       if (st = once(&seen_io); !st.ok()) return st;
-      std::optional<FaultIo> io = ValueOf(kIos, value);
-      if (!io) {
-        return Bad(text, absl::StrCat("unknown io kind '", std::string(value),
-                                      "' (use any, read, write, flush, zero or truncate)"));
-      }
+      absl::StatusOr<FaultIo> io =
+          Named(text, kIos, "io kind", value, "use any, read, write, flush, zero or truncate");
+      if (!io.ok()) return io.status();
       out.rule.io = *io;
     } else if (key == "event") {
       if (st = once(&seen_event); !st.ok()) return st;
-      out.rule.event = ValueOf(block::kDebugEventNames, value);
-      if (!out.rule.event) {
-        return Bad(text, absl::StrCat("unknown event '", std::string(value),
-                                      "' (see DEBUGGING OPTIONS in qedfuse(1))"));
-      }
+      absl::StatusOr<block::DebugEvent> event = Named(text, block::kDebugEventNames, "event", value,
+                                                      "see DEBUGGING OPTIONS in qedfuse(1)");
+      if (!event.ok()) return event.status();
+      out.rule.event = *event;
     } else if (key == "error") {
       if (st = once(&seen_error); !st.ok()) return st;
-      std::optional<int> error = ValueOf(kErrnos, value);
-      if (!error) {
-        return Bad(text, absl::StrCat("unknown error '", std::string(value),
-                                      "' (use EIO, ENOSPC, EDQUOT, EROFS or EFBIG)"));
-      }
+      absl::StatusOr<int> error =
+          Named(text, kErrnos, "error", value, "use EIO, ENOSPC, EDQUOT, EROFS or EFBIG");
+      if (!error.ok()) return error.status();
       out.rule.error = *error;
     } else if (key == "skip") {
       if (st = once(&seen_skip); !st.ok()) return st;

@@ -2,6 +2,7 @@
 #include "fusefs/mount_options.h"
 
 #include <charconv>
+#include <span>
 #include <string_view>
 #include <type_traits>
 
@@ -159,6 +160,26 @@ bool IsKernelOption(string_view opt) {
          StartsWith(opt, "rootcontext=");
 }
 
+// An option with a value: its name and the function that parses and applies the value.
+struct ValueOption {
+  string_view name;
+  absl::Status (*apply)(MountOptions&, string_view);
+};
+
+// The -o options NAME=VALUE that are set once at mount time (kept for the remount message).
+constexpr ValueOption kMountValueOptions[] = {
+    {"umask", SetUmask},      {"cache", SetCache},   {"aio", SetAio},
+    {"io_uring", SetIoUring}, {"format", SetFormat}, {"need_check_delay", SetNeedCheckDelay},
+    {"backing", SetBacking},
+};
+
+const ValueOption* FindValueOption(std::span<const ValueOption> table, string_view name) {
+  for (const ValueOption& v : table) {
+    if (v.name == name) return &v;
+  }
+  return nullptr;
+}
+
 absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
   if (opt.empty() || IsFstabOnly(opt)) return absl::OkStatus();
   string_view name = opt;
@@ -195,32 +216,15 @@ absl::Status ApplyMountOption(MountOptions& o, string_view opt) {
   } else if ((name == "uid" || name == "gid") && has_value) {
     o.mount_time_settings.emplace_back(opt);
     return SetId(name == "uid" ? o.uid : o.gid, name, value);
-  } else if (name == "umask" && has_value) {
+  } else if (const ValueOption* v = FindValueOption(kMountValueOptions, name);
+             v != nullptr && has_value) {
     o.mount_time_settings.emplace_back(opt);
-    return SetUmask(o, value);
+    return v->apply(o, value);
   } else if (name == "log_file" && has_value) {
     return SetLogFile(o, value);
   } else if (opt == "debug") {
     o.debug = true;
     o.mount_time_settings.emplace_back(opt);
-  } else if (name == "cache" && has_value) {
-    o.mount_time_settings.emplace_back(opt);
-    return SetCache(o, value);
-  } else if (name == "aio" && has_value) {
-    o.mount_time_settings.emplace_back(opt);
-    return SetAio(o, value);
-  } else if (name == "io_uring" && has_value) {
-    o.mount_time_settings.emplace_back(opt);
-    return SetIoUring(o, value);
-  } else if (name == "format" && has_value) {
-    o.mount_time_settings.emplace_back(opt);
-    return SetFormat(o, value);
-  } else if (name == "need_check_delay" && has_value) {
-    o.mount_time_settings.emplace_back(opt);
-    return SetNeedCheckDelay(o, value);
-  } else if (name == "backing" && has_value) {
-    o.mount_time_settings.emplace_back(opt);
-    return SetBacking(o, value);
   } else if (name == "writeback_cache") {
     o.mount_time_settings.emplace_back(opt);
     if (!has_value) {
@@ -259,11 +263,6 @@ absl::Status ApplyMountOptionList(MountOptions& o, string_view list) {
 }
 
 // Long options that take a value: --name=value or --name value.
-struct ValueOption {
-  string_view name;
-  absl::Status (*apply)(MountOptions&, string_view);
-};
-
 absl::Status SetWritebackFlag(MountOptions& o, string_view value) {
   auto on = ParseOnOff("--writeback-cache", value);
   if (!on.ok()) return on.status();

@@ -12,7 +12,7 @@
 #include <cassert>
 #include <coroutine>
 #include <cstddef>
-#include <utility>
+#include <memory>
 
 #include "qedfuse/coro/event_loop.h"
 
@@ -24,27 +24,17 @@ class CoMutex {
    public:
     Guard() noexcept = default;
     explicit Guard(CoMutex* m) noexcept : m_(m) {}
-    Guard(Guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
-    Guard& operator=(Guard&& o) noexcept {
-      if (this != &o) {
-        Release();
-        m_ = std::exchange(o.m_, nullptr);
-      }
-      return *this;
-    }
-    Guard(const Guard&) = delete;
-    Guard& operator=(const Guard&) = delete;
-    ~Guard() { Release(); }
 
-    bool owns(const CoMutex& m) const noexcept { return m_ == &m; }
+    bool owns(const CoMutex& m) const noexcept { return m_.get() == &m; }
     bool owns_lock() const noexcept { return m_ != nullptr; }
-    CoMutex* mutex() const noexcept { return m_; }
-    void Release() noexcept {
-      if (m_ != nullptr) std::exchange(m_, nullptr)->Unlock();
-    }
+    CoMutex* mutex() const noexcept { return m_.get(); }
+    void Release() noexcept { m_.reset(); }
 
    private:
-    CoMutex* m_ = nullptr;
+    struct Unlocker {
+      void operator()(CoMutex* m) const noexcept { m->Unlock(); }
+    };
+    std::unique_ptr<CoMutex, Unlocker> m_;  // move-only; unlocks when reset or destroyed
   };
 
   CoMutex() = default;

@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <memory>
 
-#include "qedfuse/coro/event_loop.h"
+#include "qedfuse/coro/waiter_list.h"
 
 namespace qedfuse::coro {
 
@@ -40,7 +40,7 @@ class CoMutex {
   CoMutex() = default;
   CoMutex(const CoMutex&) = delete;
   CoMutex& operator=(const CoMutex&) = delete;
-  ~CoMutex() { assert(!locked_ && head_ == nullptr); }
+  ~CoMutex() { assert(!locked_ && waiters_.empty()); }
 
   class LockAwaiter {
    public:
@@ -50,25 +50,12 @@ class CoMutex {
       m_->locked_ = true;
       return true;
     }
-    void await_suspend(std::coroutine_handle<> h) noexcept {
-      handle_ = h;
-      loop_ = &EventLoop::Current();
-      if (m_->tail_ != nullptr) {
-        m_->tail_->next_ = this;
-      } else {
-        m_->head_ = this;
-      }
-      m_->tail_ = this;
-      ++m_->waiters_;
-    }
+    void await_suspend(std::coroutine_handle<> h) noexcept { m_->waiters_.Push(&node_, h); }
     [[nodiscard]] Guard await_resume() noexcept { return Guard(m_); }
 
    private:
-    friend class CoMutex;
     CoMutex* m_;
-    LockAwaiter* next_ = nullptr;
-    std::coroutine_handle<> handle_;
-    EventLoop* loop_ = nullptr;
+    WaiterList::Waiter node_;
   };
 
   // Awaitable yielding a Guard once the mutex is held by the caller.
@@ -82,27 +69,17 @@ class CoMutex {
   }
 
   bool locked() const noexcept { return locked_; }
-  std::size_t waiters() const noexcept { return waiters_; }
+  std::size_t waiters() const noexcept { return waiters_.size(); }
 
  private:
   void Unlock() noexcept {
     assert(locked_);
-    if (head_ == nullptr) {
-      locked_ = false;
-      return;
-    }
-    // Hand-off: the mutex stays locked and now belongs to the first waiter.
-    LockAwaiter* w = head_;
-    head_ = w->next_;
-    if (head_ == nullptr) tail_ = nullptr;
-    --waiters_;
-    w->loop_->Post(w->handle_);
+    // Hand-off: with a waiter the mutex stays locked and now belongs to the first waiter.
+    if (!waiters_.WakeOne()) locked_ = false;
   }
 
   bool locked_ = false;
-  LockAwaiter* head_ = nullptr;
-  LockAwaiter* tail_ = nullptr;
-  std::size_t waiters_ = 0;
+  WaiterList waiters_;
 };
 
 }  // namespace qedfuse::coro

@@ -85,49 +85,24 @@ class FaultHookDriver final : public block::FilterDriver {
   }
 
   coro::Task<Result<void>> Read(uint64_t offset, block::IoVector iov) override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->Read(offset, iov);
-    Report(before, FaultIo::kRead);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kRead, [&] { return fi_->Read(offset, iov); });
   }
 
   coro::Task<Result<void>> Write(uint64_t offset, block::IoVector iov) override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->Write(offset, iov);
-    Report(before, FaultIo::kWrite);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kWrite, [&] { return fi_->Write(offset, iov); });
   }
 
   coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len,
                                        block::ZeroFlags flags) override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->WriteZeroes(offset, len, flags);
-    Report(before, FaultIo::kZero);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kZero, [&] { return fi_->WriteZeroes(offset, len, flags); });
   }
 
   coro::Task<Result<void>> Flush() override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->Flush();
-    Report(before, FaultIo::kFlush);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kFlush, [&] { return fi_->Flush(); });
   }
 
   coro::Task<Result<void>> Truncate(uint64_t new_length) override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->Truncate(new_length);
-    Report(before, FaultIo::kTruncate);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kTruncate, [&] { return fi_->Truncate(new_length); });
   }
 
   coro::Task<absl::Status> Close() override {
@@ -160,6 +135,21 @@ class FaultHookDriver final : public block::FilterDriver {
     // with the first hold (on the loop thread), waited on by one Releaser.
     std::unique_ptr<coro::CoTimer> timer;
   };
+
+  // One call of kind |io| into fi_, begun by |start|: the armed= rules are refreshed before it;
+  // the faults it injected are logged and the delays of the operations it held are started
+  // before it first suspends, so comparing the counters around its start is exact. Tasks start
+  // eagerly, so |start| has run, and is not used again, by the time this first suspends: it may
+  // capture the caller's arguments by reference.
+  template <typename Start>
+  coro::Task<Result<void>> Hooked(FaultIo io, Start start) {
+    Refresh();
+    Snapshot before = Take();
+    coro::Task<Result<void>> t = start();
+    Report(before, io);
+    ReleaseHeldLater();
+    co_return co_await t;
+  }
 
   // Starts the delay of every delay= rule that has just begun holding an operation.
   void ReleaseHeldLater() {

@@ -6,9 +6,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -47,14 +49,23 @@ constexpr EnumName<FaultIo> kIos[] = {
 
 string_view IoNameOf(FaultIo io) { return NameOf(kIos, io, "?"); }
 
-// |value| looked up in |names|; an unknown one is an error naming the |what| and the |choices|.
-template <typename E, std::size_t N>
-absl::StatusOr<E> Named(string_view rule, const EnumName<E> (&names)[N], string_view what,
-                        string_view value, string_view choices) {
-  if (std::optional<E> v = ValueOf(names, value)) return *v;
-  return Bad(rule, absl::StrCat("unknown ", std::string(what), " '", std::string(value), "' (",
-                                std::string(choices), ")"));
+// |value| looked up in |names| into |*out|; an unknown one is an error naming the |what| and the
+// |choices|.
+template <typename E, std::size_t N, typename Out>
+absl::Status SetNamed(string_view rule, const EnumName<E> (&names)[N], string_view what,
+                      string_view value, string_view choices, Out* out) {
+  std::optional<E> v = ValueOf(names, value);
+  if (!v) {
+    return Bad(rule, absl::StrCat("unknown ", std::string(what), " '", std::string(value), "' (",
+                                  std::string(choices), ")"));
+  }
+  *out = *v;
+  return absl::OkStatus();
 }
+
+// The keys of a rule, in the order the message about an unknown key lists them.
+constexpr string_view kRuleKeys[] = {"io",    "event", "error", "skip",
+                                     "count", "armed", "die",   "delay"};
 
 bool ParseCount(string_view v, int* out) {
   int n = 0;
@@ -85,49 +96,24 @@ class FaultHookDriver final : public block::FilterDriver {
   }
 
   coro::Task<Result<void>> Read(uint64_t offset, block::IoVector iov) override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->Read(offset, iov);
-    Report(before, FaultIo::kRead);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kRead, [&] { return fi_->Read(offset, iov); });
   }
 
   coro::Task<Result<void>> Write(uint64_t offset, block::IoVector iov) override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->Write(offset, iov);
-    Report(before, FaultIo::kWrite);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kWrite, [&] { return fi_->Write(offset, iov); });
   }
 
   coro::Task<Result<void>> WriteZeroes(uint64_t offset, uint64_t len,
                                        block::ZeroFlags flags) override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->WriteZeroes(offset, len, flags);
-    Report(before, FaultIo::kZero);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kZero, [&] { return fi_->WriteZeroes(offset, len, flags); });
   }
 
   coro::Task<Result<void>> Flush() override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->Flush();
-    Report(before, FaultIo::kFlush);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kFlush, [&] { return fi_->Flush(); });
   }
 
   coro::Task<Result<void>> Truncate(uint64_t new_length) override {
-    Refresh();
-    Snapshot before = Take();
-    coro::Task<Result<void>> t = fi_->Truncate(new_length);
-    Report(before, FaultIo::kTruncate);
-    ReleaseHeldLater();
-    co_return co_await t;
+    return Hooked(FaultIo::kTruncate, [&] { return fi_->Truncate(new_length); });
   }
 
   coro::Task<absl::Status> Close() override {
@@ -160,6 +146,21 @@ class FaultHookDriver final : public block::FilterDriver {
     // with the first hold (on the loop thread), waited on by one Releaser.
     std::unique_ptr<coro::CoTimer> timer;
   };
+
+  // One call of kind |io| into fi_, begun by |start|: the armed= rules are refreshed before it;
+  // the faults it injected are logged and the delays of the operations it held are started
+  // before it first suspends, so comparing the counters around its start is exact. Tasks start
+  // eagerly, so |start| has run, and is not used again, by the time this first suspends: it may
+  // capture the caller's arguments by reference.
+  template <typename Start>
+  coro::Task<Result<void>> Hooked(FaultIo io, Start start) {
+    Refresh();
+    Snapshot before = Take();
+    coro::Task<Result<void>> t = start();
+    Report(before, io);
+    ReleaseHeldLater();
+    co_return co_await t;
+  }
 
   // Starts the delay of every delay= rule that has just begun holding an operation.
   void ReleaseHeldLater() {
@@ -245,8 +246,10 @@ absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
   ParsedFaultRule out;
   out.text = std::string(text);
   if (text.empty()) return Bad(text, "empty rule");
-  bool seen_io = false, seen_event = false, seen_error = false, seen_skip = false,
-       seen_count = false, seen_armed = false, seen_die = false, seen_delay = false;
+  std::vector<string_view> seen;  // the keys given so far, each at most once
+  auto given = [&seen](string_view key) {
+    return std::find(seen.begin(), seen.end(), key) != seen.end();
+  };
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
@@ -261,41 +264,31 @@ absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
       value = item.substr(eq + 1);
       has_value = true;
     }
-    auto once = [&](bool* seen) -> absl::Status {
-      if (*seen) return Bad(text, absl::StrCat("'", std::string(key), "' given twice"));
-      *seen = true;
-      if (key != "die" && (!has_value || value.empty())) {
-        return Bad(text, absl::StrCat("'", std::string(key), "' needs a value"));
-      }
-      return absl::OkStatus();
-    };
+    if (std::find(std::begin(kRuleKeys), std::end(kRuleKeys), key) == std::end(kRuleKeys)) {
+      return Bad(text, absl::StrCat("unknown key '", std::string(key),
+                                    "' (use io, event, error, skip, count, armed, die or delay)"));
+    }
+    if (given(key)) return Bad(text, absl::StrCat("'", std::string(key), "' given twice"));
+    seen.push_back(key);
+    if (key != "die" && (!has_value || value.empty())) {
+      return Bad(text, absl::StrCat("'", std::string(key), "' needs a value"));
+    }
     absl::Status st;
     if (key == "io") {
-      if (st = once(&seen_io); !st.ok()) return st;
-      absl::StatusOr<FaultIo> io =
-          Named(text, kIos, "io kind", value, "use any, read, write, flush, zero or truncate");
-      if (!io.ok()) return io.status();
-      out.rule.io = *io;
+      st = SetNamed(text, kIos, "io kind", value, "use any, read, write, flush, zero or truncate",
+                    &out.rule.io);
     } else if (key == "event") {
-      if (st = once(&seen_event); !st.ok()) return st;
-      absl::StatusOr<block::DebugEvent> event = Named(text, block::kDebugEventNames, "event", value,
-                                                      "see DEBUGGING OPTIONS in qedfuse(1)");
-      if (!event.ok()) return event.status();
-      out.rule.event = *event;
+      st = SetNamed(text, block::kDebugEventNames, "event", value,
+                    "see DEBUGGING OPTIONS in qedfuse(1)", &out.rule.event);
     } else if (key == "error") {
-      if (st = once(&seen_error); !st.ok()) return st;
-      absl::StatusOr<int> error =
-          Named(text, kErrnos, "error", value, "use EIO, ENOSPC, EDQUOT, EROFS or EFBIG");
-      if (!error.ok()) return error.status();
-      out.rule.error = *error;
+      st = SetNamed(text, kErrnos, "error", value, "use EIO, ENOSPC, EDQUOT, EROFS or EFBIG",
+                    &out.rule.error);
     } else if (key == "skip") {
-      if (st = once(&seen_skip); !st.ok()) return st;
       if (!ParseCount(value, &out.rule.skip)) {
         return Bad(text, absl::StrCat("invalid skip '", std::string(value),
                                       "' (a non-negative number expected)"));
       }
     } else if (key == "count") {
-      if (st = once(&seen_count); !st.ok()) return st;
       if (value == "always") {
         out.rule.count = -1;
       } else if (!ParseCount(value, &out.rule.count) || out.rule.count == 0) {
@@ -303,14 +296,11 @@ absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
                                       "' (a positive number or 'always' expected)"));
       }
     } else if (key == "armed") {
-      if (st = once(&seen_armed); !st.ok()) return st;
       out.armed_path = std::string(value);
     } else if (key == "die") {
-      if (st = once(&seen_die); !st.ok()) return st;
       if (has_value) return Bad(text, "'die' takes no value");
       out.rule.fail_everything_after = true;
     } else if (key == "delay") {
-      if (st = once(&seen_delay); !st.ok()) return st;
       int ms = 0;
       if (!ParseCount(value, &ms) || ms == 0) {
         return Bad(text, absl::StrCat("invalid delay '", std::string(value),
@@ -318,13 +308,11 @@ absl::StatusOr<ParsedFaultRule> ParseFaultRule(string_view text) {
       }
       out.delay = std::chrono::milliseconds(ms);
       out.rule.suspend = true;
-    } else {
-      return Bad(text, absl::StrCat("unknown key '", std::string(key),
-                                    "' (use io, event, error, skip, count, armed, die or delay)"));
     }
+    if (!st.ok()) return st;
     if (comma == text.size()) break;
   }
-  if (seen_delay && (seen_error || seen_die)) {
+  if (given("delay") && (given("error") || given("die"))) {
     return Bad(text, "'delay' holds operations instead of failing them: it excludes error and die");
   }
   return out;

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -139,6 +140,19 @@ TEST(InstallFaults, RefusesTheFirstBadRule) {
   EXPECT_FALSE(oo.wrap_image_file);
 }
 
+// The image-file node over |state| once InstallFaults(|rules|) has run on |oo| (which may hold
+// an earlier hook); nullptr, after a test failure, when the rules are refused or install nothing.
+std::unique_ptr<block::BlockDriver> HookedFile(const std::vector<std::string>& rules,
+                                               const std::shared_ptr<test::MemFileState>& state,
+                                               block::OpenOptions oo = {}) {
+  absl::Status s = InstallFaults(rules, &oo);
+  EXPECT_TRUE(s.ok()) << s;
+  if (!s.ok()) return nullptr;
+  EXPECT_TRUE(oo.wrap_image_file) << "no hook installed";
+  if (!oo.wrap_image_file) return nullptr;
+  return oo.wrap_image_file(std::make_unique<test::MemFile>(state));
+}
+
 // Runs |n| one-block writes through |node| and returns the errno of each (0 = success).
 std::vector<int> Writes(coro::EventLoop& loop, block::BlockDriver& node, int n) {
   std::vector<int> out;
@@ -153,10 +167,8 @@ std::vector<int> Writes(coro::EventLoop& loop, block::BlockDriver& node, int n) 
 TEST(InstallFaults, SkipCountAndErrno) {
   coro::EventLoop loop;
   auto state = test::MemFileState::Create(1 << 20);
-  block::OpenOptions oo;
-  ASSERT_TRUE(InstallFaults({"io=write,error=ENOSPC,skip=2,count=3"}, &oo).ok());
-  ASSERT_TRUE(oo.wrap_image_file);
-  auto node = oo.wrap_image_file(std::make_unique<test::MemFile>(state));
+  auto node = HookedFile({"io=write,error=ENOSPC,skip=2,count=3"}, state);
+  ASSERT_NE(node, nullptr);
   EXPECT_EQ(Writes(loop, *node, 7), (std::vector<int>{0, 0, ENOSPC, ENOSPC, ENOSPC, 0, 0}));
   EXPECT_EQ(state->writes, 4u);  // failed writes never reach the file
   // Reads and flushes are not matched by an io=write rule.
@@ -169,9 +181,8 @@ TEST(InstallFaults, SkipCountAndErrno) {
 TEST(InstallFaults, EventRuleAndDie) {
   coro::EventLoop loop;
   auto state = test::MemFileState::Create(1 << 20);
-  block::OpenOptions oo;
-  ASSERT_TRUE(InstallFaults({"event=l2_update,die"}, &oo).ok());
-  auto node = oo.wrap_image_file(std::make_unique<test::MemFile>(state));
+  auto node = HookedFile({"event=l2_update,die"}, state);
+  ASSERT_NE(node, nullptr);
   EXPECT_EQ(Writes(loop, *node, 2), (std::vector<int>{0, 0}));
   node->Annotate(DebugEvent::kL2Update);
   EXPECT_EQ(Writes(loop, *node, 2), (std::vector<int>{EIO, EIO}));  // died at the L2 update
@@ -185,9 +196,8 @@ TEST(InstallFaults, ArmedByFileExistence) {
   std::string arm = std::string(dir_template) + "/arm";
   coro::EventLoop loop;
   auto state = test::MemFileState::Create(1 << 20);
-  block::OpenOptions oo;
-  ASSERT_TRUE(InstallFaults({"io=write,skip=1,count=1,armed=" + arm}, &oo).ok());
-  auto node = oo.wrap_image_file(std::make_unique<test::MemFile>(state));
+  auto node = HookedFile({"io=write,skip=1,count=1,armed=" + arm}, state);
+  ASSERT_NE(node, nullptr);
   EXPECT_EQ(Writes(loop, *node, 3), (std::vector<int>{0, 0, 0}));  // not armed yet
   std::FILE* f = std::fopen(arm.c_str(), "w");
   ASSERT_NE(f, nullptr);
@@ -209,9 +219,8 @@ TEST(InstallFaults, ArmedByFileExistence) {
 TEST(InstallFaults, DelayHoldsThenLetsThrough) {
   coro::EventLoop loop;
   auto state = test::MemFileState::Create(1 << 20);
-  block::OpenOptions oo;
-  ASSERT_TRUE(InstallFaults({"io=write,delay=20,count=2"}, &oo).ok());
-  auto node = oo.wrap_image_file(std::make_unique<test::MemFile>(state));
+  auto node = HookedFile({"io=write,delay=20,count=2"}, state);
+  ASSERT_NE(node, nullptr);
   std::vector<std::byte> buf(512, std::byte{0x5a});
   // Held: the write has not reached the file when the call returns its (suspended) task.
   coro::Task<Result<void>> held = node->Write(0, block::IoVector(buf.data(), buf.size()));
@@ -224,9 +233,8 @@ TEST(InstallFaults, DelayHoldsThenLetsThrough) {
   EXPECT_EQ(Writes(loop, *node, 3), (std::vector<int>{0, 0, 0}));  // count=2: one more held
   EXPECT_EQ(state->writes, 4u);
   // A write held when the node is closed is let through by the close.
-  block::OpenOptions oo2;
-  ASSERT_TRUE(InstallFaults({"io=write,delay=600000"}, &oo2).ok());
-  auto slow = oo2.wrap_image_file(std::make_unique<test::MemFile>(state));
+  auto slow = HookedFile({"io=write,delay=600000"}, state);
+  ASSERT_NE(slow, nullptr);
   coro::Task<Result<void>> stuck = slow->Write(0, block::IoVector(buf.data(), buf.size()));
   EXPECT_FALSE(stuck.done());
   EXPECT_TRUE(loop.RunSync(slow->Close()).ok());
@@ -268,8 +276,8 @@ TEST(InstallFaults, ChainsOverAnEarlierHook) {
     return std::unique_ptr<block::BlockDriver>(
         std::make_unique<CountingDriver>(std::move(n), &logged));
   };
-  ASSERT_TRUE(InstallFaults({"io=write,count=2"}, &oo).ok());
-  auto node = oo.wrap_image_file(std::make_unique<test::MemFile>(state));
+  auto node = HookedFile({"io=write,count=2"}, state, oo);
+  ASSERT_NE(node, nullptr);
   EXPECT_EQ(Writes(loop, *node, 4), (std::vector<int>{EIO, EIO, 0, 0}));
   EXPECT_EQ(logged, 2);  // the failed writes never reached the lower hook
   EXPECT_TRUE(loop.RunSync(node->Close()).ok());

@@ -1,36 +1,54 @@
 // Project error category and the single errno mapping used at the FUSE edge.
 #include "qedfuse/base/errors.h"
 
+#include <cstddef>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 namespace qedfuse {
 namespace {
 
+// What each project code means: its message and the one errno the FUSE edge replies with.
+struct ErrcInfo {
+  Errc code;
+  const char* message;
+  int err;
+};
+
+constexpr ErrcInfo kErrcs[] = {
+    {Errc::kOk, "success", 0},
+    {Errc::kCorruptImage, "image is corrupt", EIO},
+    {Errc::kUnsupportedFeature, "unsupported image feature", ENOTSUP},
+    {Errc::kReadOnly, "image is read-only", EROFS},
+    {Errc::kOutOfRange, "request outside the device", EINVAL},
+    {Errc::kNoSpace, "image cannot grow", ENOSPC},
+    {Errc::kClosed, "device is closed", EIO},
+    {Errc::kNotSupported, "operation not supported", EOPNOTSUPP},
+    {Errc::kInjected, "injected fault", EIO},
+};
+
+// The row of the code |value|, or nullptr when no Errc has that value.
+constexpr const ErrcInfo* FindErrc(int value) {
+  for (const ErrcInfo& e : kErrcs) {
+    if (static_cast<int>(e.code) == value) return &e;
+  }
+  return nullptr;
+}
+
+constexpr bool ListsEveryErrc() {
+  for (int v = 0; v <= static_cast<int>(Errc::kInjected); ++v) {
+    if (FindErrc(v) == nullptr) return false;
+  }
+  return std::size(kErrcs) == static_cast<std::size_t>(Errc::kInjected) + 1;
+}
+static_assert(ListsEveryErrc(), "kErrcs must list every Errc once (kInjected is the last)");
+
 class QedfuseCategory final : public std::error_category {
  public:
   const char* name() const noexcept override { return "qedfuse"; }
   std::string message(int value) const override {
-    switch (static_cast<Errc>(value)) {
-      case Errc::kOk:
-        return "success";
-      case Errc::kCorruptImage:
-        return "image is corrupt";
-      case Errc::kUnsupportedFeature:
-        return "unsupported image feature";
-      case Errc::kReadOnly:
-        return "image is read-only";
-      case Errc::kOutOfRange:
-        return "request outside the device";
-      case Errc::kNoSpace:
-        return "image cannot grow";
-      case Errc::kClosed:
-        return "device is closed";
-      case Errc::kNotSupported:
-        return "operation not supported";
-      case Errc::kInjected:
-        return "injected fault";
-    }
+    if (const ErrcInfo* e = FindErrc(value)) return e->message;
     return "unknown qedfuse error " + std::to_string(value);
   }
 };
@@ -45,25 +63,8 @@ const std::error_category& qedfuse_category() noexcept {
 int ToErrno(const std::error_code& ec) noexcept {
   if (!ec) return 0;
   if (ec.category() == qedfuse_category()) {
-    switch (static_cast<Errc>(ec.value())) {
-      case Errc::kOk:
-        return 0;
-      case Errc::kUnsupportedFeature:
-        return ENOTSUP;
-      case Errc::kReadOnly:
-        return EROFS;
-      case Errc::kOutOfRange:
-        return EINVAL;
-      case Errc::kNoSpace:
-        return ENOSPC;
-      case Errc::kNotSupported:
-        return EOPNOTSUPP;
-      case Errc::kCorruptImage:
-      case Errc::kClosed:
-      case Errc::kInjected:
-        return EIO;
-    }
-    return EIO;
+    const ErrcInfo* e = FindErrc(ec.value());
+    return e != nullptr ? e->err : EIO;
   }
   if (ec.category() == std::generic_category() || ec.category() == std::system_category()) {
     return ec.value() > 0 ? ec.value() : EIO;

@@ -169,18 +169,11 @@ int CheckCommand(int argc, char** argv) {
     args.repair = true;
     return true;
   };
-  const CommandOption options[] = {BackingOption(&args.backing),
-                                   OutputOption(&args.output),
+  const CommandOption options[] = {OutputOption(&args.output),
                                    {"repair", 'r', true, repair},
-                                   FlagOption("force-share", 'U', &args.force_share),
-                                   TextOption("format", 'f', &args.format),
                                    FlagOption("quiet", 'q', &args.quiet),
                                    FlagOption("progress", 'p', &progress_flag)};
-  if (auto rc = ParseCommandOptions("check", argc, argv, options)) return *rc;
-  if (!CheckOperandCount("check", argc - optind, 1, "Expecting one image file name")) {
-    return kExitFailure;
-  }
-  args.image = argv[optind];
+  if (auto rc = ParseReadImageCommand("check", argc, argv, &args, options)) return *rc;
   if (args.repair && args.force_share) {
     Error("--force-share/-U is not allowed together with -r");
     return kExitFailure;

@@ -150,15 +150,9 @@ coro::Task<int> RunInfo(InfoArgs args) {
 
 int InfoCommand(int argc, char** argv) {
   InfoArgs args;
-  const CommandOption options[] = {BackingOption(&args.backing), OutputOption(&args.output),
-                                   FlagOption("backing-chain", 0, &args.backing_chain),
-                                   FlagOption("force-share", 'U', &args.force_share),
-                                   TextOption("format", 'f', &args.format)};
-  if (auto rc = ParseCommandOptions("info", argc, argv, options)) return *rc;
-  if (!CheckOperandCount("info", argc - optind, 1, "Expecting one image file name")) {
-    return kExitFailure;
-  }
-  args.image = argv[optind];
+  const CommandOption options[] = {OutputOption(&args.output),
+                                   FlagOption("backing-chain", 0, &args.backing_chain)};
+  if (auto rc = ParseReadImageCommand("info", argc, argv, &args, options)) return *rc;
   if (!CheckFormatName(args.format)) return kExitFailure;
   coro::EventLoop loop;
   return loop.RunSync(RunInfo(std::move(args)));

@@ -168,17 +168,10 @@ int MapCommand(int argc, char** argv) {
                            return v.has_value();
                          }};
   };
-  const CommandOption options[] = {BackingOption(&args.backing),
-                                   OutputOption(&args.output),
+  const CommandOption options[] = {OutputOption(&args.output),
                                    size_option("start-offset", "start offset", &args.start),
-                                   size_option("max-length", "max length", &args.max_length),
-                                   FlagOption("force-share", 'U', &args.force_share),
-                                   TextOption("format", 'f', &args.format)};
-  if (auto rc = ParseCommandOptions("map", argc, argv, options)) return *rc;
-  if (!CheckOperandCount("map", argc - optind, 1, "Expecting one image file name")) {
-    return kExitFailure;
-  }
-  args.image = argv[optind];
+                                   size_option("max-length", "max length", &args.max_length)};
+  if (auto rc = ParseReadImageCommand("map", argc, argv, &args, options)) return *rc;
   if (!CheckFormatName(args.format)) return kExitFailure;
   coro::EventLoop loop;
   return loop.RunSync(RunMap(std::move(args)));

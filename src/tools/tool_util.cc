@@ -576,4 +576,19 @@ std::optional<int> ParseCommandOptions(const char* command, int argc, char** arg
   return std::nullopt;
 }
 
+std::optional<int> ParseReadImageCommand(const char* command, int argc, char** argv,
+                                         ReadImageArgs* args,
+                                         std::span<const CommandOption> options) {
+  std::vector<CommandOption> all{BackingOption(&args->backing)};
+  all.insert(all.end(), options.begin(), options.end());
+  all.push_back(FlagOption("force-share", 'U', &args->force_share));
+  all.push_back(TextOption("format", 'f', &args->format));
+  if (std::optional<int> rc = ParseCommandOptions(command, argc, argv, all)) return rc;
+  if (!CheckOperandCount(command, argc - optind, 1, "Expecting one image file name")) {
+    return kExitFailure;
+  }
+  args->image = argv[optind];
+  return std::nullopt;
+}
+
 }  // namespace qedfuse::tools

@@ -176,6 +176,13 @@ CommandOption OutputOption(OutputFormat* target);
 // unknown option (usage on stderr) or a value an option rejected.
 std::optional<int> ParseCommandOptions(const char* command, int argc, char** argv,
                                        std::span<const CommandOption> options);
+// ParseCommandOptions for a command that reads the one image it names (info, check, map): the
+// options every such command takes (--backing, -U/--force-share, -f/--format, into |args|) and
+// the command's own |options|, then exactly one operand, stored in args->image. Returns nullopt
+// when the command goes on, otherwise the exit code it returns at once.
+std::optional<int> ParseReadImageCommand(const char* command, int argc, char** argv,
+                                         ReadImageArgs* args,
+                                         std::span<const CommandOption> options);
 
 // A qemu-img style progress indicator: "    (12.34/100%)\r" on stdout, rewritten at most once
 // per percent-hundredth, and a newline on Finish(). Disabled unless |enabled|.

@@ -15,6 +15,7 @@
 
 namespace qedfuse {
 
+// A new code goes last, and in errors.cc's table (which asserts it lists every code).
 enum class Errc {
   kOk = 0,
   kCorruptImage = 1,        // a table entry or header field is invalid -> EIO

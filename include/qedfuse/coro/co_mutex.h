@@ -12,9 +12,9 @@
 #include <cassert>
 #include <coroutine>
 #include <cstddef>
-#include <utility>
+#include <memory>
 
-#include "qedfuse/coro/event_loop.h"
+#include "qedfuse/coro/waiter_list.h"
 
 namespace qedfuse::coro {
 
@@ -24,33 +24,23 @@ class CoMutex {
    public:
     Guard() noexcept = default;
     explicit Guard(CoMutex* m) noexcept : m_(m) {}
-    Guard(Guard&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
-    Guard& operator=(Guard&& o) noexcept {
-      if (this != &o) {
-        Release();
-        m_ = std::exchange(o.m_, nullptr);
-      }
-      return *this;
-    }
-    Guard(const Guard&) = delete;
-    Guard& operator=(const Guard&) = delete;
-    ~Guard() { Release(); }
 
-    bool owns(const CoMutex& m) const noexcept { return m_ == &m; }
+    bool owns(const CoMutex& m) const noexcept { return m_.get() == &m; }
     bool owns_lock() const noexcept { return m_ != nullptr; }
-    CoMutex* mutex() const noexcept { return m_; }
-    void Release() noexcept {
-      if (m_ != nullptr) std::exchange(m_, nullptr)->Unlock();
-    }
+    CoMutex* mutex() const noexcept { return m_.get(); }
+    void Release() noexcept { m_.reset(); }
 
    private:
-    CoMutex* m_ = nullptr;
+    struct Unlocker {
+      void operator()(CoMutex* m) const noexcept { m->Unlock(); }
+    };
+    std::unique_ptr<CoMutex, Unlocker> m_;  // move-only; unlocks when reset or destroyed
   };
 
   CoMutex() = default;
   CoMutex(const CoMutex&) = delete;
   CoMutex& operator=(const CoMutex&) = delete;
-  ~CoMutex() { assert(!locked_ && head_ == nullptr); }
+  ~CoMutex() { assert(!locked_ && waiters_.empty()); }
 
   class LockAwaiter {
    public:
@@ -60,25 +50,12 @@ class CoMutex {
       m_->locked_ = true;
       return true;
     }
-    void await_suspend(std::coroutine_handle<> h) noexcept {
-      handle_ = h;
-      loop_ = &EventLoop::Current();
-      if (m_->tail_ != nullptr) {
-        m_->tail_->next_ = this;
-      } else {
-        m_->head_ = this;
-      }
-      m_->tail_ = this;
-      ++m_->waiters_;
-    }
+    void await_suspend(std::coroutine_handle<> h) noexcept { m_->waiters_.Push(&node_, h); }
     [[nodiscard]] Guard await_resume() noexcept { return Guard(m_); }
 
    private:
-    friend class CoMutex;
     CoMutex* m_;
-    LockAwaiter* next_ = nullptr;
-    std::coroutine_handle<> handle_;
-    EventLoop* loop_ = nullptr;
+    WaiterList::Waiter node_;
   };
 
   // Awaitable yielding a Guard once the mutex is held by the caller.
@@ -92,27 +69,17 @@ class CoMutex {
   }
 
   bool locked() const noexcept { return locked_; }
-  std::size_t waiters() const noexcept { return waiters_; }
+  std::size_t waiters() const noexcept { return waiters_.size(); }
 
  private:
   void Unlock() noexcept {
     assert(locked_);
-    if (head_ == nullptr) {
-      locked_ = false;
-      return;
-    }
-    // Hand-off: the mutex stays locked and now belongs to the first waiter.
-    LockAwaiter* w = head_;
-    head_ = w->next_;
-    if (head_ == nullptr) tail_ = nullptr;
-    --waiters_;
-    w->loop_->Post(w->handle_);
+    // Hand-off: with a waiter the mutex stays locked and now belongs to the first waiter.
+    if (!waiters_.WakeOne()) locked_ = false;
   }
 
   bool locked_ = false;
-  LockAwaiter* head_ = nullptr;
-  LockAwaiter* tail_ = nullptr;
-  std::size_t waiters_ = 0;
+  WaiterList waiters_;
 };
 
 }  // namespace qedfuse::coro

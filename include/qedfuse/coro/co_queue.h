@@ -16,6 +16,7 @@
 
 #include "qedfuse/coro/co_mutex.h"
 #include "qedfuse/coro/task.h"
+#include "qedfuse/coro/waiter_list.h"
 
 namespace qedfuse::coro {
 
@@ -30,58 +31,34 @@ class CoQueue {
   Task<void> Wait(CoMutex::Guard& guard) {
     CoMutex* m = guard.mutex();
     assert(m != nullptr && "CoQueue::Wait needs a guard that owns a mutex");
-    co_await WaitAwaiter{this, &guard, nullptr, {}, nullptr};
+    co_await WaitAwaiter{this, &guard};
     guard = co_await m->Lock();
   }
 
   // Wakes the longest waiter. Returns false if nobody was waiting.
-  bool WakeOne() noexcept {
-    WaitAwaiter* w = head_;
-    if (w == nullptr) return false;
-    head_ = w->next;
-    if (head_ == nullptr) tail_ = nullptr;
-    --size_;
-    w->loop->Post(w->handle);
-    return true;
-  }
+  bool WakeOne() noexcept { return waiters_.WakeOne(); }
 
   // Wakes every waiter, in FIFO order. Returns how many were woken.
-  std::size_t WakeAll() noexcept {
-    std::size_t n = 0;
-    while (WakeOne()) ++n;
-    return n;
-  }
+  std::size_t WakeAll() noexcept { return waiters_.WakeAll(); }
 
-  bool empty() const noexcept { return head_ == nullptr; }
-  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return waiters_.empty(); }
+  std::size_t size() const noexcept { return waiters_.size(); }
 
  private:
   struct WaitAwaiter {
     CoQueue* q;
     CoMutex::Guard* guard;
-    WaitAwaiter* next = nullptr;
-    std::coroutine_handle<> handle;
-    EventLoop* loop = nullptr;
+    WaiterList::Waiter node = {};
 
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) noexcept {
-      handle = h;
-      loop = &EventLoop::Current();
-      if (q->tail_ != nullptr) {
-        q->tail_->next = this;
-      } else {
-        q->head_ = this;
-      }
-      q->tail_ = this;
-      ++q->size_;
+      q->waiters_.Push(&node, h);
       guard->Release();  // a waiter handed the mutex is resumed by a post, never inline
     }
     void await_resume() const noexcept {}
   };
 
-  WaitAwaiter* head_ = nullptr;
-  WaitAwaiter* tail_ = nullptr;
-  std::size_t size_ = 0;
+  WaiterList waiters_;
 };
 
 }  // namespace qedfuse::coro

@@ -9,6 +9,7 @@
 #include <cassert>
 #include <coroutine>
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -22,23 +23,13 @@ class Gate {
   class Holder {
    public:
     explicit Holder(Gate* g) noexcept : g_(g) {}
-    Holder(Holder&& o) noexcept : g_(std::exchange(o.g_, nullptr)) {}
-    Holder& operator=(Holder&& o) noexcept {
-      if (this != &o) {
-        Leave();
-        g_ = std::exchange(o.g_, nullptr);
-      }
-      return *this;
-    }
-    Holder(const Holder&) = delete;
-    Holder& operator=(const Holder&) = delete;
-    ~Holder() { Leave(); }
-    void Leave() noexcept {
-      if (g_ != nullptr) std::exchange(g_, nullptr)->Leave();
-    }
+    void Leave() noexcept { g_.reset(); }
 
    private:
-    Gate* g_;
+    struct Leaver {
+      void operator()(Gate* g) const noexcept { g->Leave(); }
+    };
+    std::unique_ptr<Gate, Leaver> g_;  // move-only; leaves the gate when reset or destroyed
   };
 
   Gate() = default;

@@ -12,9 +12,8 @@
 #include <cassert>
 #include <coroutine>
 #include <cstddef>
-#include <utility>
 
-#include "qedfuse/coro/event_loop.h"
+#include "qedfuse/coro/waiter_list.h"
 
 namespace qedfuse::coro {
 
@@ -25,19 +24,13 @@ class Join {
   Join() = default;
   Join(const Join&) = delete;
   Join& operator=(const Join&) = delete;
-  ~Join() { assert(head_ == nullptr && "a Join destroyed with waiters"); }
+  ~Join() { assert(waiters_.empty() && "a Join destroyed with waiters"); }
 
   void Add(std::size_t n = 1) noexcept { count_ += n; }
   // One job finished; at zero, wakes every waiter.
   void Done() noexcept {
     assert(count_ > 0);
-    if (--count_ != 0) return;
-    for (Awaiter* w = std::exchange(head_, nullptr); w != nullptr;) {
-      Awaiter* next = w->next;  // |w| lives in a frame that may run as soon as it is posted
-      w->loop->Post(w->handle);
-      w = next;
-    }
-    tail_ = nullptr;
+    if (--count_ == 0) waiters_.WakeAll();
   }
   std::size_t pending() const noexcept { return count_; }
 
@@ -47,26 +40,14 @@ class Join {
  private:
   struct Awaiter {
     Join* join;
-    Awaiter* next = nullptr;
-    std::coroutine_handle<> handle;
-    EventLoop* loop = nullptr;
+    WaiterList::Waiter node = {};
     bool await_ready() const noexcept { return join->count_ == 0; }
-    void await_suspend(std::coroutine_handle<> h) noexcept {
-      handle = h;
-      loop = &EventLoop::Current();
-      if (join->tail_ != nullptr) {
-        join->tail_->next = this;
-      } else {
-        join->head_ = this;
-      }
-      join->tail_ = this;
-    }
+    void await_suspend(std::coroutine_handle<> h) noexcept { join->waiters_.Push(&node, h); }
     void await_resume() const noexcept {}
   };
 
   std::size_t count_ = 0;
-  Awaiter* head_ = nullptr;
-  Awaiter* tail_ = nullptr;
+  WaiterList waiters_;
 };
 
 }  // namespace qedfuse::coro

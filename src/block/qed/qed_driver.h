@@ -222,26 +222,16 @@ class QedDriver final : public block::BlockDriver {
   class AllocSlot {
    public:
     AllocSlot() noexcept = default;
-    AllocSlot(AllocSlot&& o) noexcept : d_(std::exchange(o.d_, nullptr)) {}
-    AllocSlot& operator=(AllocSlot&& o) noexcept {
-      if (this != &o) {
-        Release();
-        d_ = std::exchange(o.d_, nullptr);
-      }
-      return *this;
-    }
-    AllocSlot(const AllocSlot&) = delete;
-    AllocSlot& operator=(const AllocSlot&) = delete;
-    ~AllocSlot() { Release(); }
     bool held() const noexcept { return d_ != nullptr; }
-    void Release() noexcept {
-      if (d_ != nullptr) std::exchange(d_, nullptr)->ReleaseAllocSlot();
-    }
+    void Release() noexcept { d_.reset(); }
 
    private:
     friend class QedDriver;
     explicit AllocSlot(QedDriver* d) noexcept : d_(d) {}
-    QedDriver* d_ = nullptr;
+    struct Releaser {
+      void operator()(QedDriver* d) const noexcept { d->ReleaseAllocSlot(); }
+    };
+    std::unique_ptr<QedDriver, Releaser> d_;  // move-only; releases when reset or destroyed
   };
   // Waits for this request's turn to allocate and puts the slot in |slot|. Returns true if it
   // had to wait (its lookup is stale). |lock| is held on entry and on return.

@@ -317,12 +317,9 @@ void UringChannel::ScheduleSubmit() {
 
 void UringChannel::Submit() {
   if (!ring_->ring_ok) return;
-  // With deferred task work the same enter also copies requests that arrived meanwhile into
-  // their entries, so the next Poll() finds them as completions without another enter.
-  const bool deferred = (ring_->ring.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
   int rc;
   do {
-    rc = deferred ? io_uring_submit_and_get_events(&ring_->ring) : io_uring_submit(&ring_->ring);
+    rc = io_uring_submit(&ring_->ring);
   } while (rc == -EINTR);
   if (rc < 0) Log(LogLevel::kError, absl::StrCat("io_uring submit failed: ", strerror(-rc)));
 }
@@ -397,6 +394,17 @@ void UringChannel::ReapRing() {
   if (submit_pending_) {
     submit_pending_ = false;
     Submit();
+  }
+  // One enter runs a bounded amount of task work: the kernel keeps the rest and raises
+  // IORING_SQ_TASKRUN again, without signalling the eventfd. A polling loop sees the flag; a
+  // sleeping one would not, so the rest is reaped from a later turn of the loop.
+  if (running_ && !reap_posted_ && (TaskWorkPending() || io_uring_cq_ready(&ring_->ring) > 0)) {
+    reap_posted_ = true;
+    loop_.Post([this, alive = std::weak_ptr<char>(alive_)] {
+      if (alive.expired()) return;
+      reap_posted_ = false;
+      if (running_) ReapRing();
+    });
   }
 }
 

@@ -121,7 +121,8 @@ class UringChannel final : public coro::EventLoop::Poller {
   bool closed_ = false;
   bool submit_pending_ = false;
   bool reaping_ = false;
-  unsigned in_kernel_ = 0;  // entries with a command the kernel holds
+  bool reap_posted_ = false;  // a ReapRing() for left-over task work is posted
+  unsigned in_kernel_ = 0;    // entries with a command the kernel holds
   unsigned retries_ = 0;
   uint64_t requests_ = 0;
   std::vector<uint64_t> final_counts_;                      // requests per queue, kept by Close()

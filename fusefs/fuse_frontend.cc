@@ -205,7 +205,7 @@ void FuseFrontend::BeginShutdown(const std::string& why, bool mount_gone) {
   coro::Spawn(Shutdown(mount_gone));
 }
 
-coro::Task<void> FuseFrontend::Shutdown(bool mount_gone) {
+coro::Task<void> FuseFrontend::Shutdown([[maybe_unused]] bool mount_gone) {
   // A live mount is only shut down before it was ready (a cancelled mount), when nobody can have
   // used it; once ready, shutdown waits until the mount is gone (TryUnmount).
   assert((mount_gone || !ready_) && "a ready mount is shut down only once it is gone");

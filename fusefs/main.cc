@@ -563,6 +563,8 @@ int Serve(const MountOptions& o, const Paths& paths, int status_fd, const LogPla
     if (!status.Send(0)) frontend.RequestStop("the command that mounted it is gone");
   });
   frontend.Start();
+  // Only the io_uring transport registers a poller; over /dev/fuse the loop never polls.
+  loop.SetPollLimit(o.poll_limit);
   loop.Run();
   if (!frontend.ready()) {
     if (!frontend.failure().empty()) {

@@ -2,6 +2,8 @@
 #include "fusefs/mount_options.h"
 
 #include <charconv>
+#include <limits>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -81,13 +83,33 @@ absl::Status SetLogFile(MountOptions& o, string_view value) {
   return absl::OkStatus();
 }
 
+// A whole decimal number from 0 to |max|.
+std::optional<long long> ParseCount(string_view value, long long max) {
+  long long n = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  if (ec != std::errc() || end != value.data() + value.size() || n < 0 || n > max) {
+    return std::nullopt;
+  }
+  return n;
+}
+
 absl::Status SetNeedCheckDelay(MountOptions& o, string_view value) {
-  long long ms = 0;
-  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
-  if (ec != std::errc() || end != value.data() + value.size() || ms < 0) {
+  std::optional<long long> ms = ParseCount(value, std::numeric_limits<long long>::max());
+  if (!ms) {
     return Bad(absl::StrCat("invalid need-check delay '", S(value), "' (milliseconds expected)"));
   }
-  o.need_check_delay = std::chrono::milliseconds(ms);
+  o.need_check_delay = std::chrono::milliseconds(*ms);
+  return absl::OkStatus();
+}
+
+absl::Status SetPollLimit(MountOptions& o, string_view value) {
+  constexpr long long kMax = MountOptions::kMaxPollLimit.count();
+  std::optional<long long> us = ParseCount(value, kMax);
+  if (!us) {
+    return Bad(absl::StrCat("invalid polling time '", S(value), "' (microseconds from 0 to ", kMax,
+                            " expected)"));
+  }
+  o.poll_limit = std::chrono::microseconds(*us);
   return absl::OkStatus();
 }
 
@@ -168,9 +190,9 @@ struct ValueOption {
 
 // The -o options NAME=VALUE that are set once at mount time (kept for the remount message).
 constexpr ValueOption kMountValueOptions[] = {
-    {"umask", SetUmask},      {"cache", SetCache},   {"aio", SetAio},
-    {"io_uring", SetIoUring}, {"format", SetFormat}, {"need_check_delay", SetNeedCheckDelay},
-    {"backing", SetBacking},
+    {"umask", SetUmask},      {"cache", SetCache},       {"aio", SetAio},
+    {"io_uring", SetIoUring}, {"format", SetFormat},     {"need_check_delay", SetNeedCheckDelay},
+    {"backing", SetBacking},  {"poll_us", SetPollLimit},
 };
 
 const ValueOption* FindValueOption(std::span<const ValueOption> table, string_view name) {
@@ -294,6 +316,7 @@ constexpr ValueOption kValueOptions[] = {
     {"--format", SetFormat},
     {"--need-check-delay", SetNeedCheckDelay},
     {"--backing", SetBacking},
+    {"--poll-us", SetPollLimit},
     {"--writeback-cache", SetWritebackFlag},
 };
 
@@ -390,6 +413,9 @@ Options:
                              /sys/module/fuse/parameters/enable_uring is Y): on uses it or
                              refuses to mount, off and auto (the default, for now) use
                              /dev/fuse
+      --poll-us=N            with FUSE over io_uring, busy-poll for new requests for up
+                             to N microseconds before sleeping (default 50; adaptive,
+                             so an idle mount sleeps; 0: never poll)
       --format=qed|raw       image format (default: qed)
       --need-check-delay=MS  delay before a dirty QED image is marked clean (default 5000)
       --backing=follow|confined|none
@@ -411,7 +437,7 @@ Options:
   -o OPT[,OPT...]            FUSE-style options: ro, rw, allow_other, allow_root, uid=N,
                              gid=N, umask=OCTAL (mode 0666 & ~umask), cache=..., aio=...,
                              writeback_cache=on|off, io_uring=auto|on|off, format=...,
-                             need_check_delay=MS,
+                             need_check_delay=MS, poll_us=N,
                              backing=follow|confined|none, log_file=PATH,
                              nosuid, nodev, noexec, fsname=..., debug; /etc/fstab-only
                              options (defaults, noauto, user, _netdev, ...) are ignored

@@ -38,6 +38,11 @@ struct MountOptions {
   // (off; auto, the default, is /dev/fuse for now: see FuseFrontend::Mount()).
   protocol::IoUringMode io_uring = protocol::IoUringMode::kAuto;
   block::BackingPolicy backing = block::BackingPolicy::kFollow;  // --backing=
+  // --poll-us=, -o poll_us=: the longest the event loop busy-polls the io_uring queues before
+  // it sleeps (adaptive below this; 0 never polls). Only the io_uring transport polls.
+  std::chrono::microseconds poll_limit{kDefaultPollLimit};
+  static constexpr std::chrono::microseconds kDefaultPollLimit{50};
+  static constexpr std::chrono::microseconds kMaxPollLimit{10'000};
 
   bool foreground = false;  // -f: stay attached to the terminal
   bool debug = false;       // -d: log every request to stderr (implies foreground)

@@ -145,6 +145,26 @@ TEST(MountOptions, Errors) {
   EXPECT_FALSE(Parse({"a", "b", "-o", "need_check_delay=-1"}).ok());
 }
 
+TEST(MountOptions, PollLimit) {
+  auto o = Parse({"a", "b"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->poll_limit, MountOptions::kDefaultPollLimit);
+  o = Parse({"--poll-us=0", "a", "b"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->poll_limit, std::chrono::microseconds(0));
+  o = Parse({"a", "b", "-o", "poll_us=10000"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->poll_limit, std::chrono::microseconds(10000));
+  for (const char* bad : {"-1", "10001", "5us", "1e3"}) {
+    const std::string arg = std::string("--poll-us=") + bad;
+    auto r = Parse({arg.c_str(), "a", "b"});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().message(),
+              std::string("invalid polling time '") + bad +
+                  "' (microseconds from 0 to 10000 expected)");
+  }
+}
+
 TEST(MountOptions, LogFileAndAutoUnmount) {
   auto o = Parse({"--log-file=/var/log/q.log", "a", "b", "-o", "auto_unmount"});
   ASSERT_TRUE(o.ok()) << o.status();

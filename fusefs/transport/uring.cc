@@ -12,6 +12,7 @@
 #include <cassert>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -181,7 +182,7 @@ absl::StatusOr<std::unique_ptr<UringChannel>> UringChannel::Create(coro::EventLo
   // Kernels without it (before 6.1) get a plain ring.
   io_uring_params p{};
   p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
-            IORING_SETUP_DEFER_TASKRUN;
+            IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
   p.cq_entries = entries * 2;
   int rc = io_uring_queue_init_params(entries, &ch->ring_->ring, &p);
   if (rc == -EINVAL) {
@@ -234,6 +235,7 @@ absl::Status UringChannel::Start(std::size_t payload_bytes, OnMessage on_message
   }
   running_ = true;
   Arm();
+  loop_.AddPoller(this);
   for (auto& q : queues_) {
     for (Entry& e : q->entries()) Register(&e);
   }
@@ -332,12 +334,39 @@ void UringChannel::Arm() {
                           });
 }
 
+bool UringChannel::TaskWorkPending() const {
+  const io_uring& r = ring_->ring;
+  if ((r.flags & IORING_SETUP_DEFER_TASKRUN) == 0) return false;  // it runs by itself
+  // Without IORING_SETUP_TASKRUN_FLAG the ring cannot tell: assume there is some.
+  if ((r.flags & IORING_SETUP_TASKRUN_FLAG) == 0) return true;
+  return (IO_URING_READ_ONCE(*r.sq.kflags) & IORING_SQ_TASKRUN) != 0;
+}
+
+bool UringChannel::Poll() {
+  if (!running_ || reaping_) return false;
+  if (io_uring_cq_ready(&ring_->ring) == 0 &&
+      ((ring_->ring.flags & IORING_SETUP_TASKRUN_FLAG) == 0 || !TaskWorkPending())) {
+    return false;
+  }
+  ReapRing();
+  return true;
+}
+
+void UringChannel::SetWakeups(bool on) {
+  if (ring_->ring_ok) io_uring_cq_eventfd_toggle(&ring_->ring, on);
+}
+
 void UringChannel::Reap() {
   uint64_t count;
   while (::read(ring_->event.native_handle(), &count, sizeof(count)) > 0) {
   }
-  // Run deferred task work: it moves the kernel's requests into our entries.
-  if (ring_->ring.flags & IORING_SETUP_DEFER_TASKRUN) io_uring_get_events(&ring_->ring);
+  ReapRing();
+}
+
+void UringChannel::ReapRing() {
+  // Run deferred task work: it moves the kernel's requests into our entries (skipped when the
+  // ring says none is pending).
+  if (TaskWorkPending()) io_uring_get_events(&ring_->ring);
   // Copy the completions out first: handling one may submit, or close the ring.
   struct Done {
     Entry* entry;
@@ -365,6 +394,17 @@ void UringChannel::Reap() {
   if (submit_pending_) {
     submit_pending_ = false;
     Submit();
+  }
+  // One enter runs a bounded amount of task work: the kernel keeps the rest and raises
+  // IORING_SQ_TASKRUN again, without signalling the eventfd. A polling loop sees the flag; a
+  // sleeping one would not, so the rest is reaped from a later turn of the loop.
+  if (running_ && !reap_posted_ && (TaskWorkPending() || io_uring_cq_ready(&ring_->ring) > 0)) {
+    reap_posted_ = true;
+    loop_.Post([this, alive = std::weak_ptr<char>(alive_)] {
+      if (alive.expired()) return;
+      reap_posted_ = false;
+      if (running_) ReapRing();
+    });
   }
 }
 
@@ -415,12 +455,14 @@ void UringChannel::Complete(Entry* e, int res) {
 void UringChannel::Stopped(const std::string& why, bool closed) {
   if (!running_) return;
   running_ = false;
+  loop_.RemovePoller(this);
   if (on_stopped_) on_stopped_(why, closed);
 }
 
 void UringChannel::Close() {
   if (closed_) return;
   running_ = false;
+  loop_.RemovePoller(this);
   boost::system::error_code ec;
   ring_->event.cancel(ec);
   if (ring_->ring_ok) {

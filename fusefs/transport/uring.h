@@ -21,6 +21,12 @@
 // its own UringQueue object (entries and their buffers), so that queues could later be spread
 // over several loops, each with its own ring; today one loop serves them all.
 //
+// Polling: the channel is an EventLoop::Poller. Deferred task work pending (IORING_SQ_TASKRUN,
+// with IORING_SETUP_TASKRUN_FLAG) or completions in the queue both show in the ring's shared
+// memory, so while the loop busy-polls (--poll-us) a new request is seen without a system call,
+// and the eventfd is switched off (IORING_CQ_EVENTFD_DISABLED) until the loop goes to sleep.
+// That leaves the GETEVENTS enter, the image read and the commit per request at iodepth 1.
+//
 // An entry is the Slot of the request in it: the request owns the entry, its WRITE data stays in
 // the payload buffer and its READ reply is composed there (ReplyArea()), until the commit.
 //
@@ -49,7 +55,7 @@ namespace qedfuse::fusefs::transport {
 // The number of kernel queues: the possible CPUs (/sys/devices/system/cpu/possible).
 unsigned PossibleCpuCount();
 
-class UringChannel {
+class UringChannel final : public coro::EventLoop::Poller {
  public:
   using OnMessage = std::function<void(const protocol::RequestBytes& bytes, Slot* slot)>;
   // Reading stopped for good: |closed| is true when the kernel ended the connection (unmount),
@@ -79,6 +85,11 @@ class UringChannel {
   // serves it over /dev/fuse (used when the entries cannot be set up after io_uring was agreed).
   void Abandon();
 
+  // coro::EventLoop::Poller: new requests show in the ring's memory (deferred task work pending,
+  // or completions posted), so the loop can poll for them without a system call.
+  bool Poll() override;
+  void SetWakeups(bool on) override;
+
  private:
   struct Ring;
   class Entry;
@@ -93,6 +104,8 @@ class UringChannel {
   void Submit();
   void Arm();
   void Reap();
+  void ReapRing();
+  bool TaskWorkPending() const;
   void Complete(Entry* e, int res);
   void Stopped(const std::string& why, bool closed);
 
@@ -108,7 +121,8 @@ class UringChannel {
   bool closed_ = false;
   bool submit_pending_ = false;
   bool reaping_ = false;
-  unsigned in_kernel_ = 0;  // entries with a command the kernel holds
+  bool reap_posted_ = false;  // a ReapRing() for left-over task work is posted
+  unsigned in_kernel_ = 0;    // entries with a command the kernel holds
   unsigned retries_ = 0;
   uint64_t requests_ = 0;
   std::vector<uint64_t> final_counts_;                      // requests per queue, kept by Close()

@@ -1,6 +1,7 @@
 // EventLoop over asio::io_context (see event_loop.h).
 #include "qedfuse/coro/event_loop.h"
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -8,10 +9,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
+
+#include "qedfuse/base/log.h"
 
 namespace qedfuse::coro {
 namespace {
 thread_local EventLoop* current_loop = nullptr;
+// The longest a polling loop sleeps before it looks at its pollers again.
+constexpr std::chrono::milliseconds kLongestSleep{250};
 }  // namespace
 
 struct EventLoop::Impl {
@@ -19,6 +25,10 @@ struct EventLoop::Impl {
   // AddWork() calls not yet matched by RemoveWork(). Another thread that announced work still
   // holds a pointer to this loop, so the destructor waits for this to drop to zero.
   std::atomic<std::size_t> external_work{0};
+  std::vector<Poller*> pollers;
+  std::chrono::nanoseconds poll_limit{0};
+  std::chrono::nanoseconds poll_window{0};  // the current window, at most poll_limit
+  bool in_poll = false;                     // inside a Poller::Poll() call
 };
 
 EventLoop::EventLoop() : impl_(std::make_unique<Impl>()), previous_(current_loop) {
@@ -66,7 +76,99 @@ void EventLoop::Post(std::function<void()> fn) { boost::asio::post(impl_->ctx, s
 
 void EventLoop::Run() {
   if (impl_->ctx.stopped()) impl_->ctx.restart();
-  impl_->ctx.run();
+  if (impl_->poll_limit.count() == 0) {
+    impl_->ctx.run();
+    return;
+  }
+  RunPolling();
+}
+
+void EventLoop::AddPoller(Poller* poller) {
+  assert(!impl_->in_poll && poller != nullptr && "pollers are added outside Poll()");
+  impl_->pollers.push_back(poller);
+  poller->SetWakeups(true);
+}
+
+void EventLoop::RemovePoller(Poller* poller) {
+  auto it = std::find(impl_->pollers.begin(), impl_->pollers.end(), poller);
+  if (it == impl_->pollers.end()) return;
+  // From inside Poll() the slot is cleared and the list compacted afterwards.
+  if (impl_->in_poll) {
+    *it = nullptr;
+  } else {
+    impl_->pollers.erase(it);
+  }
+}
+
+void EventLoop::SetPollLimit(std::chrono::nanoseconds limit) {
+  impl_->poll_limit = std::max(limit, std::chrono::nanoseconds(0));
+  impl_->poll_window = std::min(impl_->poll_window, impl_->poll_limit);
+}
+
+bool EventLoop::PollOnce() {
+  bool found = false;
+  std::vector<Poller*>& pollers = impl_->pollers;
+  impl_->in_poll = true;
+  // A poller may remove itself (or another) from inside Poll(): that clears its slot.
+  for (std::size_t i = 0; i < pollers.size(); ++i) {
+    if (pollers[i] != nullptr) found |= pollers[i]->Poll();
+  }
+  impl_->in_poll = false;
+  std::erase(pollers, nullptr);
+  return found;
+}
+
+void EventLoop::RunPolling() {
+  using Clock = std::chrono::steady_clock;
+  Impl& m = *impl_;
+  // Wake-ups stay off while the loop runs or polls, and are on only while it blocks.
+  for (Poller* p : m.pollers) p->SetWakeups(false);
+  for (;;) {
+    if (m.pollers.empty()) {  // none yet, or none any more: plain turns
+      if (m.ctx.run_one() == 0) break;
+      continue;
+    }
+    // Every ready handler first (this also asks the reactor, without waiting, for descriptors
+    // and timers that became ready).
+    m.ctx.poll();
+    if (m.ctx.stopped()) break;
+    if (PollOnce()) continue;
+    bool found = false;
+    const Clock::time_point start = Clock::now();
+    while (Clock::now() - start < m.poll_window) {
+      if ((found = PollOnce())) break;
+    }
+    if (found) continue;
+    // Nothing within the window: block. Wake-ups go on first, then one more look, so an event
+    // that came in between is not left waiting for the next one.
+    for (Poller* p : m.pollers) p->SetWakeups(true);
+    // The producer (the kernel) publishes an event, then reads whether wake-ups are on; we turn
+    // them on, then look for events. Without a full fence between our store and our load both
+    // sides can miss each other (store buffering), and the loop would sleep on a pending event.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!PollOnce()) {
+      const Clock::time_point blocked = Clock::now();
+      // The sleep is bounded: a poller whose wake-up went missing (a kernel or poller bug) then
+      // costs latency, is logged, and the loop goes on, instead of hanging its clients.
+      const std::size_t ran = m.ctx.run_one_for(kLongestSleep);
+      const auto slept = Clock::now() - blocked;
+      if (ran == 0 && !m.ctx.stopped() && PollOnce()) {
+        Log(LogLevel::kWarning, "an event was pending while the event loop slept (missed wake-up)");
+      }
+      // Adapt: an event that came soon after giving up means a longer window would have
+      // caught it without sleeping; a long sleep means polling only burns CPU.
+      if (slept <= m.poll_limit) {
+        m.poll_window =
+            std::min(m.poll_limit, std::max(m.poll_window * 2, std::chrono::nanoseconds(1000)));
+      } else {
+        m.poll_window /= 2;
+        if (m.poll_window < std::chrono::nanoseconds(1000)) m.poll_window = {};
+      }
+      if (m.ctx.stopped()) break;  // Stop(), or out of work
+    }
+    for (Poller* p : m.pollers) p->SetWakeups(false);
+  }
+  for (Poller* p : m.pollers) p->SetWakeups(true);
 }
 
 void EventLoop::Stop() { impl_->ctx.stop(); }

@@ -39,7 +39,7 @@ if [ -n "${QEDFUSE:-}" ] && [ -x "$QEDFUSE" ]; then
     documented "$man_dir/qedfuse.1" "$o" || { echo "FAIL: qedfuse.1 does not document $o" >&2; status=1; }
   done
   # -o options listed by --help (words before '=' or alone, in the -o paragraph).
-  for o in ro rw allow_other allow_root uid gid umask cache aio writeback_cache format need_check_delay nosuid nodev \
+  for o in ro rw allow_other allow_root uid gid umask cache aio writeback_cache format need_check_delay poll_us nosuid nodev \
     noexec fsname debug defaults noauto user _netdev; do
     grep -qE -- "(^|[ ,\"])${o//_/\\\\?_}([ ,=\"]|\$)" "$man_dir/qedfuse.1" ||
       documented "$man_dir/qedfuse.1" "$o" || { echo "FAIL: qedfuse.1 does not document -o $o" >&2; status=1; }

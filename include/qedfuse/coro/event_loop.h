@@ -8,12 +8,21 @@
 // is destroyed (loops of one thread are destroyed in reverse order of creation). Tests drive the
 // loop by hand with RunOne()/RunUntilIdle()/RunSync().
 //
+// Busy-polling: a source whose events show up in memory (an io_uring completion queue) can be
+// added as a Poller. Run() then checks its pollers, without a system call, for a short window
+// before it blocks in the kernel, and keeps a poller's descriptor wake-ups off while it polls.
+// The window adapts to the gaps between events: it grows (up to the limit) while events arrive
+// just after the loop gave up polling, and shrinks while the loop blocks for longer than the
+// limit, so an idle loop stops polling and sleeps. The limit is 0 (never poll) until
+// SetPollLimit(); tests and RunOne()/RunUntilIdle() never poll.
+//
 // Destruction first waits until every AddWork() has been matched by RemoveWork() (work in
 // flight on other threads, e.g. a BlockingPool job, still posts to the loop), then runs every
 // ready handler. Coroutines still suspended after that (on a timer, a descriptor, a CoMutex)
 // are neither resumed nor destroyed: stop them (close timers, gates) before the loop goes.
 #pragma once
 
+#include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <functional>
@@ -72,6 +81,26 @@ class EventLoop {
     return task.Get();
   }
 
+  // A source of events the loop can check in memory (see the top of this file).
+  class Poller {
+   public:
+    // Handles whatever is ready and returns true, or returns false at once. Makes no system
+    // call when nothing is ready; never blocks. Runs on the loop's thread.
+    virtual bool Poll() = 0;
+    // |on|: the loop is about to block, so events must wake it through a descriptor the loop
+    // watches; off: the loop is polling and such wake-ups are wasted system calls. Turning them
+    // on is followed by a full memory fence and one more Poll() before the loop blocks.
+    virtual void SetWakeups(bool on) = 0;
+
+   protected:
+    ~Poller() = default;
+  };
+  // On the loop's thread. AddPoller() not from inside Poller::Poll(); RemovePoller() anywhere.
+  void AddPoller(Poller* poller);
+  void RemovePoller(Poller* poller);
+  // The longest Run() busy-polls before it blocks; zero turns polling off.
+  void SetPollLimit(std::chrono::nanoseconds limit);
+
   // Awaitable that suspends the caller and resumes it from a later loop turn.
   struct YieldAwaiter {
     EventLoop* loop;
@@ -83,6 +112,9 @@ class EventLoop {
 
  private:
   [[noreturn]] static void DeadlockAbort();
+  // Run() with pollers: polls, then blocks, adapting the polling window.
+  void RunPolling();
+  bool PollOnce();
 
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -2,10 +2,19 @@
 #include "qedfuse/coro/event_loop.h"
 
 #include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
 #include <thread>
+#include <vector>
 
 #include "coro_test_util.h"
 #include "qedfuse/coro/task.h"
@@ -176,6 +185,191 @@ TEST(EventLoopTest, DestructorWaitsForWorkAnnouncedByAnotherThread) {
   // The loop outlived the other thread's use of it, and ran what it posted.
   EXPECT_TRUE(ran);
   poster.join();
+}
+
+// A poller fed by another thread the way the kernel feeds an io_uring: the producer publishes an
+// event in memory, then signals an eventfd only if wake-ups are on.
+class ThreadFedPoller final : public EventLoop::Poller {
+ public:
+  explicit ThreadFedPoller(EventLoop& loop)
+      : loop_(loop), fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), event_(loop.context(), fd_) {
+    Arm();
+  }
+  ~ThreadFedPoller() {
+    boost::system::error_code ec;
+    event_.close(ec);
+  }
+
+  // Producer side (any thread).
+  void Produce() {
+    produced_.fetch_add(1, std::memory_order_seq_cst);
+    if (wakeups_.load(std::memory_order_seq_cst)) {
+      const uint64_t one = 1;
+      EXPECT_EQ(write(fd_, &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+    }
+  }
+
+  bool Poll() override {
+    ++polls;
+    return Consume();
+  }
+  void SetWakeups(bool on) override {
+    wakeups_.store(on, std::memory_order_relaxed);
+    wakeup_changes.push_back(on);
+  }
+
+  uint64_t consumed = 0;
+  uint64_t stop_at = UINT64_MAX;
+  uint64_t polls = 0;
+  uint64_t eventfd_wakes = 0;
+  std::vector<bool> wakeup_changes;
+
+ private:
+  bool Consume() {
+    const uint64_t now = produced_.load(std::memory_order_seq_cst);
+    if (now == consumed) return false;
+    consumed = now;
+    if (consumed >= stop_at) loop_.Stop();
+    return true;
+  }
+  void Arm() {
+    event_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                      [this](const boost::system::error_code& ec) {
+                        if (ec) return;
+                        ++eventfd_wakes;
+                        uint64_t n;
+                        while (read(fd_, &n, sizeof(n)) > 0) {
+                        }
+                        Consume();
+                        Arm();
+                      });
+  }
+
+  EventLoop& loop_;
+  int fd_;
+  boost::asio::posix::stream_descriptor event_;
+  std::atomic<uint64_t> produced_{0};
+  std::atomic<bool> wakeups_{true};
+};
+
+// Events from another thread, with gaps around the polling window so the loop keeps switching
+// between polling and sleeping: none may be left pending while the loop sleeps (that would hang
+// this test; a watchdog turns a hang into a failure).
+TEST(EventLoopPollerTest, EventsFromAnotherThreadAreNeverLost) {
+  constexpr uint64_t kEvents = 20000;
+  EventLoop loop;
+  ThreadFedPoller poller(loop);
+  poller.stop_at = kEvents;
+  loop.AddPoller(&poller);
+  loop.SetPollLimit(std::chrono::microseconds(20));
+  std::atomic<bool> done{false};
+  std::thread watchdog([&done] {
+    for (int i = 0; i < 1200 && !done; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!done) {
+      std::fputs("EventsFromAnotherThreadAreNeverLost: the loop slept on a pending event\n",
+                 stderr);
+      std::abort();
+    }
+  });
+  std::thread producer([&poller] {
+    std::mt19937 rng(12345);
+    for (uint64_t i = 0; i < kEvents; ++i) {
+      poller.Produce();
+      // Mostly back to back or within the window, sometimes long enough for the loop to sleep.
+      const unsigned r = rng() % 100;
+      if (r < 5) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100 + rng() % 400));
+      } else if (r < 50) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(rng() % 40);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+      }
+    }
+  });
+  loop.Run();
+  done = true;
+  producer.join();
+  watchdog.join();
+  EXPECT_EQ(poller.consumed, kEvents);
+  EXPECT_GT(poller.polls, 0u);
+  // The loop ran with wake-ups off and turned them on to sleep at least once.
+  ASSERT_GE(poller.wakeup_changes.size(), 3u);
+  EXPECT_TRUE(poller.wakeup_changes.front());  // AddPoller(): on
+  EXPECT_FALSE(poller.wakeup_changes[1]);      // Run(): off while running
+  EXPECT_TRUE(poller.wakeup_changes.back());   // Run() returned: on again
+  loop.RemovePoller(&poller);
+}
+
+// A poller that reports work on every Poll() (so the loop never sleeps) and runs a hook.
+class CountingPoller final : public EventLoop::Poller {
+ public:
+  bool Poll() override {
+    ++polls;
+    if (on_poll) on_poll();
+    return true;
+  }
+  void SetWakeups(bool) override {}
+  int polls = 0;
+  std::function<void()> on_poll;
+};
+
+TEST(EventLoopPollerTest, ZeroLimitNeverPolls) {
+  EventLoop loop;
+  CountingPoller poller;
+  loop.AddPoller(&poller);
+  int ran = 0;
+  for (int i = 0; i < 10; ++i) loop.Post([&ran] { ++ran; });
+  loop.Run();
+  EXPECT_EQ(ran, 10);
+  EXPECT_EQ(poller.polls, 0);
+  loop.RemovePoller(&poller);
+}
+
+TEST(EventLoopPollerTest, StopEndsAPollingRun) {
+  EventLoop loop;
+  loop.SetPollLimit(std::chrono::microseconds(50));
+  CountingPoller poller;
+  poller.on_poll = [&] {
+    if (poller.polls == 5) loop.Stop();
+  };
+  loop.AddPoller(&poller);
+  loop.AddWork();  // outstanding work: without Stop() the loop would go on
+  int ran = 0;
+  loop.Post([&ran] { ++ran; });
+  loop.Run();
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(poller.polls, 5);
+  loop.RemoveWork();
+  loop.RemovePoller(&poller);
+}
+
+TEST(EventLoopPollerTest, APollerCanRemoveItselfFromPoll) {
+  EventLoop loop;
+  loop.SetPollLimit(std::chrono::microseconds(50));
+  CountingPoller poller;
+  CountingPoller other;
+  poller.on_poll = [&] { loop.RemovePoller(&poller); };
+  other.on_poll = [&] {
+    if (other.polls == 10) loop.Stop();
+  };
+  loop.AddPoller(&poller);
+  loop.AddPoller(&other);
+  loop.AddWork();
+  loop.Run();
+  EXPECT_EQ(poller.polls, 1);  // polled once, then gone
+  EXPECT_EQ(other.polls, 10);  // the other one kept being polled
+  loop.RemovePoller(&other);
+  loop.RemovePoller(&other);  // removing twice is harmless
+  // Without pollers Run() is a plain loop again.
+  int ran = 0;
+  loop.Post([&] {
+    ++ran;
+    loop.RemoveWork();
+  });
+  loop.Run();
+  EXPECT_EQ(ran, 1);
 }
 
 }  // namespace

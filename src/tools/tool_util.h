@@ -104,7 +104,7 @@ using JsonArray = std::vector<JsonValue>;
 class JsonObject {
  public:
   JsonObject& Add(std::string key, JsonValue value);
-  bool empty() const { return entries_.empty(); }
+  bool empty() const;
   std::string Render(int indent) const;
 
  private:
@@ -128,6 +128,9 @@ class JsonValue {
  private:
   std::variant<int64_t, bool, std::string, JsonObject, JsonArray> v_;
 };
+
+// Defined once JsonValue is complete (the entries vector needs it).
+inline bool JsonObject::empty() const { return entries_.empty(); }
 
 // QEMU's JSON string escaping (quotes included).
 std::string JsonQuote(std::string_view s);

@@ -159,9 +159,8 @@ TEST(MountOptions, PollLimit) {
     const std::string arg = std::string("--poll-us=") + bad;
     auto r = Parse({arg.c_str(), "a", "b"});
     ASSERT_FALSE(r.ok()) << bad;
-    EXPECT_EQ(r.status().message(),
-              std::string("invalid polling time '") + bad +
-                  "' (microseconds from 0 to 10000 expected)");
+    EXPECT_EQ(r.status().message(), std::string("invalid polling time '") + bad +
+                                        "' (microseconds from 0 to 10000 expected)");
   }
 }
 

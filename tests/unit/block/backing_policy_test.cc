@@ -188,6 +188,40 @@ TEST_F(BackingPolicyTest, MissingBackingFileNamesImageAndStoredName) {
   ExpectRefused(top, BackingPolicy::kFollow, {top, "nothere.raw", "no such file"});
   ExpectRefused(top, BackingPolicy::kConfined, {top, "nothere.raw", "does not exist"});
   ExpectFirstByte(top, BackingPolicy::kNone, 0);
+  // The file is named once: the stored name, then the path it was looked for at.
+  const std::string at = dir_.File("img/nothere.raw");
+  ExpectRefused(top, BackingPolicy::kFollow,
+                {"qed image '" + top + "': backing file 'nothere.raw' (" + at + "): no such file"});
+  auto bb = Open(top, BackingPolicy::kFollow);
+  ASSERT_FALSE(bb.ok());
+  const std::string msg(bb.status().message());
+  EXPECT_EQ(msg.find(at), msg.rfind(at)) << msg;
+}
+
+TEST_F(BackingPolicyTest, UnopenableBackingFileIsNamedOnce) {
+  const std::string top = dir_.File("img/top.qed");
+  const std::string at = dir_.File("img/dir.raw");
+  MakeRaw(at, kM, 1);
+  MakeQed(top, "dir.raw");
+  ASSERT_EQ(::unlink(at.c_str()), 0);
+  ASSERT_EQ(::mkdir(at.c_str(), 0755), 0);
+  ExpectRefused(top, BackingPolicy::kFollow,
+                {"qed image '" + top + "': backing file 'dir.raw' (" + at +
+                 ") is a directory, not an image file"});
+  // Two levels: the error names the image that names the missing file, once.
+  const std::string gone = dir_.File("img/gone.raw");
+  const std::string mid = dir_.File("img/mid.qed");
+  const std::string two = dir_.File("img/two.qed");
+  MakeRaw(gone, kM, 1);
+  MakeQed(mid, "gone.raw");
+  MakeQed(two, "mid.qed", "qed");
+  ASSERT_EQ(::unlink(gone.c_str()), 0);
+  ExpectRefused(two, BackingPolicy::kFollow,
+                {"qed image '" + mid + "': backing file 'gone.raw' (" + gone + "): no such file"});
+  auto bb = Open(two, BackingPolicy::kFollow);
+  ASSERT_FALSE(bb.ok());
+  const std::string msg(bb.status().message());
+  EXPECT_EQ(msg.find(gone), msg.rfind(gone)) << msg;
 }
 
 TEST_F(BackingPolicyTest, LoopIsRefusedUnderBothFollowingPolicies) {

@@ -6,8 +6,8 @@
 # turned on for the run and restored afterwards; without it the column is skipped with the reason.
 #
 # Usage: scripts/bench.sh [--quick|--full] [--out DIR] [options passed to scripts/bench/bench.py]
-#   --quick         the default: 1 GiB data region, timed jobs best of 3 x 2 s (under 5 minutes)
-#   --full          4 GiB data region, timed jobs best of 3 x 15 s (about 20 minutes)
+#   --quick         the default: 1 GiB data region, every job best of 3 (about 6 minutes)
+#   --full          4 GiB data region, timed jobs 15 s, every job best of 3 (about 30 minutes)
 #   --out DIR       where results.json, results.png and the fio JSON go
 #                   (default: ./bench-results/<timestamp>)
 #   --qedfuse PATH  the binary to measure (default: build-bench/fusefs/qedfuse, built in release

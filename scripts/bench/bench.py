@@ -10,8 +10,8 @@ Called by scripts/bench.sh (see there for the user-facing description). Targets:
 
 Every target runs the same phases, each phase on a fresh image:
 
-  set A  seq-write   1 MiB sequential writes into the fresh image (allocating, size-based)
-         seq-read    1 MiB sequential reads of that data (time-based)
+  set W  seq-write   1 MiB sequential writes into the fresh image (allocating, size-based)
+  set A  seq-read    1 MiB sequential reads of a fully written image (time-based)
          rand-read-qd1 / rand-read-qd32   4 KiB random reads (time-based)
          rand-write-qd32                  4 KiB random writes over the allocated data
          loop-rand-read-qd32 / loop-rand-write-qd32
@@ -19,6 +19,10 @@ Every target runs the same phases, each phase on a fresh image:
   set B  alloc-write-64k  64 KiB random writes at iodepth 16 into a fresh image (size-based:
                      fio's random map writes every 64 KiB block once, so each write allocates)
   set C  dd-write    dd bs=1M conv=fsync,notrunc (buffered) into a fresh image
+
+Time-based jobs run each target in turn, repeat times, each round starting with another target;
+the best round counts. Jobs that write fresh images (sets W, B and C) do the same on new images
+every round, with an os.sync() before each target.
 
 fio uses ioengine=libaio, direct=1, fallocate=none (so nothing is preallocated behind our back).
 """
@@ -69,9 +73,10 @@ TARGET_LABEL = {
 }
 
 PROFILES = {
-    # data: set A region; alloc64: set B region; dd: set C bytes; runtime: time-based jobs.
-    # repeat: time-based jobs run that many times, the targets interleaved and rotated; the best
-    # run counts (load from elsewhere on the machine only ever slows a run down).
+    # data: sets W and A region; alloc64: set B region; dd: set C bytes; runtime: time-based jobs.
+    # repeat: every job runs that many times, the targets interleaved and rotated (jobs that
+    # write fresh images on new images each time); the best run counts (load from elsewhere on
+    # the machine only ever slows a run down).
     "quick": dict(data=1 * GiB, alloc64=2 * GiB, dd=512 * MiB, runtime=2, ramp=0, repeat=3),
     "full": dict(data=4 * GiB, alloc64=8 * GiB, dd=2 * GiB, runtime=15, ramp=0, repeat=3),
 }
@@ -473,19 +478,6 @@ def run_all(args, targets, all_res):
     for t in targets:
         all_res.setdefault(t, {})
 
-    def record(t, key, fn):
-        res = all_res[t]
-        try:
-            r = fn()
-            res[key] = r
-            unit = f"{r['mib_s']:.1f} MiB/s" if WORKLOAD_KIND[key] == "bw" else \
-                f"{r['iops']:.0f} IOPS"
-            log(f"  {key:22s} {TARGET_LABEL[t]:10s} {unit}"
-                + (f"  ({r['note']})" if "note" in r else ""))
-        except Failure as e:
-            res[key] = {"error": str(e)}
-            log(f"  {key:22s} {TARGET_LABEL[t]:10s} FAILED: {e}")
-
     samples = {}  # (target, key) -> [result, ...] of a repeated time-based job
 
     def rotated(live, rep):
@@ -502,7 +494,8 @@ def run_all(args, targets, all_res):
             samples.setdefault((t, key), []).append(r)
             unit = f"{r['mib_s']:.1f} MiB/s" if WORKLOAD_KIND[key] == "bw" else \
                 f"{r['iops']:.0f} IOPS"
-            log(f"  {key:22s} {TARGET_LABEL[t]:10s} {unit}")
+            log(f"  {key:22s} {TARGET_LABEL[t]:10s} {unit}"
+                + (f"  ({r['note']})" if "note" in r else ""))
         except Failure as e:
             all_res[t][key] = {"error": str(e)}
             log(f"  {key:22s} {TARGET_LABEL[t]:10s} FAILED: {e}")
@@ -543,20 +536,42 @@ def run_all(args, targets, all_res):
         if args.cold:
             drop_caches()
 
-    # --- set A: allocating sequential write, then reads and overwrites of that data.
-    if any(wanted(k) for k in SET_A):
+    def fresh_image_job(key, size, tag, run_one):
+        """A job that writes into fresh images (allocating writes, dd): run args.repeat times,
+        each time on new images with another target first, each target after an os.sync().
+
+        Run once per target, one target after the other, such a job is unfair to the later
+        targets: they start while the host still writes back the earlier targets' gigabytes,
+        and even after a sync the second of two identical daemons measured up to 2x slower
+        (scripts/bench/profiling.md, "Fair allocating-write rows")."""
+        log(f"set {tag}: fresh {human(size)} images, {key} (load average "
+            f"{loadavg(args, 'set ' + tag)})")
+        for rep in range(args.repeat):
+            live = start_all(size, f"{tag}{rep + 1}", [key])
+            try:
+                for t, obj in rotated(live, rep):
+                    os.sync()
+                    sample(t, key, lambda: run_one(t, obj))
+            finally:
+                stop_all(live, f"set {tag} end")
+        finish(key)
+
+    # --- set W: allocating sequential 1 MiB writes into fresh images.
+    if wanted("seq-write"):
+        drop_caches()
+        fresh_image_job("seq-write", p["data"], "W", lambda t, obj: fio(
+            args, f"{t}-seq-write", obj.path, "write", "1M", 8, human(p["data"]), False,
+            pid=obj.daemon_pid()))
+
+    # --- set A: reads and overwrites of a fully written image.
+    if any(wanted(k) for k in SET_A if k != "seq-write"):
         drop_caches()
         log(f"set A: fresh {human(p['data'])} images (load average {loadavg(args, 'set A')})")
         live = start_all(p["data"], "A", SET_A)
         sz = human(p["data"])
         try:
-            for t, obj in live.items():
-                if wanted("seq-write"):
-                    record(t, "seq-write", lambda: fio(args, f"{t}-seq-write", obj.path, "write",
-                                                       "1M", 8, sz, False,
-                                                       pid=obj.daemon_pid()))
-                else:  # the reads need allocated data
-                    fio(args, f"{t}-fill", obj.path, "write", "1M", 8, sz, False)
+            for t, obj in live.items():  # the reads need allocated data
+                fio(args, f"{t}-fill", obj.path, "write", "1M", 8, sz, False)
             jobs = [("seq-read", "read", "1M", 8), ("rand-read-qd1", "randread", "4k", 1),
                     ("rand-read-qd32", "randread", "4k", 32),
                     ("rand-write-qd32", "randwrite", "4k", 32)]
@@ -605,27 +620,15 @@ def run_all(args, targets, all_res):
     # --- set B: 64 KiB random allocating writes into a fresh image.
     if wanted("alloc-write-64k"):
         drop_caches()
-        log(f"set B: fresh {human(p['alloc64'])} images (load average {loadavg(args, 'set B')})")
-        live = start_all(p["alloc64"], "B", ["alloc-write-64k"])
-        try:
-            for t, obj in live.items():
-                record(t, "alloc-write-64k", lambda: fio(
-                    args, f"{t}-alloc64k", obj.path, "randwrite", "64k", 16,
-                    human(p["alloc64"]), False, pid=obj.daemon_pid()))
-        finally:
-            stop_all(live, "set B end")
+        fresh_image_job("alloc-write-64k", p["alloc64"], "B", lambda t, obj: fio(
+            args, f"{t}-alloc64k", obj.path, "randwrite", "64k", 16, human(p["alloc64"]), False,
+            pid=obj.daemon_pid()))
 
     # --- set C: buffered dd with a final fsync into a fresh image.
     if wanted("dd-write"):
         drop_caches()
-        log(f"set C: fresh {human(p['dd'])} images (load average {loadavg(args, 'set C')})")
-        live = start_all(p["dd"], "C", ["dd-write"])
-        try:
-            for t, obj in live.items():
-                record(t, "dd-write", lambda: dd_write(args, obj.path, p["dd"],
-                                                      pid=obj.daemon_pid()))
-        finally:
-            stop_all(live, "set C end")
+        fresh_image_job("dd-write", p["dd"], "C", lambda t, obj: dd_write(
+            args, obj.path, p["dd"], pid=obj.daemon_pid()))
 
 
 def value_of(res, key):

@@ -18,6 +18,8 @@ namespace {
 thread_local EventLoop* current_loop = nullptr;
 // The longest a polling loop sleeps before it looks at its pollers again.
 constexpr std::chrono::milliseconds kLongestSleep{250};
+// While spinning, how often the loop also asks the reactor (one non-blocking epoll_wait).
+constexpr std::chrono::microseconds kReactorCheck{10};
 }  // namespace
 
 struct EventLoop::Impl {
@@ -133,10 +135,18 @@ void EventLoop::RunPolling() {
     m.ctx.poll();
     if (m.ctx.stopped()) break;
     if (PollOnce()) continue;
+    // Spin. The reactor (other descriptors, timers, posts from other threads such as the thread
+    // pool's completions) is asked again every kReactorCheck, so what it delivers waits at most
+    // that long while the loop spins for its pollers.
     bool found = false;
     const Clock::time_point start = Clock::now();
-    while (Clock::now() - start < m.poll_window) {
+    Clock::time_point next_reactor_check = start + kReactorCheck;
+    for (Clock::time_point now = start; now - start < m.poll_window; now = Clock::now()) {
       if ((found = PollOnce())) break;
+      if (now >= next_reactor_check) {
+        if ((found = m.ctx.poll() > 0)) break;
+        next_reactor_check = now + kReactorCheck;
+      }
     }
     if (found) continue;
     // Nothing within the window: block. Wake-ups go on first, then one more look, so an event

@@ -81,15 +81,18 @@ f=open(sys.argv[1],"rb"); f.seek(int(sys.argv[2],0)); print(struct.unpack("<Q",f
 # hold_image IMAGE: a qemu-io in the background keeps IMAGE open read-write, with QEMU's locks,
 # until release_image (or the end of the test).
 hold_image() {
-  qemu-io -c 'sleep 20000' "$1" >/dev/null 2>&1 &
+  qemu-io -c 'sleep 20000' "$1" >/dev/null 2>"$TMP/holder.err" &
   HOLDER=$!
   trap 'kill $HOLDER 2>/dev/null || true; rm -rf "$TMP"' EXIT
   local i
-  for i in $(seq 100); do  # until qemu-io holds its locks
+  # Until qemu-io holds its locks (a loaded machine, e.g. a sanitizer build running beside it,
+  # can take many seconds to start it); a qemu-io that exited fails at once, with its message.
+  for i in $(seq 1200); do
     qemu-img info "$1" >/dev/null 2>&1 || return 0
+    kill -0 "$HOLDER" 2>/dev/null || fail "qemu-io could not open $1: $(cat "$TMP/holder.err")"
     sleep 0.1
   done
-  fail "qemu-io did not open $1"
+  fail "qemu-io did not open $1 within 120 s"
 }
 release_image() {
   kill "$HOLDER"

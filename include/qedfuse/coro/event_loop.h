@@ -10,7 +10,9 @@
 //
 // Busy-polling: a source whose events show up in memory (an io_uring completion queue) can be
 // added as a Poller. Run() then checks its pollers, without a system call, for a short window
-// before it blocks in the kernel, and keeps a poller's descriptor wake-ups off while it polls.
+// before it blocks in the kernel (asking the reactor too every few microseconds, so descriptors,
+// timers and cross-thread posts are not held up), and keeps a poller's descriptor wake-ups off
+// while it polls.
 // The window adapts to the gaps between events: it grows (up to the limit) while events arrive
 // just after the loop gave up polling, and shrinks while the loop blocks for longer than the
 // limit, so an idle loop stops polling and sleeps. The limit is 0 (never poll) until

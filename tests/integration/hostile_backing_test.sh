@@ -106,7 +106,8 @@ for who in root nobody; do
 done
 
 log "a qcow2 file is never served as raw bytes: as a probed backing file or as the image"
-mount_refused root q2 "base.qcow2: a qcow2 image; qedfuse reads only qed and raw images"
+mount_refused root q2 \
+  "backing file 'base.qcow2' ($TMP/img/base.qcow2): a qcow2 image; qedfuse reads only qed and raw"
 mount_refused nobody q2 "a qcow2 image"
 cp "$TMP/img/base.qcow2" "$TMP/img/direct.qed"  # the name does not matter, the bytes do
 mount_refused root direct "not a QED image"

@@ -97,8 +97,8 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenBacking(const OpenO
                                                                      ChainContext& chain,
                                                                      OpenReport* report) {
   if (!chain.open_backing) {
-    co_return absl::FailedPreconditionError(
-        absl::StrCat(options.path, ": no backing opener was given to open this backing file"));
+    co_return absl::FailedPreconditionError(absl::StrCat(
+        options.NameInMessages(), ": no backing opener was given to open this backing file"));
   }
   co_return co_await chain.open_backing(options, chain, report);
 }

@@ -3,8 +3,12 @@
 // feature bits, the need-check flag as stored on disk, and the resolved backing chain.
 //
 // The image is opened read-only (for_check: never repaired) through block::OpenImage, so an
-// image the block layer would refuse (bad header, missing backing file, unknown features) is
-// reported the same way here; the numbers come from the opened layers (block::DescribeLayers).
+// image the block layer would refuse (bad header, unknown features) is reported the same way
+// here; the numbers come from the opened layers (block::DescribeLayers). Like qemu-img, plain
+// `info` describes one file and does not open its backing file (BackingPolicy::kNone): the
+// backing lines come from the image's header, so an image whose backing file is missing or
+// unreadable is still shown. --backing-chain opens the whole chain under the --backing policy
+// and fails when a file of it cannot be opened.
 
 #include <cstdio>
 #include <memory>
@@ -55,9 +59,12 @@ JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
     data.Add("need-check", h.need_check);
     data.Add("l1-table-offset", h.l1_table_offset);
     data.Add("file-size", l.file_size);
-    JsonArray chain;
-    for (const LayerInfo& b : below) chain.emplace_back(b.filename);
-    data.Add("backing-chain", std::move(chain));
+    // The files opened below this one; left out when the backing file was not opened.
+    if (l.backing_name.empty() || !below.empty()) {
+      JsonArray chain;
+      for (const LayerInfo& b : below) chain.emplace_back(b.filename);
+      data.Add("backing-chain", std::move(chain));
+    }
     JsonObject spec;
     spec.Add("type", "qed");
     spec.Add("data", std::move(data));
@@ -112,6 +119,7 @@ void PrintHuman(const LayerInfo& l, const std::vector<LayerInfo>& below) {
 coro::Task<int> RunInfo(InfoArgs args) {
   block::OpenOptions opts = ReadOnlyOpenOptions(args);
   opts.for_check = true;  // report the image as it is; never repair while inspecting
+  if (!args.backing_chain) opts.backing = block::BackingPolicy::kNone;
   block::OpenReport report;
   std::unique_ptr<block::BlockBackend> backend =
       co_await OpenImageOrReport(opts, OpenPurpose::kRead, &report);

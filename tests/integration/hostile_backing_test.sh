@@ -106,7 +106,8 @@ for who in root nobody; do
 done
 
 log "a qcow2 file is never served as raw bytes: as a probed backing file or as the image"
-mount_refused root q2 "base.qcow2: a qcow2 image; qedfuse reads only qed and raw images"
+mount_refused root q2 \
+  "backing file 'base.qcow2' ($TMP/img/base.qcow2): a qcow2 image; qedfuse reads only qed and raw"
 mount_refused nobody q2 "a qcow2 image"
 cp "$TMP/img/base.qcow2" "$TMP/img/direct.qed"  # the name does not matter, the bytes do
 mount_refused root direct "not a QED image"
@@ -123,11 +124,15 @@ expect_fail() {
   timeout 20 "$@" >"$TMP/out" 2>&1 || rc=$?
   [ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "$* exited with $rc: $(cat "$TMP/out")"
 }
-expect_fail "$QEDIMG" info "$TMP/img/fifo.qed"
-grep -q "is a FIFO" "$TMP/out" || fail "qedimg info fifo: $(cat "$TMP/out")"
-expect_fail "$QEDIMG" info --backing=confined "$TMP/img/abs.qed"
+# Plain info opens no backing file (as qemu-img): it shows the stored name of any of them.
+timeout 20 "$QEDIMG" info "$TMP/img/fifo.qed" >"$TMP/out" 2>&1 || fail "info fifo: $(cat "$TMP/out")"
+grep -q "^backing file: fifo" "$TMP/out" || fail "qedimg info fifo: $(cat "$TMP/out")"
+expect_fail "$QEDIMG" info --backing-chain "$TMP/img/fifo.qed"
+grep -q "is a FIFO" "$TMP/out" || fail "qedimg info --backing-chain fifo: $(cat "$TMP/out")"
+expect_fail "$QEDIMG" info --backing-chain --backing=confined "$TMP/img/abs.qed"
 grep -q "absolute" "$TMP/out" || fail "qedimg info --backing=confined: $(cat "$TMP/out")"
-"$QEDIMG" info --backing=none "$TMP/img/abs.qed" >"$TMP/out" 2>&1 || fail "info none: $(cat "$TMP/out")"
+"$QEDIMG" info --backing-chain --backing=none "$TMP/img/abs.qed" >"$TMP/out" 2>&1 ||
+  fail "info none: $(cat "$TMP/out")"
 grep -q "secret.raw" "$TMP/out" || fail "info --backing=none does not show the stored name"
 "$QEDIMG" map --backing=none --output=json "$TMP/img/abs.qed" >"$TMP/out" || fail "map none"
 ! grep -q '"data": true' "$TMP/out" || fail "map --backing=none shows data: $(cat "$TMP/out")"

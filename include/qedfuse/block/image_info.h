@@ -36,7 +36,7 @@ struct LayerInfo {
   uint64_t actual_size = 0;          // host allocation (st_blocks * 512)
   std::optional<QedHeaderInfo> qed;  // QED layers only
   std::string backing_name;          // as stored in the image, "" if none
-  std::string full_backing;          // QemuBackingPath(filename, backing_name), "" if the
+  std::string full_backing;          // QemuBackingPath(filename, backing_name), also when the
                                      // backing file was not opened (BackingPolicy::kNone)
   std::string backing_format;        // "raw" when the image says so (no probing), else ""
 };

@@ -40,6 +40,10 @@ std::optional<BackingPolicy> ParseBackingPolicy(std::string_view name);
 
 struct OpenOptions {
   std::string path;
+  // How error messages name the file; "" names it by |path|. A format driver sets it when it
+  // opens its backing file ("backing file 'base.raw'"), so that a message names the file once.
+  std::string name;
+  const std::string& NameInMessages() const { return name.empty() ? path : name; }
   std::string format;  // "" probes; otherwise "qed" or "raw"
   bool read_only = false;
   AioMode aio = AioMode::kAuto;

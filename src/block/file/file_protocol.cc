@@ -142,37 +142,39 @@ struct LseekJob {
 absl::StatusOr<std::unique_ptr<FileProtocol>> FileProtocol::Open(
     const FileProtocolOptions& options) {
   bool direct = options.cache == CacheMode::kNone;
+  const std::string& name = options.name.empty() ? options.path : options.name;
   int flags = O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (options.read_only ? O_RDONLY : O_RDWR);
   if (options.create && !options.read_only) flags |= O_CREAT;
   if (direct) flags |= O_DIRECT;
   int fd = ::open(options.path.c_str(), flags, 0644);
-  if (fd < 0) return OpenError(options.path, errno, direct);
+  if (fd < 0) return OpenError(name, errno, direct);
 
   std::unique_ptr<FileProtocol> f(new FileProtocol());
   f->path_ = options.path;
+  f->name_ = name;
   f->fd_ = fd;
   f->read_only_ = options.read_only;
   f->direct_ = direct;
 
   struct stat st;
-  if (::fstat(fd, &st) != 0) return OpenError(options.path, errno, direct);
-  if (S_ISDIR(st.st_mode)) return OpenError(options.path, EISDIR, direct);
+  if (::fstat(fd, &st) != 0) return OpenError(name, errno, direct);
+  if (S_ISDIR(st.st_mode)) return OpenError(name, EISDIR, direct);
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(options.path, " is neither a regular file nor a block device"));
+        absl::StrCat(name, " is neither a regular file nor a block device"));
   }
   if (options.expect_id && (static_cast<uint64_t>(st.st_dev) != options.expect_id->first ||
                             static_cast<uint64_t>(st.st_ino) != options.expect_id->second)) {
     return absl::AbortedError(
-        absl::StrCat(options.path, " was replaced by another file while it was being opened"));
+        absl::StrCat(name, " was replaced by another file while it was being opened"));
   }
   // Regular files and block devices never block on open or I/O the way O_NONBLOCK is about;
   // clear it so that nothing later depends on it.
   if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-    return OpenError(options.path, errno, direct);
+    return OpenError(name, errno, direct);
   }
   off_t end = ::lseek(fd, 0, SEEK_END);
-  if (end < 0) return OpenError(options.path, errno, direct);
+  if (end < 0) return OpenError(name, errno, direct);
   f->size_ = static_cast<uint64_t>(end);
   if (direct) {
     ProbeDirectAlignment(fd, st, f->size_, &f->limits_);
@@ -190,7 +192,7 @@ absl::StatusOr<std::unique_ptr<FileProtocol>> FileProtocol::Open(
       absl::StatusOr<std::unique_ptr<FileIo>> io = MakeUringFileIo(fd);
       if (!io.ok()) {
         return absl::Status(io.status().code(),
-                            absl::StrCat(options.path, ": aio=io_uring: ", io.status().message()));
+                            absl::StrCat(name, ": aio=io_uring: ", io.status().message()));
       }
       f->io_ = *std::move(io);
       break;
@@ -209,7 +211,7 @@ FileProtocol::~FileProtocol() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-absl::Status FileProtocol::SetLocks(LockPerms perms) { return ApplyQemuLocks(fd_, path_, perms); }
+absl::Status FileProtocol::SetLocks(LockPerms perms) { return ApplyQemuLocks(fd_, name_, perms); }
 
 // Requests arrive through a Child (block_driver.h), aligned to the limits this node reports:
 // offsets, lengths and, under O_DIRECT, memory. Only the end of the file is special.
@@ -332,12 +334,12 @@ coro::Task<absl::Status> FileProtocol::Close() {
   if (!read_only_) {
     SysResult r = co_await FileBlockingPool().Offload(FdatasyncJob{fd_});
     if (r.rc != 0) {
-      status = absl::DataLossError(absl::StrCat("flushing ", path_, ": ", std::strerror(r.err)));
+      status = absl::DataLossError(absl::StrCat("flushing ", name_, ": ", std::strerror(r.err)));
     }
   }
   io_.reset();
   if (::close(std::exchange(fd_, -1)) != 0 && status.ok()) {
-    status = absl::DataLossError(absl::StrCat("closing ", path_, ": ", std::strerror(errno)));
+    status = absl::DataLossError(absl::StrCat("closing ", name_, ": ", std::strerror(errno)));
   }
   co_return status;
 }

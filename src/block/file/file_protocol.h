@@ -30,6 +30,7 @@ namespace qedfuse::block {
 
 struct FileProtocolOptions {
   std::string path;
+  std::string name;  // how error messages name the file; "" names it by |path|
   bool read_only = false;
   AioMode aio = AioMode::kAuto;
   CacheMode cache = CacheMode::kWriteback;
@@ -81,6 +82,7 @@ class FileProtocol final : public BlockDriver {
   coro::Task<Result<void>> TruncateTo(uint64_t length);
 
   std::string path_;
+  std::string name_;  // how error messages name the file (FileProtocolOptions::name)
   int fd_ = -1;
   bool read_only_ = false;
   bool direct_ = false;

@@ -42,8 +42,9 @@ std::vector<LayerInfo> DescribeLayers(BlockBackend& image, const std::vector<Cha
       l.file_size = q->file().length();
       l.backing_name = q->backing_filename();
       below = q->backing();
-      // The name of the file below, as QEMU names it; none when the policy did not follow it.
-      if (below != nullptr) l.full_backing = QemuBackingPath(l.filename, l.backing_name);
+      // The file below as QEMU names it, whether or not it was opened (qemu-img info shows it
+      // without opening it).
+      if (!l.backing_name.empty()) l.full_backing = QemuBackingPath(l.filename, l.backing_name);
       if (!l.backing_name.empty() && (q->header().features & qed::kFeatureBackingFormatNoProbe)) {
         l.backing_format = "raw";
       }

@@ -62,22 +62,24 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
                                                                     OpenReport* report) {
   const std::string& path = options.path;
   if (path.empty()) co_return absl::InvalidArgumentError("no image file name given");
+  // How the messages below name the file (a backing file by the name its image stores).
+  const std::string& name = options.NameInMessages();
   if (!chain.open_backing) chain.open_backing = &OpenDriver;
   const std::optional<std::pair<uint64_t, uint64_t>> expect_id = std::exchange(chain.expect_id, {});
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) co_return StatError(path, errno);
+  if (::stat(path.c_str(), &st) != 0) co_return StatError(name, errno);
   // Refused before any open: opening a FIFO would block until a writer comes, a device could
   // have side effects.
   if (const char* why = FileTypeProblem(st.st_mode); *why != '\0') {
     co_return absl::InvalidArgumentError(
-        absl::StrCat(path, " ", why,
+        absl::StrCat(name, " ", why,
                      ", not an image file (only regular files and block devices "
                      "are opened)"));
   }
   std::pair<uint64_t, uint64_t> id{st.st_dev, st.st_ino};
   if (expect_id && *expect_id != id) {
     co_return absl::AbortedError(
-        absl::StrCat(path, " was replaced by another file while it was being opened"));
+        absl::StrCat(name, " was replaced by another file while it was being opened"));
   }
   for (const auto& seen : chain.seen) {
     if (seen == id) {
@@ -93,6 +95,7 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
 
   FileProtocolOptions fo;
   fo.path = path;
+  fo.name = name;
   fo.read_only = options.read_only;
   fo.aio = options.aio;
   fo.cache = options.cache;
@@ -105,11 +108,11 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
   if (options.format.empty()) {
     IoBuffer head(kProbeBytes, /*zero=*/true);
     Result<void> r = co_await file->Read(0, IoVector(head));
-    if (!r) co_return ToStatus(r.error(), absl::StrCat("reading ", path));
+    if (!r) co_return ToStatus(r.error(), absl::StrCat("reading ", name));
     format = &ProbeFormat(head.span());
     if (std::string_view foreign = ForeignFormat(head.span()); !foreign.empty()) {
       co_return absl::FailedPreconditionError(absl::StrCat(
-          path, ": a ", std::string(foreign), " image; qedfuse reads only qed and raw images",
+          name, ": a ", std::string(foreign), " image; qedfuse reads only qed and raw images",
           is_backing ? " (convert the backing file to qed or raw first)"
                      : " (--format=raw serves the file's bytes as they are)"));
     }
@@ -117,11 +120,11 @@ coro::Task<absl::StatusOr<std::unique_ptr<BlockDriver>>> OpenDriver(const OpenOp
     format = FindFormat(options.format);
     if (format == nullptr) {
       co_return absl::InvalidArgumentError(
-          absl::StrCat(path, ": unknown image format '", options.format, "'"));
+          absl::StrCat(name, ": unknown image format '", options.format, "'"));
     }
   }
   if (format->open == nullptr) {
-    co_return absl::UnimplementedError(absl::StrCat(path, ": the ", std::string(format->name),
+    co_return absl::UnimplementedError(absl::StrCat(name, ": the ", std::string(format->name),
                                                     " format is not available in this build"));
   }
 

@@ -201,15 +201,14 @@ coro::Task<absl::Status> QedDriver::OpenInternal(const block::OpenOptions& optio
     bo.format = (header_.features & kFeatureBackingFormatNoProbe) ? "raw" : "";
     bo.read_only = true;
     bo.for_check = false;
+    // The opener's errors name the file this way, once: by the name stored here, plus the path
+    // it was looked for at when that differs.
+    bo.name = backing_path_ == backing_name_
+                  ? absl::StrCat("backing file '", backing_name_, "'")
+                  : absl::StrCat("backing file '", backing_name_, "' (", backing_path_, ")");
     absl::StatusOr<std::unique_ptr<block::BlockDriver>> b =
         co_await block::OpenBacking(bo, chain, report);
-    if (!b.ok()) {
-      const std::string what =
-          backing_path_ == backing_name_
-              ? absl::StrCat("backing file '", backing_name_, "'")
-              : absl::StrCat("backing file '", backing_name_, "' (", backing_path_, ")");
-      co_return Annotated(b.status(), what);
-    }
+    if (!b.ok()) co_return b.status();
     backing_ = std::make_unique<block::Child>(std::move(*b));
   }
 

@@ -74,6 +74,22 @@ class BackingPolicyTest : public ::testing::Test {
     EXPECT_TRUE(loop_.Run((*bb)->Close()).ok());
   }
   // Expects the open under |p| to fail with a message holding every string of |parts|.
+  // Opening |top| under kFollow fails with |message|, in which |path| appears once.
+  void ExpectNamedOnce(const std::string& top, const std::string& message,
+                       const std::string& path) {
+    auto bb = Open(top, BackingPolicy::kFollow);
+    ASSERT_FALSE(bb.ok());
+    const std::string msg(bb.status().message());
+    EXPECT_NE(msg.find(message), std::string::npos) << msg;
+    EXPECT_EQ(msg.find(path), msg.rfind(path)) << msg;
+  }
+  // A QED image at |path| naming |stored| (found at |at|), which is then removed.
+  void MakeQedOverGone(const std::string& path, const std::string& stored, const std::string& at,
+                       const std::string& fmt = "raw") {
+    MakeRaw(at, kM, 1);
+    MakeQed(path, stored, fmt);
+    ASSERT_EQ(::unlink(at.c_str()), 0);
+  }
   void ExpectRefused(const std::string& top, BackingPolicy p,
                      const std::vector<std::string>& parts) {
     auto bb = Open(top, p);
@@ -182,12 +198,33 @@ TEST_F(BackingPolicyTest, FifoAndCharacterDeviceAreRefusedBeforeOpening) {
 
 TEST_F(BackingPolicyTest, MissingBackingFileNamesImageAndStoredName) {
   const std::string top = dir_.File("img/top.qed");
-  MakeRaw(dir_.File("img/nothere.raw"), kM, 1);
-  MakeQed(top, "nothere.raw");
-  ASSERT_EQ(::unlink(dir_.File("img/nothere.raw").c_str()), 0);
+  const std::string at = dir_.File("img/nothere.raw");
+  MakeQedOverGone(top, "nothere.raw", at);
   ExpectRefused(top, BackingPolicy::kFollow, {top, "nothere.raw", "no such file"});
   ExpectRefused(top, BackingPolicy::kConfined, {top, "nothere.raw", "does not exist"});
   ExpectFirstByte(top, BackingPolicy::kNone, 0);
+  // The file is named once: the stored name, then the path it was looked for at.
+  ExpectNamedOnce(
+      top, "qed image '" + top + "': backing file 'nothere.raw' (" + at + "): no such file", at);
+}
+
+TEST_F(BackingPolicyTest, UnopenableBackingFileIsNamedOnce) {
+  const std::string top = dir_.File("img/top.qed");
+  const std::string at = dir_.File("img/dir.raw");
+  MakeQedOverGone(top, "dir.raw", at);
+  ASSERT_EQ(::mkdir(at.c_str(), 0755), 0);
+  ExpectNamedOnce(top,
+                  "qed image '" + top + "': backing file 'dir.raw' (" + at +
+                      ") is a directory, not an image file",
+                  at);
+  // Two levels: the error names the image that names the missing file, once.
+  const std::string gone = dir_.File("img/gone.raw");
+  const std::string mid = dir_.File("img/mid.qed");
+  const std::string two = dir_.File("img/two.qed");
+  MakeQedOverGone(mid, "gone.raw", gone);
+  MakeQed(two, "mid.qed", "qed");
+  ExpectNamedOnce(
+      two, "qed image '" + mid + "': backing file 'gone.raw' (" + gone + "): no such file", gone);
 }
 
 TEST_F(BackingPolicyTest, LoopIsRefusedUnderBothFollowingPolicies) {

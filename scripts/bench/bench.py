@@ -22,7 +22,7 @@ Every target runs the same phases, each phase on a fresh image:
 
 Time-based jobs run each target in turn, repeat times, each round starting with another target;
 the best round counts. Jobs that write fresh images (sets W, B and C) do the same on new images
-every round, with an os.sync() before each target.
+every round, with the page cache synced and dropped before each target.
 
 fio uses ioengine=libaio, direct=1, fallocate=none (so nothing is preallocated behind our back).
 """
@@ -538,11 +538,12 @@ def run_all(args, targets, all_res):
 
     def fresh_image_job(key, size, tag, run_one):
         """A job that writes into fresh images (allocating writes, dd): run args.repeat times,
-        each time on new images with another target first, each target after an os.sync().
+        each time on new images with another target first, each target after a sync and a
+        drop of the page cache.
 
         Run once per target, one target after the other, such a job is unfair to the later
         targets: they start while the host still writes back the earlier targets' gigabytes,
-        and even after a sync the second of two identical daemons measured up to 2x slower
+        and even after a sync alone the writer that came later measured up to 4x slower
         (scripts/bench/profiling.md, "Fair allocating-write rows")."""
         log(f"set {tag}: fresh {human(size)} images, {key} (load average "
             f"{loadavg(args, 'set ' + tag)})")
@@ -550,7 +551,7 @@ def run_all(args, targets, all_res):
             live = start_all(size, f"{tag}{rep + 1}", [key])
             try:
                 for t, obj in rotated(live, rep):
-                    os.sync()
+                    drop_caches()
                     sample(t, key, lambda: run_one(t, obj))
             finally:
                 stop_all(live, f"set {tag} end")

@@ -2,8 +2,8 @@
 # The FUSE transport qedfuse picks, and what it says about it:
 #   - kernel switch on: --io-uring=on (also as -o io_uring=on) serves the mount over io_uring with
 #     one queue per possible CPU, and the data requests of a dd really go over the ring;
-#     --io-uring=off and the default auto (measured slower at iodepth 1 and on allocating writes,
-#     see scripts/bench/profiling.md) serve it over /dev/fuse;
+#     --io-uring=off and the default auto (the ring was measured slower on 1 MiB sequential
+#     transfers and buffered dd, see scripts/bench/profiling.md) serve it over /dev/fuse;
 #   - -d logs every request and reply from our own codec, over both transports;
 #   - kernel switch off: auto stays on /dev/fuse, on refuses to mount with a message that names
 #     the switch, and leaves nothing mounted.

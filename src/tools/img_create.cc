@@ -33,15 +33,15 @@ coro::Task<absl::Status> InspectBacking(const std::string& path, const std::stri
                                         uint64_t* size, std::string* probed_format) {
   block::OpenOptions opts;
   opts.path = path;
+  opts.name = absl::StrFormat("backing file '%s'", path);  // messages name it once
   opts.format = format;
   opts.read_only = true;
   opts.lock = false;  // only reads the size; a running user of the file is fine
   block::OpenReport report;
   auto opened = co_await block::OpenImage(opts, &report);
   if (!opened.ok()) {
-    co_return absl::Status(
-        opened.status().code(),
-        absl::StrFormat("Could not open backing file '%s': %s", path, opened.status().message()));
+    co_return absl::Status(opened.status().code(),
+                           absl::StrCat("Could not open ", opened.status().message()));
   }
   std::unique_ptr<block::BlockBackend> backend = std::move(*opened);
   *size = backend->length();

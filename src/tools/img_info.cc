@@ -33,7 +33,7 @@ struct InfoArgs : ReadImageArgs {
   bool backing_chain = false;
 };
 
-JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
+JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>* below) {
   JsonObject o;
   o.Add("virtual-size", l.virtual_size);
   o.Add("filename", l.filename);
@@ -59,10 +59,10 @@ JsonObject LayerJson(const LayerInfo& l, const std::vector<LayerInfo>& below) {
     data.Add("need-check", h.need_check);
     data.Add("l1-table-offset", h.l1_table_offset);
     data.Add("file-size", l.file_size);
-    // The files opened below this one; left out when the backing file was not opened.
-    if (l.backing_name.empty() || !below.empty()) {
+    // The files opened below this one, with --backing-chain only (plain info opens none).
+    if (below != nullptr) {
       JsonArray chain;
-      for (const LayerInfo& b : below) chain.emplace_back(b.filename);
+      for (const LayerInfo& b : *below) chain.emplace_back(b.filename);
       data.Add("backing-chain", std::move(chain));
     }
     JsonObject spec;
@@ -137,12 +137,11 @@ coro::Task<int> RunInfo(InfoArgs args) {
       JsonArray arr;
       for (std::size_t i = 0; i < shown; ++i) {
         std::vector<LayerInfo> below(chain->begin() + static_cast<long>(i) + 1, chain->end());
-        arr.emplace_back(LayerJson((*chain)[i], below));
+        arr.emplace_back(LayerJson((*chain)[i], &below));
       }
       std::printf("%s\n", JsonValue(std::move(arr)).Render(0).c_str());
     } else {
-      std::vector<LayerInfo> below(chain->begin() + 1, chain->end());
-      std::printf("%s\n", LayerJson(chain->front(), below).Render(0).c_str());
+      std::printf("%s\n", LayerJson(chain->front(), nullptr).Render(0).c_str());
     }
     co_return kExitOk;
   }

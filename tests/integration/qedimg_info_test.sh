@@ -100,7 +100,7 @@ done
 chain_refused lost.qed gone.raw ": no such file"
 chain_refused sub/lost.qed ../gone.raw " (sub/../gone.raw): no such file" sub/../gone.raw
 chain_refused lost2.qed gone.raw ": no such file"
-grep -qF "qed image 'lost.qed'" err.txt || fail "two levels: the middle image: $(cat err.txt)"
+grep -qF "backing file 'lost.qed': backing file 'gone.raw'" err.txt || fail "two levels: the chain: $(cat err.txt)"
 mkdir gone.raw
 agree lost.qed
 chain_refused lost.qed gone.raw " is a directory"

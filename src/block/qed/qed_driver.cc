@@ -79,7 +79,9 @@ coro::Task<absl::StatusOr<std::unique_ptr<QedDriver>>> QedDriver::Open(
     std::unique_ptr<block::BlockDriver> file, const block::OpenOptions& options,
     block::ChainContext& chain, block::OpenReport* report, QedTuning tuning) {
   if (!file) co_return absl::InvalidArgumentError("qed: no file to open");
-  const std::string where = absl::StrCat("qed image '", options.path, "'");
+  // A backing file is named the way its parent stored it (OpenOptions::name), once.
+  const std::string where =
+      options.name.empty() ? absl::StrCat("qed image '", options.path, "'") : options.name;
   const uint64_t flen = file->length();
   const uint64_t gran = std::max<uint64_t>(512, file->limits().request_alignment);
   if (flen < kHeaderBytes) {

@@ -73,7 +73,6 @@ class BackingPolicyTest : public ::testing::Test {
     EXPECT_EQ(static_cast<uint8_t>(b), want);
     EXPECT_TRUE(loop_.Run((*bb)->Close()).ok());
   }
-  // Expects the open under |p| to fail with a message holding every string of |parts|.
   // Opening |top| under kFollow fails with |message|, in which |path| appears once.
   void ExpectNamedOnce(const std::string& top, const std::string& message,
                        const std::string& path) {
@@ -90,6 +89,7 @@ class BackingPolicyTest : public ::testing::Test {
     MakeQed(path, stored, fmt);
     ASSERT_EQ(::unlink(at.c_str()), 0);
   }
+  // Expects the open under |p| to fail with a message holding every string of |parts|.
   void ExpectRefused(const std::string& top, BackingPolicy p,
                      const std::vector<std::string>& parts) {
     auto bb = Open(top, p);
@@ -208,6 +208,18 @@ TEST_F(BackingPolicyTest, MissingBackingFileNamesImageAndStoredName) {
       top, "qed image '" + top + "': backing file 'nothere.raw' (" + at + "): no such file", at);
 }
 
+TEST_F(BackingPolicyTest, BadQedBackingFileIsNamedAsTheBackingFile) {
+  // The backing file opens but is not a valid QED image: the QED driver's own message names it
+  // as the parent stored it, once.
+  const std::string top = dir_.File("img/top.qed");
+  const std::string base = dir_.File("img/base.qed");
+  MakeQed(base, "", "");
+  MakeQed(top, "base.qed", "qed");
+  ASSERT_EQ(::truncate(base.c_str(), 10), 0);
+  ExpectNamedOnce(top, "backing file 'base.qed' (" + base + "): file size 10 is smaller than the",
+                  base);
+}
+
 TEST_F(BackingPolicyTest, UnopenableBackingFileIsNamedOnce) {
   const std::string top = dir_.File("img/top.qed");
   const std::string at = dir_.File("img/dir.raw");
@@ -217,14 +229,17 @@ TEST_F(BackingPolicyTest, UnopenableBackingFileIsNamedOnce) {
                   "qed image '" + top + "': backing file 'dir.raw' (" + at +
                       ") is a directory, not an image file",
                   at);
-  // Two levels: the error names the image that names the missing file, once.
+  // Two levels: the error names each file of the chain below the top once, as its parent
+  // stored it.
   const std::string gone = dir_.File("img/gone.raw");
   const std::string mid = dir_.File("img/mid.qed");
   const std::string two = dir_.File("img/two.qed");
   MakeQedOverGone(mid, "gone.raw", gone);
   MakeQed(two, "mid.qed", "qed");
   ExpectNamedOnce(
-      two, "qed image '" + mid + "': backing file 'gone.raw' (" + gone + "): no such file", gone);
+      two,
+      "backing file 'mid.qed' (" + mid + "): backing file 'gone.raw' (" + gone + "): no such file",
+      gone);
 }
 
 TEST_F(BackingPolicyTest, LoopIsRefusedUnderBothFollowingPolicies) {

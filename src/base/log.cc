@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "qedfuse/base/enum_names.h"
+#include "qedfuse/base/readable.h"
 
 namespace qedfuse {
 namespace {
@@ -155,10 +156,13 @@ bool LogDebugEnabled() {
 }
 
 void Log(LogLevel level, std::string_view text) {
-  const absl::string_view message(text.data(), text.size());  // absl's own type in bookworm
   LogState& s = State();
   std::lock_guard lock(s.mu);
   if (level == LogLevel::kDebug && !s.debug) return;
+  // Messages carry names from images and command lines, a stranger's bytes: no control
+  // character reaches a terminal, syslog or the log file unescaped.
+  const std::string readable = ReadableMessage(text);
+  const absl::string_view message(readable);  // absl's own type in bookworm
   if (s.echo && s.sink != Sink::kStderr && level <= LogLevel::kWarning) {
     WriteAll(STDERR_FILENO, absl::StrCat(s.program, ": ", message, "\n"));
   }

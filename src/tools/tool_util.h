@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "qedfuse/base/readable.h"
 #include "qedfuse/block/open.h"
 
 namespace qedfuse::tools {
@@ -35,14 +36,7 @@ void Error(const absl::Status& status);
 // after an error ("Try 'qedimg --help' for more information").
 void Hint(std::string_view line);
 
-// |message| as it can be shown on a terminal: control characters other than newline become
-// \xHH escapes (names from an image are a stranger's bytes), and a word longer than 200 bytes
-// (a name gone wild) keeps only its head and tail, so that no message runs
-// to kilobytes.
-std::string ReadableMessage(std::string_view message);
-// |text| with every control character, newline included, shown as \xHH: names taken from an
-// image, as human-readable output prints them (JSON output escapes them its own way).
-std::string Printable(std::string_view text);
+// ReadableMessage and Printable: qedfuse/base/readable.h.
 
 // Parses a size such as "1048576", "64k", "1.5G", "2T" (suffixes b/k/M/G/T/P/E, case-insensitive,
 // powers of 1024, like qemu-img). Returns nullopt on syntax errors or overflow; |out_of_range|,

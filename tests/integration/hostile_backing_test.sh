@@ -3,7 +3,8 @@
 # unprivileged user: an absolute name, a `../` escape and a symlink escape are followed by
 # default (with a warning and the chain printed at mount), refused by --backing=confined and
 # ignored by --backing=none (which reads zeros); a FIFO, a character device, a missing file and a
-# loop are refused at once with a message naming the image and the stored name (nothing hangs).
+# loop are refused at once with a message naming the image and the stored name (nothing hangs),
+# control characters in that name shown as \xHH escapes.
 # A backing file in another image format (qcow2) is refused, never read as raw bytes; such an
 # image itself is refused too, unless --format=raw asks for its bytes. qedimg takes the same option. Then the lock
 # bytes on a backing file, both ways: qedfuse holds an overlay -> qemu-io cannot write its QED
@@ -36,6 +37,7 @@ mk inner inner.raw
 mk fifo fifo.raw
 mk chr /dev/zero
 mk missing nothere.raw
+mk esc "$(printf 'b\033[31m\007red.raw')"  # terminal escapes in a (missing) backing name
 mk loop-a loop-b.qed qed
 mk loop-b loop-a.qed qed
 qemu-img create -q -f qcow2 "$TMP/img/base.qcow2" 1M
@@ -93,6 +95,8 @@ for who in root nobody; do
     mount_refused "$who" loop-a "backing file loop" --backing=$policy
   done
   mount_refused "$who" chr "is a character device"
+  mount_refused "$who" esc 'b\x1b[31m\x07red.raw'  # shown escaped, never sent to the terminal
+  ! grep -q "$(printf '[\033\007]')" "$TMP/err" || fail "$who: raw control bytes in: $(cat -v "$TMP/err")"
 
   log "$who: --backing=confined / -o backing=confined"
   mount_refused "$who" abs "is an absolute name" --backing=confined

@@ -462,7 +462,7 @@ def loadavg(args=None, label=None):
     return value
 
 
-SET_A = ["seq-write", "seq-read", "rand-read-qd1", "rand-read-qd32", "rand-write-qd32",
+SET_A = ["seq-read", "rand-read-qd1", "rand-read-qd32", "rand-write-qd32",
          "loop-rand-read-qd32", "loop-rand-write-qd32"]
 
 
@@ -478,7 +478,7 @@ def run_all(args, targets, all_res):
     for t in targets:
         all_res.setdefault(t, {})
 
-    samples = {}  # (target, key) -> [result, ...] of a repeated time-based job
+    samples = {}  # (target, key) -> [result, ...] of a repeated job
 
     def rotated(live, rep):
         # Each repetition starts with a different target, so no target always runs first.
@@ -559,13 +559,12 @@ def run_all(args, targets, all_res):
 
     # --- set W: allocating sequential 1 MiB writes into fresh images.
     if wanted("seq-write"):
-        drop_caches()
         fresh_image_job("seq-write", p["data"], "W", lambda t, obj: fio(
             args, f"{t}-seq-write", obj.path, "write", "1M", 8, human(p["data"]), False,
             pid=obj.daemon_pid()))
 
     # --- set A: reads and overwrites of a fully written image.
-    if any(wanted(k) for k in SET_A if k != "seq-write"):
+    if any(wanted(k) for k in SET_A):
         drop_caches()
         log(f"set A: fresh {human(p['data'])} images (load average {loadavg(args, 'set A')})")
         live = start_all(p["data"], "A", SET_A)
@@ -620,14 +619,12 @@ def run_all(args, targets, all_res):
 
     # --- set B: 64 KiB random allocating writes into a fresh image.
     if wanted("alloc-write-64k"):
-        drop_caches()
         fresh_image_job("alloc-write-64k", p["alloc64"], "B", lambda t, obj: fio(
             args, f"{t}-alloc64k", obj.path, "randwrite", "64k", 16, human(p["alloc64"]), False,
             pid=obj.daemon_pid()))
 
     # --- set C: buffered dd with a final fsync into a fresh image.
     if wanted("dd-write"):
-        drop_caches()
         fresh_image_job("dd-write", p["dd"], "C", lambda t, obj: dd_write(
             args, obj.path, p["dd"], pid=obj.daemon_pid()))
 
